@@ -1,0 +1,26 @@
+"""learnscope: experiments on the training dynamics of neural networks.
+
+from learnscope import Config, run, load_runs
+result = run(Config().override("optim.lr=0.1"), store="runs")
+"""
+
+__version__ = "0.1.0"
+
+from .config import Config
+from .data import Dataset, Split, from_tensors
+from .registry import DATA, MODELS, PROBES
+from .store import load_runs
+from .train import RunResult, run
+
+__all__ = [
+    "DATA",
+    "MODELS",
+    "PROBES",
+    "Config",
+    "Dataset",
+    "RunResult",
+    "Split",
+    "from_tensors",
+    "load_runs",
+    "run",
+]

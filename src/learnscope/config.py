@@ -1,0 +1,313 @@
+"""Typed, frozen, validated run configuration.
+
+A run is fully described by a `Config`: sections `data`, `model`, `optim`, `train`, `probes`, plus `seed`,
+`device` and a free-text `name`. The `data`, `model` and each probe are tagged on `kind` and validated by the
+class their registry holds, so plugins add variants without touching this file. A config serialises to
+TOML/JSON and back unchanged; the hash of its canonical JSON (everything but `name`) names the run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import tomli_w
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    SerializeAsAny,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from .errors import ConfigError
+from .registry import DATA, MODELS, PROBES, Registry
+
+
+class Strict(BaseModel):
+    """Frozen, no unknown keys: every config block derives from this."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Section(Strict):
+    """A config block whose variants are registered builders, selected by `kind`."""
+
+    kind: str
+
+
+# --- registered sections: base classes that builders' config classes derive from ---------------------------
+
+
+class DataConfig(Section):
+    """Any data source. Finite datasets derive from `FiniteDataConfig` (see data/real.py)."""
+
+
+class ModelConfig(Section):
+    """Any model."""
+
+
+class ProbeConfig(Section):
+    """Any probe."""
+
+
+# --- error reporting ---------------------------------------------------------------------------------------
+
+
+def _format_error(exc: ValidationError, prefix: str = "", model: type[BaseModel] | None = None) -> str:
+    """One line for the first error: the dotted key, what is wrong, what is allowed."""
+    err = exc.errors()[0]
+    parts = _without_union_tags(model, err["loc"]) if model else err["loc"]
+    loc = ".".join(str(p) for p in (prefix, *parts) if p != "")
+    if err["type"] == "extra_forbidden":
+        allowed = _allowed_keys(model, parts[:-1]) if model else []
+        hint = f"; allowed: {', '.join(allowed)}" if allowed else ""
+        return f"unknown config key {loc!r}{hint}"
+    if err["type"] == "missing":
+        return f"{loc}: required key is missing"
+    got = err.get("input")
+    shown = f" (got {got!r})" if got is not None and not isinstance(got, dict) else ""
+    msg = err["msg"]
+    msg = msg[0].lower() + msg[1:]
+    return f"{loc}: {msg}{shown}"
+
+
+def _without_union_tags(model: type[BaseModel], loc: tuple) -> tuple:
+    """pydantic puts the tag of a tagged union in the location (optim.sgd.lr): drop it (optim.lr)."""
+    if len(loc) > 2 and loc[0] == "optim" and loc[1] in ("sgd", "adam", "adamw"):
+        return (loc[0], *loc[2:])
+    return tuple(loc)
+
+
+def _allowed_keys(model: type[BaseModel], loc: tuple) -> list[str]:
+    for part in loc:
+        field = model.model_fields.get(str(part))
+        ann = getattr(field, "annotation", None)
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            model = ann
+        else:
+            return []
+    return list(model.model_fields)
+
+
+def _registered(registry: Registry, prefix: str):
+    """Before-validator that turns a dict with `kind` into the config class registered for that kind."""
+
+    def validate(value: Any) -> Any:
+        if isinstance(value, Section):
+            return value
+        if isinstance(value, str):  # shorthand: data = "digits"
+            value = {"kind": value}
+        if not isinstance(value, dict):
+            raise ConfigError(f"{prefix}: expected a table with a 'kind' key, got {value!r}")
+        if "kind" not in value:
+            raise ConfigError(
+                f"{prefix}.kind: required key is missing; allowed: {', '.join(registry.kinds())}"
+            )
+        try:
+            cls = registry.params(value["kind"])
+        except ConfigError:
+            raise ConfigError(
+                f"{prefix}.kind: unknown {value['kind']!r}; allowed: {', '.join(registry.kinds())}"
+            ) from None
+        try:
+            return cls.model_validate(value)
+        except ValidationError as exc:
+            raise ConfigError(_format_error(exc, prefix, cls)) from None
+
+    return validate
+
+
+def _registered_list(registry: Registry, prefix: str):
+    one = _registered(registry, prefix)
+
+    def validate(value: Any) -> Any:
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{prefix}: expected a list, got {value!r}")
+        out = []
+        for i, item in enumerate(value):
+            try:
+                out.append(one(item))
+            except ConfigError as exc:
+                raise ConfigError(str(exc).replace(prefix, f"{prefix}.{i}", 1)) from None
+        return out
+
+    return validate
+
+
+# --- fixed sections -----------------------------------------------------------------------------------------
+
+
+class SGDConfig(Strict):
+    kind: Literal["sgd"] = "sgd"
+    lr: PositiveFloat = 0.05
+    momentum: Annotated[float, Field(ge=0, lt=1)] = 0.9
+    nesterov: bool = False
+    weight_decay: NonNegativeFloat = 5e-4
+    decay_norm_and_bias: bool = True  # False: no weight decay on biases and normalisation parameters
+
+
+class AdamConfig(Strict):
+    kind: Literal["adam", "adamw"] = "adam"
+    lr: PositiveFloat = 1e-3
+    betas: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] = (0.9, 0.999)
+    eps: PositiveFloat = 1e-8
+    weight_decay: NonNegativeFloat = 0.0
+    decay_norm_and_bias: bool = True
+
+
+OptimConfig = Annotated[SGDConfig | AdamConfig, Field(discriminator="kind")]
+
+
+class TrainConfig(Strict):
+    """Length, batch, loss and learning-rate schedule. Steps are the clock; epochs are a view."""
+
+    steps: PositiveInt | None = None  # give exactly one of steps / epochs
+    epochs: PositiveFloat | None = None
+    batch_size: PositiveInt | Literal["full"] = 128
+    drop_last: bool = False
+    loss: Literal["ce", "mse"] = "ce"  # mse: squared error to one-hot targets, mean over batch and classes
+    schedule: Literal["constant", "multistep", "cosine"] = "constant"
+    milestones: list[PositiveFloat] = []  # multistep: lr *= gamma at each, in `unit`
+    gamma: Annotated[float, Field(gt=0, le=1)] = 0.1
+    warmup: NonNegativeFloat = 0.0  # linear warm-up length, in `unit`
+    unit: Literal["epochs", "steps"] = "epochs"  # unit of milestones and warmup
+    schedule_per_epoch: bool = False  # hold the lr constant within an epoch (epoch-stepped schedulers)
+    checkpoint_every: NonNegativeInt = 1000  # steps; 0 = only at the end
+    log_every: PositiveInt = 50  # steps between reads of the loss (progress bar, divergence check)
+
+    @model_validator(mode="after")
+    def _length(self) -> TrainConfig:
+        if (self.steps is None) == (self.epochs is None):
+            raise ValueError("give exactly one of train.steps and train.epochs")
+        if list(self.milestones) != sorted(self.milestones):
+            raise ValueError(f"train.milestones must increase, got {self.milestones}")
+        return self
+
+
+ScheduleKind = Literal["log", "every", "epochs"]
+
+
+class ProbesConfig(Strict):
+    """When probes run and which. `schedule` may combine kinds, e.g. ["log", "epochs"]."""
+
+    schedule: list[ScheduleKind] = ["log"]
+    points: PositiveInt = 100  # log: about this many log-spaced steps from 1 to the last
+    every: PositiveInt = 100  # every: a probe each k steps
+    batch_size: PositiveInt = 1000  # evaluation batch
+    use: Annotated[
+        list[SerializeAsAny[ProbeConfig]], BeforeValidator(_registered_list(PROBES, "probes.use"))
+    ] = Field(default_factory=lambda: _registered_list(PROBES, "probes.use")(["evaluation"]))
+
+    @field_validator("schedule", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+
+def _default_data() -> DataConfig:
+    return _registered(DATA, "data")({"kind": "digits"})
+
+
+def _default_model() -> ModelConfig:
+    return _registered(MODELS, "model")({"kind": "mlp"})
+
+
+class Config(Strict):
+    """One run. `Config()` is a working default: an MLP on the bundled digits."""
+
+    name: str = ""
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    data: Annotated[SerializeAsAny[DataConfig], BeforeValidator(_registered(DATA, "data"))] = Field(
+        default_factory=_default_data
+    )
+    model: Annotated[SerializeAsAny[ModelConfig], BeforeValidator(_registered(MODELS, "model"))] = Field(
+        default_factory=_default_model
+    )
+    optim: OptimConfig = SGDConfig()
+    train: TrainConfig = TrainConfig(epochs=30)
+    probes: ProbesConfig = ProbesConfig()
+
+    # -- construction ------------------------------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> Config:
+        try:
+            return cls.model_validate(raw)
+        except ValidationError as exc:
+            raise ConfigError(_format_error(exc, "", cls)) from None
+
+    @classmethod
+    def load(cls, path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+        """Read a .toml or .json file, then apply dotted `key=value` overrides."""
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        text = path.read_text()
+        try:
+            raw = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+        except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(
+                f"config file {path} is not valid {path.suffix[1:].upper() or 'TOML'}: {exc}"
+            ) from None
+        return cls.from_dict(apply_overrides(raw, overrides))
+
+    def override(self, *overrides: str) -> Config:
+        return Config.from_dict(apply_overrides(self.to_dict(), overrides))
+
+    # -- serialisation -----------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude_none=True)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    def to_toml(self) -> str:
+        return tomli_w.dumps(self.to_dict())
+
+    def run_hash(self) -> str:
+        """Hash of the canonical JSON of everything that determines the results (all but `name`)."""
+        body = {k: v for k, v in self.to_dict().items() if k != "name"}
+        canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def parse_value(text: str) -> Any:
+    """A TOML value if it parses (0.1, true, [60, 120], "x"), else the bare string (or a list of them)."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        if text.startswith("[") and text.endswith("]"):  # bare words in a list: [log, epochs]
+            return [parse_value(item.strip()) for item in text[1:-1].split(",") if item.strip()]
+        return text
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """Apply `a.b.c=value` strings to a nested dict (a copy). Validation happens afterwards."""
+    raw = json.loads(json.dumps(raw))
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"override {item!r} is not of the form key=value")
+        node = raw
+        parts = key.split(".")
+        for depth, part in enumerate(parts[:-1]):
+            child = node.setdefault(part, {})
+            if isinstance(child, str) and depth == 0 and part in ("data", "model"):
+                child = node[part] = {"kind": child}
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {key!r}: {'.'.join(parts[: depth + 1])} is not a table")
+            node = child
+        node[parts[-1]] = parse_value(text.strip())
+    return raw

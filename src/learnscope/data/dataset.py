@@ -1,0 +1,222 @@
+"""Finite datasets as tensors in memory, and the preparation every finite dataset shares.
+
+A `Dataset` has a `train` split (what the loader draws batches from) and named evaluation sets (`train`
+without augmentation and `test`, for a clone the real test set). Preparation runs in a fixed order on the
+raw arrays: subset per class -> grayscale -> pad -> per-channel normalisation (train statistics) -> flatten
+-> label noise. Each random choice has its own seeded generator derived from `data.seed`, so changing the
+run's seed never changes the data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Annotated
+
+import numpy as np
+import torch
+from pydantic import Field, NonNegativeInt, PositiveInt
+
+from ..config import DataConfig
+from ..errors import DataError
+
+# Independent streams derived from data.seed (numpy SeedSequence spawn keys).
+_SUBSET, _NOISE, _SPLIT = 0, 1, 2
+
+
+def data_rng(seed: int, stream: int) -> np.random.Generator:
+    return np.random.default_rng([seed, stream])
+
+
+class FiniteDataConfig(DataConfig):
+    """Options shared by every dataset held in memory."""
+
+    seed: int = 0  # data randomness only: split, subset, label noise
+    subset_per_class: PositiveInt | None = None  # keep n training samples per class (seeded)
+    normalize: bool = True  # per-channel mean/std from the train split
+    grayscale: bool = False  # RGB -> luma (ITU-R 601-2: 0.299 R + 0.587 G + 0.114 B)
+    pad: NonNegativeInt = 0  # zero-pad images on every side (e.g. 2: MNIST 28 -> 32)
+    flatten: bool = False
+    label_noise: Annotated[float, Field(ge=0, lt=1)] = 0.0  # fraction of train labels moved to another class
+    crop_padding: NonNegativeInt = 0  # augmentation: random crop with this padding (0: off)
+    flip: bool = False  # augmentation: random horizontal flip
+
+
+@dataclass
+class Split:
+    x: torch.Tensor
+    y: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def to(self, device: torch.device | str) -> Split:
+        return Split(self.x.to(device), self.y.to(device))
+
+
+@dataclass
+class Augment:
+    """Batched augmentation of training images; `fill` is the normalised value of a black pixel."""
+
+    crop_padding: int = 0
+    flip: bool = False
+    fill: torch.Tensor | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.crop_padding > 0 or self.flip
+
+
+@dataclass
+class Dataset:
+    train: Split
+    evals: dict[str, Split]
+    num_classes: int
+    augment: Augment = field(default_factory=Augment)
+    true_train_labels: torch.Tensor | None = None  # with label noise: the labels before corruption
+    noisy: torch.Tensor | None = None  # with label noise: bool mask of the corrupted training labels
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.train.x.shape[1:])
+
+    def to(self, device: torch.device | str) -> Dataset:
+        moved = {name: split.to(device) for name, split in self.evals.items() if split is not self.train}
+        train = self.train.to(device)
+        evals = {name: moved.get(name, train) for name in self.evals}
+        fill = None if self.augment.fill is None else self.augment.fill.to(device)
+        return replace(
+            self,
+            train=train,
+            evals=evals,
+            augment=replace(self.augment, fill=fill),
+            true_train_labels=None if self.true_train_labels is None else self.true_train_labels.to(device),
+            noisy=None if self.noisy is None else self.noisy.to(device),
+        )
+
+
+def from_tensors(
+    x_train: torch.Tensor, y_train: torch.Tensor, x_test: torch.Tensor, y_test: torch.Tensor
+) -> Dataset:
+    """A dataset from user tensors, used as they are (the Python API's `data=` argument)."""
+    for name, x, y in (("train", x_train, y_train), ("test", x_test, y_test)):
+        if len(x) != len(y):
+            raise DataError(f"{name} split: {len(x)} inputs but {len(y)} labels")
+    if x_train.shape[1:] != x_test.shape[1:]:
+        raise DataError(
+            f"train inputs {tuple(x_train.shape[1:])} and test inputs {tuple(x_test.shape[1:])} differ"
+        )
+    train = Split(x_train.float(), y_train.long())
+    num_classes = int(max(y_train.max(), y_test.max())) + 1
+    return Dataset(train, {"train": train, "test": Split(x_test.float(), y_test.long())}, num_classes)
+
+
+def prepare(
+    cfg: FiniteDataConfig,
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_test: np.ndarray,
+    y_test: np.ndarray,
+    num_classes: int,
+) -> Dataset:
+    """Raw arrays -> Dataset. Images come as (N, C, H, W), signals as (N, C, L); uint8 is scaled to [0, 1]."""
+    y_train = np.asarray(y_train, dtype=np.int64)
+    y_test = np.asarray(y_test, dtype=np.int64)
+    for name, y in (("train", y_train), ("test", y_test)):
+        if len(y) and (y.min() < 0 or y.max() >= num_classes):
+            raise DataError(
+                f"{cfg.kind}: {name} labels must lie in [0, {num_classes}), found {y.min()}..{y.max()}"
+            )
+
+    if cfg.subset_per_class is not None:
+        keep = subset_indices(y_train, cfg.subset_per_class, num_classes, data_rng(cfg.seed, _SUBSET))
+        x_train, y_train = x_train[keep], y_train[keep]
+
+    xs = [_to_float(x_train), _to_float(x_test)]
+    if cfg.grayscale:
+        xs = [_grayscale(x, cfg.kind) for x in xs]
+    if cfg.pad:
+        xs = [_pad(x, cfg.pad, cfg.kind) for x in xs]
+    fill = torch.zeros(xs[0].shape[1]) if xs[0].ndim >= 3 else None
+    if cfg.normalize:
+        mean, std = channel_stats(xs[0])
+        xs = [(x - _bcast(mean, x)) / _bcast(std, x) for x in xs]
+        if fill is not None:
+            fill = -mean / std
+    if cfg.flatten:
+        xs = [x.flatten(1) for x in xs]
+    if (cfg.crop_padding or cfg.flip) and xs[0].ndim != 4:
+        raise DataError(
+            f"{cfg.kind}: crop/flip augmentation needs (N, C, H, W) images, got {tuple(xs[0].shape)}"
+        )
+
+    train = Split(xs[0], torch.from_numpy(y_train))
+    dataset = Dataset(
+        train=train,
+        evals={"train": train, "test": Split(xs[1], torch.from_numpy(y_test))},
+        num_classes=num_classes,
+        augment=Augment(cfg.crop_padding, cfg.flip, fill),
+    )
+    if cfg.label_noise > 0:
+        dataset = add_label_noise(dataset, cfg.label_noise, data_rng(cfg.seed, _NOISE))
+    return dataset
+
+
+def subset_indices(y: np.ndarray, per_class: int, num_classes: int, rng: np.random.Generator) -> np.ndarray:
+    """`per_class` random indices of each class, in ascending order."""
+    keep = []
+    for c in range(num_classes):
+        idx = np.flatnonzero(y == c)
+        if len(idx) < per_class:
+            raise DataError(
+                f"subset_per_class={per_class} but class {c} has only {len(idx)} training samples"
+            )
+        keep.append(rng.choice(idx, per_class, replace=False))
+    return np.sort(np.concatenate(keep))
+
+
+def add_label_noise(dataset: Dataset, fraction: float, rng: np.random.Generator) -> Dataset:
+    """Move round(fraction * n) training labels, chosen at random, each to a different random class."""
+    y = dataset.train.y.clone()
+    n = len(y)
+    chosen = rng.choice(n, round(fraction * n), replace=False)
+    shift = rng.integers(1, dataset.num_classes, size=len(chosen))
+    y_np = y.numpy()
+    y_np[chosen] = (y_np[chosen] + shift) % dataset.num_classes
+    noisy = torch.zeros(n, dtype=torch.bool)
+    noisy[torch.from_numpy(chosen)] = True
+    train = Split(dataset.train.x, torch.from_numpy(y_np))
+    evals = {name: (train if split is dataset.train else split) for name, split in dataset.evals.items()}
+    return replace(dataset, train=train, evals=evals, true_train_labels=dataset.train.y, noisy=noisy)
+
+
+def channel_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and std over samples and positions (dim 1 is the channel; vectors: per feature)."""
+    dims = [0, *range(2, x.ndim)]
+    x64 = x.double()
+    mean = x64.mean(dim=dims)
+    std = x64.std(dim=dims).clamp_min(1e-8)
+    return mean.float(), std.float()
+
+
+def _bcast(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    return v.view(1, -1, *([1] * (x.ndim - 2)))
+
+
+def _to_float(x: np.ndarray) -> torch.Tensor:
+    t = torch.from_numpy(np.ascontiguousarray(x))
+    return t.float() / 255.0 if t.dtype == torch.uint8 else t.float()
+
+
+def _grayscale(x: torch.Tensor, kind: str) -> torch.Tensor:
+    if x.ndim != 4 or x.shape[1] not in (1, 3):
+        raise DataError(f"{kind}: grayscale needs (N, 3, H, W) images, got {tuple(x.shape)}")
+    if x.shape[1] == 1:
+        return x
+    weights = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+    return (x * weights).sum(dim=1, keepdim=True)
+
+
+def _pad(x: torch.Tensor, pad: int, kind: str) -> torch.Tensor:
+    if x.ndim != 4:
+        raise DataError(f"{kind}: pad needs (N, C, H, W) images, got {tuple(x.shape)}")
+    return torch.nn.functional.pad(x, (pad, pad, pad, pad))

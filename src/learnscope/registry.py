@@ -1,0 +1,83 @@
+"""Registries map a `kind` to a builder and the pydantic class of its config section.
+
+A new dataset, model or probe is one function and one decorator:
+
+    @MODELS.register("my_mlp", MyMLPConfig)
+    def my_mlp(cfg: MyMLPConfig, input_shape, num_classes) -> nn.Module: ...
+
+Plugins found under the entry-point group `learnscope.plugins` (or imported with `--plugin`) register
+themselves the same way when imported.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from importlib.metadata import entry_points
+from typing import Any
+
+from .errors import ConfigError
+
+_plugins_loaded = False
+
+
+def _load_builtins() -> None:
+    """Import the packages whose modules register the built-in kinds (idempotent)."""
+    from . import data, models, probes  # noqa: F401
+
+
+def load_plugins(modules: list[str] | tuple[str, ...] = ()) -> None:
+    """Import plugin modules (by name) and, once, every entry point of the group `learnscope.plugins`."""
+    global _plugins_loaded
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            raise ConfigError(f"plugin module {name!r} cannot be imported: {exc}") from exc
+    if not _plugins_loaded:
+        _plugins_loaded = True
+        for ep in entry_points(group="learnscope.plugins"):
+            ep.load()
+
+
+class Registry:
+    """A named map kind -> (config class, builder)."""
+
+    def __init__(self, section: str):
+        self.section = section
+        self._entries: dict[str, tuple[type, Callable[..., Any]]] = {}
+
+    def register(self, kind: str, params: type) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        def decorator(builder: Callable[..., Any]) -> Callable[..., Any]:
+            if kind in self._entries and self._entries[kind][1] is not builder:
+                raise ValueError(f"{self.section} kind {kind!r} is registered twice")
+            self._entries[kind] = (params, builder)
+            return builder
+
+        return decorator
+
+    def kinds(self) -> list[str]:
+        _load_builtins()
+        return sorted(self._entries)
+
+    def _entry(self, kind: str) -> tuple[type, Callable[..., Any]]:
+        _load_builtins()
+        if kind not in self._entries:
+            load_plugins()
+        if kind not in self._entries:
+            raise ConfigError(f"{self.section}.kind: unknown {kind!r}; allowed: {', '.join(self.kinds())}")
+        return self._entries[kind]
+
+    def params(self, kind: str) -> type:
+        return self._entry(kind)[0]
+
+    def builder(self, kind: str) -> Callable[..., Any]:
+        return self._entry(kind)[1]
+
+    def __contains__(self, kind: str) -> bool:
+        return kind in self._entries
+
+
+DATA = Registry("data")
+MODELS = Registry("model")
+PROBES = Registry("probes")

@@ -1,0 +1,277 @@
+"""The train loop, and `run`: a config in, a stored run out.
+
+Steps are the clock: step s means s updates have been done, probes at step s see the model before update s+1,
+epochs are step / steps_per_epoch. The loop never waits for the device inside a step: batch losses go into a
+device buffer that is read back every `train.log_every` steps and at probe and checkpoint steps, which is
+where a non-finite loss is noticed (and pinned to its exact step) and the progress bar moves.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import random
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from .config import Config
+from .data import BatchLoader, Dataset, build_data
+from .errors import DataError, LearnscopeError
+from .optim import Schedule, build_optimizer, loss_function, set_lr
+from .probes import ProbeContext, build_probes, probe_steps
+from .registry import MODELS
+from .store import FINAL, RunDir
+from .ui import progress_bar
+
+LOADER_SEED_OFFSET = 1_000_003  # the loader's generators are seeded apart from the global (init) RNG
+
+
+@dataclass
+class RunResult:
+    config: Config
+    status: str  # done | diverged
+    records: list[dict[str, Any]]
+    path: Path | None = None
+    model: nn.Module | None = None  # the trained model when trained in this process
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def table(self) -> pd.DataFrame:
+        return pd.DataFrame(self.records)
+
+    def final(self, metric: str) -> float:
+        return self.records[-1][metric]
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise LearnscopeError("device=cuda but no CUDA device is available")
+    return torch.device(name)
+
+
+def build_model(cfg: Config, data: Dataset) -> nn.Module:
+    """The model of `cfg.model`, initialised from the global RNG seeded with `cfg.seed`."""
+    torch.manual_seed(cfg.seed)
+    return MODELS.builder(cfg.model.kind)(cfg.model, data.input_shape, data.num_classes)
+
+
+def fingerprint(model: nn.Module | None, data: Dataset | None) -> str:
+    """Identity of user-supplied objects, so their runs get their own directories."""
+    parts = []
+    if model is not None:
+        h = hashlib.sha256(type(model).__qualname__.encode())
+        for name, tensor in model.state_dict().items():
+            h.update(name.encode())
+            h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        parts.append(f"model:{h.hexdigest()[:16]}")
+    if data is not None:
+        h = hashlib.sha256()
+        for name, split in [*sorted(data.evals.items()), ("__train__", data.train)]:
+            h.update(name.encode())
+            for t in (split.x, split.y):
+                h.update(t.detach().cpu().contiguous().numpy().tobytes())
+        parts.append(f"data:{h.hexdigest()[:16]}")
+    return ",".join(parts)
+
+
+def run(
+    cfg: Config,
+    store: str | Path | None = "runs",
+    *,
+    model: nn.Module | None = None,
+    data: Dataset | None = None,
+    quiet: bool = False,
+) -> RunResult:
+    """Run `cfg` (resuming from its checkpoint if one exists) or return its stored result if it is final.
+
+    `model` and `data` replace what the config would build (any nn.Module, any Dataset); the run directory
+    is then named by the config and a fingerprint of them. With `store=None` nothing is written.
+    """
+    if store is None:
+        data = data if data is not None else build_data(cfg.data)
+        model = model if model is not None else build_model(cfg, data)
+        return train(cfg, model, data, None, quiet=quiet)
+
+    run_dir = RunDir(store, cfg, fingerprint(model, data))
+    with run_dir.lock():
+        status = run_dir.status()
+        if status["state"] in FINAL:
+            return RunResult(cfg, status["state"], run_dir.records(), run_dir.path, info=status)
+        checkpoint = run_dir.load_checkpoint()  # fails early (and harmlessly) on a foreign checkpoint
+        run_dir.write_config()
+        data = data if data is not None else build_data(cfg.data)
+        model = model if model is not None else build_model(cfg, data)
+        run_dir.set_status("running", pid=_pid())
+        try:
+            result = train(cfg, model, data, run_dir, checkpoint, quiet=quiet)
+        except LearnscopeError as exc:
+            run_dir.set_status("failed", error=str(exc))
+            raise
+        except BaseException as exc:
+            run_dir.set_status(
+                "failed", error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc()
+            )
+            raise
+        run_dir.set_status(result.status, **result.info)
+        result.path = run_dir.path
+        return result
+
+
+def _pid() -> int:
+    import os
+
+    return os.getpid()
+
+
+def train(
+    cfg: Config,
+    model: nn.Module,
+    data: Dataset,
+    run_dir: RunDir | None = None,
+    checkpoint: dict[str, Any] | None = None,
+    quiet: bool = False,
+) -> RunResult:
+    """The loop: draw a batch, step the optimiser, run probes at scheduled steps, checkpoint, repeat."""
+    t0 = time.perf_counter()
+    device = resolve_device(cfg.device)
+    data = data.to(device)
+    model.to(device)
+    tc = cfg.train
+    batch_size = None if tc.batch_size == "full" else tc.batch_size
+    loader = BatchLoader(data.train, batch_size, cfg.seed + LOADER_SEED_OFFSET, tc.drop_last, data.augment)
+    per_epoch = loader.steps_per_epoch
+    total = tc.steps if tc.steps is not None else math.ceil(tc.epochs * per_epoch)
+
+    optimizer = build_optimizer(cfg.optim, model)
+    base_lrs = [group["lr"] for group in optimizer.param_groups]
+    schedule = Schedule(tc, per_epoch, total)
+    loss_fn = loss_function(tc.loss)
+    probes = build_probes(cfg.probes)
+    context = ProbeContext(model, data, loss_function(tc.loss, "sum"), 0, cfg.probes.batch_size)
+    probe_at = set(probe_steps(cfg.probes, total, per_epoch)) if probes else set()
+    checkpoint_at = (
+        set(range(tc.checkpoint_every, total, tc.checkpoint_every)) if tc.checkpoint_every else set()
+    )
+    checkpoint_at.add(total)
+    sync_at = probe_at | checkpoint_at | set(range(0, total + 1, tc.log_every))
+
+    records: list[dict[str, Any]] = []
+    window = torch.zeros(tc.log_every + 1, device=device)  # batch losses since the last read-back
+    host = {"loss_sum": 0.0, "loss_count": 0, "last_sync": 0}  # loss read back since the last record
+    step, resumed_at = 0, None
+    if checkpoint is not None:
+        step = resumed_at = checkpoint["step"]
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        loader.load_state_dict(checkpoint["loader"])
+        set_rng_state(checkpoint["rng"])
+        host = dict(checkpoint["host"])
+        run_dir.keep_records_through(step)
+        records = run_dir.records()
+    if not data.num_classes or data.input_shape == ():
+        raise DataError("the dataset is empty")
+
+    status, info = "done", {}
+    model.train()
+    with progress_bar(total, cfg.name or "train", quiet) as bar:
+        bar.update(step)
+        while True:
+            if step != resumed_at:
+                if step in probe_at:
+                    record = {"step": step, "epoch": step / per_epoch, "lr": optimizer.param_groups[0]["lr"]}
+                    if host["loss_count"]:
+                        record["batch_loss"] = host["loss_sum"] / host["loss_count"]
+                    host["loss_sum"], host["loss_count"] = 0.0, 0
+                    context.step = step
+                    for probe in probes:
+                        record.update(probe(context))
+                    records.append(record)
+                    if run_dir is not None:
+                        run_dir.append(record)
+                    bar.update(step, _summary(record))
+                if step in checkpoint_at and run_dir is not None:
+                    run_dir.save_checkpoint(
+                        {
+                            "step": step,
+                            "model": model.state_dict(),
+                            "optimizer": optimizer.state_dict(),
+                            "loader": loader.state_dict(),
+                            "rng": get_rng_state(),
+                            "host": host,
+                        }
+                    )
+            if step >= total:
+                break
+
+            if not schedule.constant:
+                set_lr(optimizer, base_lrs, schedule(step))
+            x, y = loader.next()
+            loss = loss_fn(model(x), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            window[step - host["last_sync"]] = loss.detach()
+            step += 1
+
+            if step in sync_at:
+                losses = window[: step - host["last_sync"]].tolist()
+                bad = [i for i, v in enumerate(losses) if not math.isfinite(v)]
+                if bad:
+                    status = "diverged"
+                    info = {"step": host["last_sync"] + bad[0] + 1, "loss": str(losses[bad[0]])}
+                    break
+                host["loss_sum"] += sum(losses)
+                host["loss_count"] += len(losses)
+                host["last_sync"] = step
+                bar.update(step, f"loss {losses[-1]:.4f}")
+
+    info["seconds"] = round(time.perf_counter() - t0, 3)
+    return RunResult(cfg, status, records, model=model, info=info)
+
+
+def _summary(record: dict[str, Any]) -> str:
+    shown = [f"{k} {v:.4f}" for k, v in record.items() if k.endswith("/acc")][:3]
+    return "  ".join(shown)
+
+
+def get_rng_state() -> dict[str, Any]:
+    """Every global RNG a run may touch: torch (CPU and CUDA), numpy, Python."""
+    np_state = np.random.get_state()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "keys": torch.from_numpy(np_state[1].astype(np.int64)),
+            "pos": np_state[2],
+            "has_gauss": np_state[3],
+            "gauss": np_state[4],
+        },
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state(
+        ("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"])
+    )
+    random.setstate(_tuples(state["python"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _tuples(value: Any) -> Any:
+    """Python's RNG state is nested tuples; a checkpoint round trip may give lists."""
+    return tuple(_tuples(v) for v in value) if isinstance(value, list | tuple) else value

@@ -1,0 +1,29 @@
+from pathlib import Path
+
+import pytest
+
+from learnscope.config import Config
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+MNIST_DIR = SHARED / "data" / "mnist"
+
+
+@pytest.fixture
+def tiny_config() -> Config:
+    """A few seconds of training: an MLP on digits, probes every 10 steps, checkpoints every 20."""
+    return Config.from_dict(
+        {
+            "name": "tiny",
+            "device": "cpu",
+            "model": {"kind": "mlp", "width": 64},
+            "train": {"steps": 60, "checkpoint_every": 20, "log_every": 7},
+            "probes": {"schedule": ["every"], "every": 10},
+        }
+    )
+
+
+def needs_mnist():
+    return pytest.mark.skipif(
+        not (MNIST_DIR / "t10k-images-idx3-ubyte.gz").exists(), reason="shared MNIST absent"
+    )
