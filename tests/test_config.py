@@ -81,7 +81,7 @@ def test_overrides_do_not_touch_the_input():
         (["device=gpu"], "device: input should be 'auto', 'cpu' or 'cuda' (got 'gpu')"),
         (["model.kind=transformer"], "model.kind: unknown 'transformer'; allowed: conv, lenet, linear, mlp"),
         (["data.label_noise=1.5"], "data.label_noise: input should be less than 1"),
-        (["train.steps=10"], "give exactly one of train.steps and train.epochs"),
+        (["train.epochs=null"], "train.epochs"),
         (["optim.lr"], "not of the form key=value"),
         (["seed.x=1"], "seed is not a table"),
         (["data=mnist"], "data.path: required key is missing"),
@@ -109,3 +109,18 @@ def test_configs_are_frozen():
     cfg = Config()
     with pytest.raises(Exception, match="frozen"):
         cfg.seed = 3  # type: ignore[misc]
+
+
+def test_a_new_kind_starts_its_section_afresh():
+    base = Config().override("model.width=32", "model.depth=3")
+    assert base.override("model.kind=conv").model.width == 64  # conv's default, not the mlp's 32
+    assert base.override("model.width=16", "model.kind=conv").model.width == 16  # order does not matter
+    assert base.override("model.kind=mlp").model.width == 32  # same kind: nothing reset
+    assert base.override("data.path=/x", "data=mnist").data.path.name == "x"
+
+
+def test_steps_and_epochs_exclude_each_other():
+    with pytest.raises(ConfigError, match="exactly one of train.steps and train.epochs"):
+        Config.from_dict({"train": {"steps": 3, "epochs": 2}})
+    assert Config().override("train.steps=7").train.epochs is None
+    assert Config().override("train.steps=7", "train.epochs=2").train.steps is None

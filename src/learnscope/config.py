@@ -166,7 +166,13 @@ class AdamConfig(Strict):
     decay_norm_and_bias: bool = True
 
 
-OptimConfig = Annotated[SGDConfig | AdamConfig, Field(discriminator="kind")]
+def _sgd_unless_named(value: Any) -> Any:
+    return {"kind": "sgd", **value} if isinstance(value, dict) and "kind" not in value else value
+
+
+OptimConfig = Annotated[
+    SGDConfig | AdamConfig, Field(discriminator="kind"), BeforeValidator(_sgd_unless_named)
+]
 
 
 class TrainConfig(Strict):
@@ -293,13 +299,28 @@ def parse_value(text: str) -> Any:
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
-    """Apply `a.b.c=value` strings to a nested dict (a copy). Validation happens afterwards."""
+    """Apply `a.b.c=value` strings to a nested dict (a copy). Validation happens afterwards.
+
+    A new `kind` for a section (`model.kind=conv`, or `model=conv`) starts that section afresh, before the
+    other overrides apply, so keys of the old kind do not leak into the new one."""
     raw = json.loads(json.dumps(raw))
+    pairs = []
     for item in overrides:
         key, sep, text = item.partition("=")
         key = key.strip()
         if not sep or not key:
             raise ConfigError(f"override {item!r} is not of the form key=value")
+        pairs.append((key, text))
+    for key, text in pairs:
+        section = key.removesuffix(".kind")
+        old = raw.get(section)
+        old_kind = old.get("kind") if isinstance(old, dict) else old
+        if section in ("data", "model", "optim") and key in (section, f"{section}.kind"):
+            if parse_value(text.strip()) != old_kind:
+                raw[section] = {"kind": parse_value(text.strip())}
+    for key, text in pairs:
+        if key in ("data", "model", "optim"):
+            continue
         node = raw
         parts = key.split(".")
         for depth, part in enumerate(parts[:-1]):
@@ -310,4 +331,11 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str] | tuple[str, ...])
                 raise ConfigError(f"override {key!r}: {'.'.join(parts[: depth + 1])} is not a table")
             node = child
         node[parts[-1]] = parse_value(text.strip())
+        rival = _EXCLUSIVE.get(key)
+        if rival:  # train.steps=1000 on a config given in epochs means: now in steps
+            node.pop(rival, None)
     return raw
+
+
+# Keys of which a config holds one: an override of either replaces the other.
+_EXCLUSIVE = {"train.steps": "epochs", "train.epochs": "steps"}

@@ -102,14 +102,16 @@ def run(
         return train(cfg, model, data, None, quiet=quiet)
 
     run_dir = RunDir(store, cfg, fingerprint(model, data))
+    if run_dir.status()["state"] in FINAL:
+        return _stored(run_dir)
+    # Bad data or model input fails here, before anything is written.
+    data = data if data is not None else build_data(cfg.data)
+    model = model if model is not None else build_model(cfg, data)
     with run_dir.lock():
-        status = run_dir.status()
-        if status["state"] in FINAL:
-            return RunResult(cfg, status["state"], run_dir.records(), run_dir.path, info=status)
+        if run_dir.status()["state"] in FINAL:  # finished by another process meanwhile
+            return _stored(run_dir)
         checkpoint = run_dir.load_checkpoint()  # fails early (and harmlessly) on a foreign checkpoint
         run_dir.write_config()
-        data = data if data is not None else build_data(cfg.data)
-        model = model if model is not None else build_model(cfg, data)
         run_dir.set_status("running", pid=_pid())
         try:
             result = train(cfg, model, data, run_dir, checkpoint, quiet=quiet)
@@ -124,6 +126,11 @@ def run(
         run_dir.set_status(result.status, **result.info)
         result.path = run_dir.path
         return result
+
+
+def _stored(run_dir: RunDir) -> RunResult:
+    status = run_dir.status()
+    return RunResult(run_dir.config, status["state"], run_dir.records(), run_dir.path, info=status)
 
 
 def _pid() -> int:

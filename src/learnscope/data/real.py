@@ -5,6 +5,7 @@ to the shared `prepare`."""
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import random
 from functools import cache
 from pathlib import Path
@@ -30,13 +31,22 @@ class DigitsConfig(FiniteDataConfig):
     test_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.3
 
 
+@cache
+def digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """The 1,797 digits as (N, 8, 8) values 0..16 and labels, read from the CSV that scikit-learn ships
+    (the file `load_digits` reads), without importing scikit-learn (two seconds of start-up)."""
+    spec = importlib.util.find_spec("sklearn")
+    if spec is None or not spec.submodule_search_locations:
+        raise DataError("the digits data set needs scikit-learn installed (pip install scikit-learn)")
+    path = Path(spec.submodule_search_locations[0]) / "datasets" / "data" / "digits.csv.gz"
+    table = np.loadtxt(path, delimiter=",", dtype=np.float32)
+    return table[:, :-1].reshape(-1, 8, 8), table[:, -1].astype(np.int64)
+
+
 @DATA.register("digits", DigitsConfig)
 def digits(cfg: DigitsConfig) -> Dataset:
-    from sklearn.datasets import load_digits
-
-    bunch = load_digits()
-    x = (bunch.images / 16.0).astype(np.float32)[:, None]  # (N, 1, 8, 8) in [0, 1]
-    y = bunch.target.astype(np.int64)
+    images, y = digits_arrays()
+    x = (images / 16.0)[:, None]  # (N, 1, 8, 8) in [0, 1]
     train, test = stratified_split(y, cfg.test_fraction, data_rng(cfg.seed, _SPLIT))
     return prepare(cfg, x[train], y[train], x[test], y[test], num_classes=10)
 

@@ -1,0 +1,176 @@
+"""The loop and the store: schedules, records, divergence, resume, locks, user-supplied models and data."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from torch import nn
+
+from learnscope import Config, from_tensors, load_runs, run
+from learnscope.data import build_data
+from learnscope.errors import StoreError
+from learnscope.probes import log_spaced_steps, probe_steps
+from learnscope.store import RunDir, read_records
+
+
+def test_log_spaced_steps_are_unique_integers_with_zero_and_last():
+    steps = log_spaced_steps(19550, 100)
+    assert steps[0] == 0 and steps[1] == 1 and steps[-1] == 19550
+    assert steps == sorted(set(steps)) and 80 < len(steps) <= 101
+    cfg = Config().probes.model_copy(update={"schedule": ["log", "epochs"], "points": 10})
+    combined = probe_steps(cfg, 95, 10)
+    assert {0, 10, 20, 90, 95}.issubset(combined) and combined == sorted(set(combined))
+
+
+def test_records_follow_the_schedule_and_match_a_direct_evaluation(tiny_config):
+    result = run(tiny_config, store=None, quiet=True)
+    assert result.status == "done"
+    assert [r["step"] for r in result.records] == [0, 10, 20, 30, 40, 50, 60]
+    last = result.records[-1]
+    assert last["epoch"] == pytest.approx(60 / 10)  # ~1258 digits at batch 128: 10 batches, the last partial
+    data = build_data(tiny_config.data)
+    model = result.model.eval()
+    with torch.no_grad():
+        out = model(data.evals["test"].x)
+    y = data.evals["test"].y
+    assert last["test/acc"] == pytest.approx((out.argmax(1) == y).float().mean().item())
+    assert last["test/loss"] == pytest.approx(nn.functional.cross_entropy(out, y).item(), rel=1e-5)
+    assert "batch_loss" in result.records[1] and "batch_loss" not in result.records[0]
+
+
+def test_training_is_deterministic_and_learns(tiny_config):
+    a = run(tiny_config, store=None, quiet=True)
+    b = run(tiny_config, store=None, quiet=True)
+    assert a.records == b.records
+    assert a.records[-1]["test/acc"] > 0.85 > a.records[0]["test/acc"]
+
+
+def test_divergence_is_recorded_and_final(tmp_path, tiny_config):
+    cfg = tiny_config.override("optim.lr=1e6", "optim.momentum=0.99")
+    result = run(cfg, tmp_path, quiet=True)
+    assert result.status == "diverged"
+    status = json.loads((result.path / "status.json").read_text())
+    assert status["state"] == "diverged" and 1 <= status["step"] < 60
+    assert max(r["step"] for r in result.records) < status["step"]
+    again = run(cfg, tmp_path, quiet=True)
+    assert again.status == "diverged" and again.model is None
+
+
+def test_done_run_returns_without_work(tmp_path, tiny_config):
+    first = run(tiny_config, tmp_path, quiet=True)
+    stamp = {p.name: p.stat().st_mtime_ns for p in first.path.iterdir()}
+    second = run(tiny_config, tmp_path, quiet=True)
+    assert second.model is None and second.records == first.records
+    assert {p.name: p.stat().st_mtime_ns for p in first.path.iterdir()} == stamp
+    table = load_runs(tmp_path)
+    assert len(table) == len(first.records) and (table["run"] == first.path.name).all()
+    assert table["model.width"].iloc[0] == 64 and table["status"].iloc[0] == "done"
+
+
+def test_resume_from_checkpoint_matches_an_uninterrupted_run(tmp_path, tiny_config):
+    whole = run(tiny_config, tmp_path / "a", quiet=True)
+    # A run killed after writing step 40's record and half of step 50's, its last checkpoint at step 20.
+    killed = RunDir(tmp_path / "b", tiny_config)
+    killed.path.mkdir(parents=True)
+    killed.write_config()
+    lines = (whole.path / "metrics.jsonl").read_text().splitlines()
+    killed.metrics_path.write_text("\n".join(lines[:5]) + "\n" + lines[5][:17])
+    killed.set_status("running", pid=0)
+    killed.save_checkpoint(
+        {k: v for k, v in _checkpoint_at(tiny_config, 20, tmp_path / "c").items() if k != "run"}
+    )
+    resumed = run(tiny_config, tmp_path / "b", quiet=True)
+    assert resumed.records == whole.records
+    assert killed.metrics_path.read_text() == (whole.path / "metrics.jsonl").read_text()
+
+
+def _checkpoint_at(cfg, step, root):
+    """The checkpoint a run of `cfg` writes at `step` (taken from a run that checkpoints there)."""
+    import shutil
+
+    result = run(cfg.override(f"train.checkpoint_every={step}", f"train.steps={step}"), root, quiet=True)
+    state = torch.load(result.path / "checkpoint.pt", weights_only=True)
+    shutil.rmtree(result.path)
+    return state
+
+
+def test_foreign_checkpoint_is_refused_and_left_intact(tmp_path, tiny_config):
+    other = run(tiny_config.override("seed=5"), tmp_path, quiet=True)
+    target = RunDir(tmp_path, tiny_config)
+    target.path.mkdir(parents=True)
+    (target.path / "checkpoint.pt").write_bytes((other.path / "checkpoint.pt").read_bytes())
+    with pytest.raises(StoreError, match="belongs to run"):
+        run(tiny_config, tmp_path, quiet=True)
+    assert (target.path / "checkpoint.pt").read_bytes() == (other.path / "checkpoint.pt").read_bytes()
+    assert run(tiny_config.override("seed=5"), tmp_path, quiet=True).records == other.records
+
+
+def test_corrupt_checkpoint_is_a_clear_error(tmp_path, tiny_config):
+    target = RunDir(tmp_path, tiny_config)
+    target.path.mkdir(parents=True)
+    target.checkpoint_path.write_bytes(b"not a checkpoint")
+    with pytest.raises(StoreError, match="cannot be read"):
+        run(tiny_config, tmp_path, quiet=True)
+
+
+def test_lock_stops_a_second_process(tmp_path, tiny_config):
+    run_dir = RunDir(tmp_path, tiny_config)
+    with run_dir.lock(), pytest.raises(StoreError, match="another process"):
+        run(tiny_config, tmp_path, quiet=True)
+
+
+def test_torn_last_line_is_ignored(tmp_path):
+    path = tmp_path / "m.jsonl"
+    path.write_text('{"step": 0}\n{"step": 1}\n{"st')
+    assert read_records(path) == [{"step": 0}, {"step": 1}]
+    path.write_text('{"step": 0}\n{"st\n{"step": 1}\n')
+    with pytest.raises(StoreError, match="line 2"):
+        read_records(path)
+
+
+def test_user_model_and_tensors(tmp_path, tiny_config):
+    torch.manual_seed(0)
+    x = torch.randn(200, 5)
+    y = (x[:, 0] > 0).long()
+    data = from_tensors(x[:150], y[:150], x[150:], y[150:])
+    model = nn.Sequential(nn.Linear(5, 16), nn.ReLU(), nn.Linear(16, 2))
+    result = run(tiny_config, tmp_path, model=model, data=data, quiet=True)
+    assert result.records[-1]["test/acc"] > 0.9
+    assert result.path.name != RunDir(tmp_path, tiny_config).hash
+    body = json.loads((result.path / "config.json").read_text())
+    assert body["identity"].startswith("model:")
+
+
+def test_sigkill_mid_run_then_rerun_gives_identical_metrics(tmp_path):
+    """The acceptance check, end to end through the CLI: kill -9 half-way, run again, compare to a clean run."""
+    config = tmp_path / "c.toml"
+    config.write_text(
+        'device = "cpu"\n[model]\nkind = "mlp"\nwidth = 256\n'
+        '[train]\nsteps = 600\ncheckpoint_every = 50\n[probes]\nschedule = ["every"]\nevery = 20\n'
+    )
+    cmd = [sys.executable, "-m", "learnscope.cli", "run", str(config), "--quiet", "--store"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run([*cmd, str(tmp_path / "whole")], check=True, env=env, capture_output=True)
+    proc = subprocess.Popen([*cmd, str(tmp_path / "killed")], env=env, stdout=subprocess.DEVNULL)
+    metrics = None
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        found = list((tmp_path / "killed").glob("*/metrics.jsonl"))
+        if found and (found[0].parent / "checkpoint.pt").exists() and len(read_records(found[0])) > 10:
+            metrics = found[0]
+            break
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert metrics is not None, "the run finished or never checkpointed before the kill"
+    assert json.loads((metrics.parent / "status.json").read_text())["state"] == "running"
+    assert len(read_records(metrics)) < 31
+    subprocess.run([*cmd, str(tmp_path / "killed")], check=True, env=env, capture_output=True)
+    (whole,) = (tmp_path / "whole").glob("*/metrics.jsonl")
+    assert metrics.read_text() == whole.read_text()
+    assert json.loads((metrics.parent / "status.json").read_text())["state"] == "done"
