@@ -130,7 +130,8 @@ def test_plugin_registers_a_model(tmp_path, capsys, monkeypatch):
         "class TinyConfig(ModelConfig):\n    kind: Literal['tiny'] = 'tiny'\n    hidden: int = 8\n\n"
         "@MODELS.register('tiny', TinyConfig)\n"
         "def tiny(cfg, input_shape, num_classes):\n"
-        "    return nn.Sequential(nn.Flatten(), nn.Linear(64, cfg.hidden), nn.ReLU(), nn.Linear(cfg.hidden, 10))\n"
+        "    return nn.Sequential(nn.Flatten(), nn.Linear(64, cfg.hidden), nn.ReLU(),"
+        " nn.Linear(cfg.hidden, 10))\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
     config = write_config(tmp_path, "")

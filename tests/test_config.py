@@ -120,7 +120,7 @@ def test_a_new_kind_starts_its_section_afresh():
 
 
 def test_steps_and_epochs_exclude_each_other():
-    with pytest.raises(ConfigError, match="exactly one of train.steps and train.epochs"):
+    with pytest.raises(ConfigError, match=r"exactly one of train\.steps and train\.epochs"):
         Config.from_dict({"train": {"steps": 3, "epochs": 2}})
     assert Config().override("train.steps=7").train.epochs is None
     assert Config().override("train.steps=7", "train.epochs=2").train.steps is None

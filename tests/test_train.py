@@ -147,7 +147,7 @@ def test_user_model_and_tensors(tmp_path, tiny_config):
 
 
 def test_sigkill_mid_run_then_rerun_gives_identical_metrics(tmp_path):
-    """The acceptance check, end to end through the CLI: kill -9 half-way, run again, compare to a clean run."""
+    """The acceptance check through the CLI: kill -9 half-way, run again, compare with a clean run."""
     config = tmp_path / "c.toml"
     config.write_text(
         'device = "cpu"\n[model]\nkind = "mlp"\nwidth = 256\n'

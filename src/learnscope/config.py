@@ -315,9 +315,13 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str] | tuple[str, ...])
         section = key.removesuffix(".kind")
         old = raw.get(section)
         old_kind = old.get("kind") if isinstance(old, dict) else old
-        if section in ("data", "model", "optim") and key in (section, f"{section}.kind"):
-            if parse_value(text.strip()) != old_kind:
-                raw[section] = {"kind": parse_value(text.strip())}
+        new_kind = parse_value(text.strip())
+        if (
+            section in ("data", "model", "optim")
+            and key in (section, f"{section}.kind")
+            and new_kind != old_kind
+        ):
+            raw[section] = {"kind": new_kind}
     for key, text in pairs:
         if key in ("data", "model", "optim"):
             continue
