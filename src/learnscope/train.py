@@ -204,7 +204,7 @@ def train(
                     records.append(record)
                     if run_dir is not None:
                         run_dir.append(record)
-                    bar.update(step, _summary(record))
+                    bar.update(step, probe=_summary(record))
                 if step in checkpoint_at and run_dir is not None:
                     run_dir.save_checkpoint(
                         {
@@ -239,14 +239,14 @@ def train(
                 host["loss_sum"] += sum(losses)
                 host["loss_count"] += len(losses)
                 host["last_sync"] = step
-                bar.update(step, f"loss {losses[-1]:.4f}")
+                bar.update(step, loss=f"loss {losses[-1]:.4f}")
 
     info["seconds"] = round(time.perf_counter() - t0, 3)
     return RunResult(cfg, status, records, model=model, info=info)
 
 
 def _summary(record: dict[str, Any]) -> str:
-    shown = [f"{k} {v:.4f}" for k, v in record.items() if k.endswith("/acc")][:3]
+    shown = [f"{k} {v:.3f}" for k, v in record.items() if k.endswith("/acc")][:2]
     return "  ".join(shown)
 
 

@@ -24,10 +24,14 @@ class Bar:
 
     def __init__(self, progress: Progress | None, task: int | None):
         self._progress, self._task = progress, task
+        self._loss, self._probe = "", ""
 
-    def update(self, completed: int, info: str = "") -> None:
-        if self._progress is not None:
-            self._progress.update(self._task, completed=completed, info=info)
+    def update(self, completed: int, loss: str | None = None, probe: str | None = None) -> None:
+        if self._progress is None:
+            return
+        self._loss = self._loss if loss is None else loss
+        self._probe = self._probe if probe is None else probe
+        self._progress.update(self._task, completed=completed, info=f"{self._loss}  {self._probe}".strip())
 
 
 def show_progress(quiet: bool) -> bool:
@@ -41,10 +45,9 @@ def progress_bar(total: int, description: str, quiet: bool = False) -> Iterator[
         return
     columns = (
         TextColumn("[bold]{task.description}"),
-        BarColumn(),
+        BarColumn(bar_width=24),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
-        TextColumn("<"),
         TimeRemainingColumn(),
         TextColumn("{task.fields[info]}"),
     )
