@@ -54,4 +54,4 @@ def log_spaced_steps(last: int, points: int) -> list[int]:
     return [0, *grid.tolist()]
 
 
-from . import evaluation, norms  # noqa: E402,F401  (registers the built-in probes)
+from . import collapse, evaluation, norms  # noqa: E402,F401  (registers the built-in probes)

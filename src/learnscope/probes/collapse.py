@@ -1,0 +1,242 @@
+"""Intermediate neural collapse: per-layer CDNV and nearest-class-centre (NCC) accuracy (Galanti et al. 2023).
+
+For every probed layer, one pass over a dataset accumulates per-class counts, means and centred squares,
+merged batch by batch in float64 (Chan et al.'s parallel update): the raw-moment formula Var = E||h||^2 -
+||mu||^2 cancels catastrophically in float32 exactly when a class has collapsed (tight around a distant mean).
+Then, with C x C matrices only:
+
+    Var_c  = E ||h - mu_c||^2                        (trace of the class covariance)
+    CDNV   = mean over c < c' of (Var_c + Var_c') / (2 ||mu_c - mu_c'||^2)      (Galanti et al. 2022, Def. 1)
+    NCC(h) = argmin_c ||h - mu_c||^2 = argmin_c ||mu_c||^2 - 2 h.mu_c          (centres from the train split)
+
+The train split is read twice (centres, then NCC predictions against them); every other set once. Layers
+are read through forward hooks on named modules, so any model works. A pass never waits for the device.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pydantic import Field, NonNegativeInt
+
+from ..config import ProbeConfig
+from ..registry import PROBES
+from . import ProbeContext
+from .hooks import capture, layer_names
+
+
+class CollapseConfig(ProbeConfig):
+    kind: Literal["collapse"] = "collapse"
+    layers: list[str] = []  # module names; empty: the model's probe_layers() (pre-BN Linear/conv outputs)
+    post_activation: bool = False  # probe the models' post_activation_layers() instead
+    sets: list[str] = ["train", "test"]  # evaluation sets to measure ("train" is always measured for centres)
+    noise_subsets: bool = True  # with label noise: clean and noisy training samples separately
+    eps: Annotated[float, Field(ge=0, lt=1)] = 0.01  # NCC train error allowed for the effective depth
+    bootstrap: NonNegativeInt = 200  # bootstrap resamples of the training samples for its interval (0: none)
+
+
+class ClassMoments:
+    """Per-class count, mean and sum of squared deviations of features, merged batch by batch in float64."""
+
+    def __init__(self, num_classes: int, dim: int, device: torch.device):
+        self.num_classes = num_classes
+        self.count = torch.zeros(num_classes, dtype=torch.float64, device=device)
+        self.mean = torch.zeros(num_classes, dim, dtype=torch.float64, device=device)
+        self.m2 = torch.zeros(num_classes, dtype=torch.float64, device=device)
+
+    def update(self, h: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None = None) -> None:
+        """Merge a batch h (B, d) with labels y (B,) (only rows where `mask`): the batch's own centred moments
+        first (accurate in float32 because centred), then Chan's update
+        M2 += M2_b + ||mean_b - mean||^2 n n_b / (n + n_b). No boolean indexing: no wait for the device."""
+        onehot = F.one_hot(y, self.num_classes).to(h.dtype)  # (B, C)
+        if mask is not None:
+            onehot = onehot * mask[:, None].to(h.dtype)
+        n_b = onehot.sum(0)
+        mean_b = (onehot.T @ h) / n_b.clamp_min(1)[:, None]
+        squares = (h - mean_b[y]).pow(2).sum(1)
+        if mask is not None:
+            squares = squares * mask.to(h.dtype)
+        m2_b = torch.zeros(self.num_classes, dtype=h.dtype, device=h.device).index_add_(0, y, squares)
+        n_b = n_b.double()
+        total = self.count + n_b
+        weight = n_b / total.clamp_min(1)
+        delta = mean_b.double() - self.mean
+        self.m2 += m2_b.double() + delta.pow(2).sum(1) * self.count * weight
+        self.mean += delta * weight[:, None]
+        self.count = total
+
+    @property
+    def variance(self) -> torch.Tensor:
+        """E ||h - mu_c||^2 per class (population normalisation, as the reference)."""
+        return self.m2 / self.count.clamp_min(1)
+
+    @property
+    def present(self) -> torch.Tensor:
+        return self.count > 0
+
+
+def cdnv(mean: torch.Tensor, variance: torch.Tensor, present: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean over present pairs c < c' of (Var_c + Var_c') / (2 ||mu_c - mu_c'||^2), via the Gram matrix."""
+    C = len(variance)
+    if present is None:
+        present = torch.ones(C, dtype=torch.bool, device=mean.device)
+    gram = mean @ mean.T
+    sq = gram.diagonal()
+    dist2 = (sq[:, None] + sq[None, :] - 2 * gram).clamp_min(torch.finfo(gram.dtype).tiny)
+    ratio = (variance[:, None] + variance[None, :]) / (2 * dist2)
+    pairs = torch.triu(present[:, None] & present[None, :], diagonal=1)
+    return torch.where(pairs, ratio, 0).sum() / pairs.sum()
+
+
+class NearestCentre:
+    """argmin_c ||h - mu_c||^2 as one matrix product, in coordinates centred on the centres' mean (so float32
+    keeps the digits that tell nearby centres apart)."""
+
+    def __init__(self, centres: torch.Tensor, present: torch.Tensor):
+        weights = present.double() / present.sum()
+        self.origin = weights @ centres
+        shifted = centres - self.origin
+        self.centres = shifted.float()
+        self.bias = torch.where(present, shifted.pow(2).sum(1), torch.inf).float()  # absent: never predicted
+
+    def predict(self, h: torch.Tensor) -> torch.Tensor:
+        shifted = (h - self.origin.to(h.dtype)).float()
+        return (self.bias - 2 * shifted @ self.centres.T).argmin(1)
+
+
+def effective_depth(ncc_train_acc: list[float] | np.ndarray, eps: float) -> int | None:
+    """The smallest layer d (1-based) whose NCC train error is <= eps there and at every layer above it
+    (the monotone version of Galanti et al.'s eps-effective depth); None if the top layer misses it."""
+    errors = 1 - np.asarray(ncc_train_acc, dtype=float)
+    depth = None
+    for d in range(len(errors), 0, -1):
+        if errors[d - 1] > eps:
+            break
+        depth = d
+    return depth
+
+
+def effective_depth_interval(
+    correct: np.ndarray, eps: float, resamples: int, seed: int = 0, level: float = 0.9
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of the effective depth over training samples; `correct` is (n, L) bool.
+    A resample whose top layer misses eps counts as depth L + 1."""
+    rng = np.random.default_rng(seed)
+    n, layers = correct.shape
+    idx = rng.integers(0, n, size=(resamples, n))
+    accs = np.stack([correct[i].mean(0) for i in idx])  # (resamples, L)
+    depths = [effective_depth(a, eps) or layers + 1 for a in accs]
+    lo, hi = np.quantile(depths, [(1 - level) / 2, (1 + level) / 2])
+    return float(lo), float(hi)
+
+
+@torch.no_grad()
+def _pass(model, names, x, y, batch_size, moments=None, centres=None, subsets=None):
+    """One pass over (x, y). Per layer: update `moments`, predict the nearest of `centres`, update the
+    training `subsets` (moments, labels, mask). Returns NCC predictions (n, L) or None, and the net's."""
+    predictions, net = [], []
+    with capture(model, names) as outputs:
+        for start in range(0, len(y), batch_size):
+            rows = slice(start, start + batch_size)
+            yb = y[rows]
+            net.append(model(x[rows]).argmax(-1))
+            row = []
+            for layer, name in enumerate(names):
+                h = outputs[name].flatten(1)
+                if moments is not None:
+                    moments[layer].update(h, yb)
+                if centres is not None:
+                    row.append(centres[layer].predict(h))
+                for subset_moments, labels, mask in (subsets or {}).values():
+                    subset_moments[layer].update(h, labels[rows], mask[rows])
+            if row:
+                predictions.append(torch.stack(row, 1))
+    return (torch.cat(predictions) if predictions else None), torch.cat(net)
+
+
+@PROBES.register("collapse", CollapseConfig)
+def collapse(cfg: CollapseConfig):
+    def probe(ctx: ProbeContext) -> dict[str, float]:
+        model, data = ctx.model, ctx.data
+        if cfg.layers:
+            names = layer_names(model, cfg.layers)
+        elif cfg.post_activation:
+            names = list(model.post_activation_layers())
+        else:
+            names = layer_names(model)
+        C, device, bs = data.num_classes, data.train.x.device, ctx.batch_size
+        train = data.evals.get("train", data.train)
+        out: dict[str, torch.Tensor] = {}
+        was_training = model.training
+        model.eval()
+        try:
+            dims = _dims(model, names, train.x[:1])
+            # Pass 1 over train: class means (the NCC centres) and train CDNV.
+            train_moments = [ClassMoments(C, d, device) for d in dims]
+            _, net = _pass(model, names, train.x, train.y, bs, moments=train_moments)
+            present = train_moments[0].present
+            centres = [NearestCentre(m.mean, present) for m in train_moments]
+            # Pass 2 over train: NCC predictions against those centres, and the label-noise subsets.
+            subsets = _noise_subsets(cfg, data, dims, device)
+            ncc, _ = _pass(model, names, train.x, train.y, bs, centres=centres, subsets=subsets)
+            train_hits = ncc == train.y[:, None]
+            _report(out, "train", train_moments, train_hits, net == train.y, present)
+            for name, (moments, labels, mask) in subsets.items():
+                hits = ncc == labels[:, None]
+                _report(out, name, moments, hits, net == labels, present, mask)
+            for set_name in cfg.sets:
+                if set_name != "train":
+                    split = data.evals[set_name]
+                    moments = [ClassMoments(C, d, device) for d in dims]
+                    ncc_set, net_set = _pass(
+                        model, names, split.x, split.y, bs, moments=moments, centres=centres
+                    )
+                    _report(out, set_name, moments, ncc_set == split.y[:, None], net_set == split.y, present)
+        finally:
+            model.train(was_training)
+        keys = list(out)
+        values = torch.stack([out[k].double() for k in keys]).cpu().tolist()  # the one read-back
+        record = dict(zip(keys, values, strict=True))
+        depth = effective_depth([record[f"train/ncc/{i + 1}"] for i in range(len(names))], cfg.eps)
+        if depth is not None:
+            record["train/effective_depth"] = float(depth)
+        if cfg.bootstrap:
+            lo, hi = effective_depth_interval(train_hits.cpu().numpy(), cfg.eps, cfg.bootstrap, seed=ctx.step)
+            record["train/effective_depth_lo"], record["train/effective_depth_hi"] = lo, hi
+        return record
+
+    return probe
+
+
+def _dims(model, names, x) -> list[int]:
+    with torch.no_grad(), capture(model, names) as outputs:
+        model(x)
+    return [outputs[n][0].numel() for n in names]
+
+
+def _noise_subsets(
+    cfg, data, dims, device
+) -> dict[str, tuple[list[ClassMoments], torch.Tensor, torch.Tensor]]:
+    """With label noise: the clean samples, the noisy ones under their noisy labels, and the noisy ones under
+    their true labels."""
+    if not cfg.noise_subsets or data.noisy is None or data.true_train_labels is None:
+        return {}
+    C, noisy = data.num_classes, data.noisy
+    return {
+        "train_clean": ([ClassMoments(C, d, device) for d in dims], data.train.y, ~noisy),
+        "train_noisy": ([ClassMoments(C, d, device) for d in dims], data.train.y, noisy),
+        "train_noisy_true": ([ClassMoments(C, d, device) for d in dims], data.true_train_labels, noisy),
+    }
+
+
+def _report(out, prefix, moments, hits, net_hits, present, mask=None) -> None:
+    """CDNV and NCC accuracy per layer, and the network's own accuracy, over the rows where `mask`."""
+    weight = torch.ones(len(hits), dtype=torch.float64, device=hits.device) if mask is None else mask.double()
+    total = weight.sum()
+    for i, m in enumerate(moments):
+        out[f"{prefix}/cdnv/{i + 1}"] = cdnv(m.mean, m.variance, present & m.present)
+        out[f"{prefix}/ncc/{i + 1}"] = (hits[:, i].double() * weight).sum() / total
+    out[f"{prefix}/net_acc"] = (net_hits.double() * weight).sum() / total
