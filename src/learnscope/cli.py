@@ -83,6 +83,37 @@ def demo(
     print(f"run directory: {result.path}\nfigure: {figure}")
 
 
+STUDIES = ("neural_collapse",)
+
+
+@app.command()
+def study(
+    name: Annotated[str, typer.Argument(help=f"One of: {', '.join(STUDIES)}.")],
+    overrides: Annotated[list[str] | None, typer.Argument(help="Overrides applied to every run.")] = None,
+    scale: Annotated[str, typer.Option(help="tiny (minutes on a laptop) | small | paper.")] = "tiny",
+    store: Store = Path("runs"),
+    out: Annotated[Path | None, typer.Option(help="Figure directory (default figures/<study>).")] = None,
+    executor: Annotated[str, typer.Option(help="serial | local (a process pool).")] = "serial",
+    workers: Annotated[int, typer.Option(help="Processes for the local executor.")] = 2,
+    quiet: Quiet = False,
+) -> None:
+    """Run a study's sweep at a scale (reusing finished runs), print its summary and draw its figures."""
+    import importlib
+
+    if name not in STUDIES:
+        raise LearnscopeError(f"unknown study {name!r}; available: {', '.join(STUDIES)}")
+    module = importlib.import_module(f"learnscope.studies.{name}")
+    if scale not in module.SCALES:
+        raise LearnscopeError(f"study {name} has no scale {scale!r}; it has: {', '.join(module.SCALES)}")
+    if executor not in ("serial", "local"):
+        raise LearnscopeError(f"--executor must be serial or local, not {executor!r}")
+    summary, paths = module.run_study(
+        scale, store, out or Path("figures") / name, tuple(overrides or ()), executor, workers, quiet
+    )
+    print(module.format_summary(summary))
+    print("figures: " + ", ".join(str(p) for p in paths))
+
+
 @runs_app.command("ls")
 def runs_ls(root: Annotated[Path, typer.Argument(help="Run store directory.")] = Path("runs")) -> None:
     """One line per run: hash, status, name, data, model, last step and accuracies."""

@@ -52,7 +52,8 @@ class BatchLoader:
             if self.perm is None:
                 self.perm = torch.randperm(self.n, generator=self.perm_gen).to(self.split.x.device)
             idx = self.perm[self.position : self.position + self.batch_size]
-            x, y = self.split.x[idx], self.split.y[idx]
+            # index_select, not x[idx]: the same rows, several times faster on the CPU
+            x, y = self.split.x.index_select(0, idx), self.split.y.index_select(0, idx)
             self.position += self.batch_size
             if self.position >= self.steps_per_epoch * self.batch_size:
                 self.epoch += 1

@@ -19,7 +19,6 @@ from typing import Annotated, Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from pydantic import Field, NonNegativeInt
 
 from ..config import ProbeConfig
@@ -51,15 +50,16 @@ class ClassMoments:
         """Merge a batch h (B, d) with labels y (B,) (only rows where `mask`): the batch's own centred moments
         first (accurate in float32 because centred), then Chan's update
         M2 += M2_b + ||mean_b - mean||^2 n n_b / (n + n_b). No boolean indexing: no wait for the device."""
-        onehot = F.one_hot(y, self.num_classes).to(h.dtype)  # (B, C)
-        if mask is not None:
-            onehot = onehot * mask[:, None].to(h.dtype)
-        n_b = onehot.sum(0)
-        mean_b = (onehot.T @ h) / n_b.clamp_min(1)[:, None]
-        squares = (h - mean_b[y]).pow(2).sum(1)
-        if mask is not None:
-            squares = squares * mask.to(h.dtype)
-        m2_b = torch.zeros(self.num_classes, dtype=h.dtype, device=h.device).index_add_(0, y, squares)
+        C = self.num_classes
+        weight = torch.ones_like(y, dtype=h.dtype) if mask is None else mask.to(h.dtype)
+        n_b = torch.zeros(C, dtype=h.dtype, device=h.device).index_add_(0, y, weight)
+        rows = h if mask is None else h * weight[:, None]
+        # index_add, not a one-hot matmul: O(B d) whatever the number of classes.
+        mean_b = torch.zeros(C, h.shape[1], dtype=h.dtype, device=h.device).index_add_(0, y, rows)
+        mean_b /= n_b.clamp_min(1)[:, None]
+        centred = h - mean_b.index_select(0, y)  # ~10x faster than mean_b[y] on the CPU
+        squares = centred.pow(2).sum(1) * weight
+        m2_b = torch.zeros(C, dtype=h.dtype, device=h.device).index_add_(0, y, squares)
         n_b = n_b.double()
         total = self.count + n_b
         weight = n_b / total.clamp_min(1)

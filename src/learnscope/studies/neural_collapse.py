@@ -1,0 +1,248 @@
+"""Intermediate neural collapse and effective depth (Galanti, Galanti, Ben-Shaul, TMLR 2023).
+
+Method. Deep classifiers (MLP-L-W: L x [Linear -> BN -> ReLU] + head; CONV-L-W: a 2x2-stride-2 stem, then
+L x [3x3 conv -> BN -> ReLU] + head) are trained to fit their data, optionally with a fraction of the training
+labels moved to other classes. At scheduled steps the collapse probe measures, for every layer i (the i-th
+Linear/conv output, before BN), the class-distance normalised variance CDNV_i and the accuracy of the
+nearest-class-centre classifier NCC_i built on the training features. The eps-effective depth is the lowest
+layer from which on every layer classifies the training set by NCC with error <= eps. The claim: it is smaller
+than L and roughly independent of L for clean labels, and it grows with label noise.
+
+This module holds the configs at each scale, the analysis of a finished sweep and the figures; training goes
+through the one train loop and store, the sweep through `learnscope.sweep`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from ..config import Config
+from ..probes.collapse import effective_depth
+from ..store import load_runs
+from ..sweep import grid, run_all
+
+# Each scale: a base config and its sweep axes. `tiny` is the reference's CPU check (digits, 70/30 stratified
+# split, MLP-L-256, 200 epochs, lr x0.1 at 50% and 75%); `paper` the README recipe of the original code
+# (its settings file uses milestones 60/100/200 x0.2: `train.milestones=[60,100,200] train.gamma=0.2`).
+SCALES: dict[str, dict] = {
+    "tiny": {
+        "base": {
+            "name": "neural_collapse/tiny",
+            "data": {"kind": "digits", "test_fraction": 0.3},
+            "model": {"kind": "mlp", "width": 256, "batchnorm": True},
+            "optim": {"kind": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4},
+            "train": {
+                "epochs": 200,
+                "batch_size": 128,
+                "drop_last": True,
+                "schedule": "multistep",
+                "milestones": [100, 150],
+                "gamma": 0.1,
+                "checkpoint_every": 0,
+            },
+            "probes": {
+                "schedule": ["log"],
+                "points": 40,
+                "batch_size": 2000,
+                "use": [{"kind": "evaluation"}, {"kind": "collapse", "eps": 0.01}],
+            },
+        },
+        "axes": {"model.depth": [8, 12], "data.label_noise": [0.0, 0.2, 0.4]},
+    },
+    "small": {
+        "base": {
+            "name": "neural_collapse/small",
+            "data": {
+                "kind": "mnist",
+                "path": "../shared/data/mnist",
+                "train_prefix": "t10k",
+                "split_at": 8000,
+                "pad": 2,
+            },
+            "model": {"kind": "conv", "width": 64},
+            "optim": {"kind": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4},
+            "train": {
+                "epochs": 40,
+                "batch_size": 128,
+                "schedule": "multistep",
+                "milestones": [20, 30],
+                "gamma": 0.1,
+                "checkpoint_every": 500,
+            },
+            "probes": {
+                "schedule": ["log", "epochs"],
+                "points": 30,
+                "batch_size": 500,
+                "use": [{"kind": "evaluation"}, {"kind": "collapse", "eps": 0.01}],
+            },
+        },
+        "axes": {"model.depth": [4, 8], "data.label_noise": [0.0, 0.2]},
+    },
+    "paper": {
+        "base": {
+            "name": "neural_collapse/paper",
+            "data": {"kind": "cifar10", "path": "data/cifar-10-batches-py", "crop_padding": 4, "flip": True},
+            "model": {"kind": "conv", "width": 400},
+            "optim": {"kind": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4},
+            "train": {
+                "epochs": 500,
+                "batch_size": 128,
+                "schedule": "multistep",
+                "milestones": [60, 120, 160],
+                "gamma": 0.1,
+                "checkpoint_every": 2000,
+            },
+            "probes": {
+                "schedule": ["log", "epochs"],
+                "points": 60,
+                "batch_size": 500,
+                "use": [{"kind": "evaluation"}, {"kind": "collapse", "eps": 0.01}],
+            },
+        },
+        "axes": {"model.depth": [3, 5, 8, 12, 16, 20], "data.label_noise": [0.0]},
+    },
+}
+
+
+def configs(scale: str = "tiny", overrides: tuple[str, ...] = (), axes: dict | None = None) -> list[Config]:
+    """The sweep of a scale: its base config with `overrides`, over its axes (or `axes`)."""
+    spec = SCALES[scale]
+    base = Config.from_dict(spec["base"]).override(*overrides)
+    return grid(base, axes or spec["axes"])
+
+
+def summarise(table: pd.DataFrame, eps: float = 0.01) -> pd.DataFrame:
+    """One row per run at its last probe: depth L, label noise, fit, NCC/CDNV per layer, effective depth."""
+    rows = []
+    for run_id, group in table.groupby("run", sort=False):
+        last = group.sort_values("step").iloc[-1]
+        depth = int(last["model.depth"])
+        ncc = [last[f"train/ncc/{i}"] for i in range(1, depth + 1)]
+        rows.append(
+            {
+                "run": run_id,
+                "L": depth,
+                "noise": float(last.get("data.label_noise", 0.0)),
+                "seed": int(last["seed"]),
+                "train_acc": last["train/acc"],
+                "test_acc": last["test/acc"],
+                "effective_depth": effective_depth(ncc, eps),
+                "depth_lo": last.get("train/effective_depth_lo"),
+                "depth_hi": last.get("train/effective_depth_hi"),
+                "ncc_train": ncc,
+                "ncc_test": [last[f"test/ncc/{i}"] for i in range(1, depth + 1)],
+                "cdnv_train": [last[f"train/cdnv/{i}"] for i in range(1, depth + 1)],
+            }
+        )
+    return pd.DataFrame(rows).sort_values(["noise", "L", "seed"]).reset_index(drop=True)
+
+
+def format_summary(summary: pd.DataFrame) -> str:
+    """The summary as text: per-layer lists printed compactly."""
+    shown = summary.drop(columns=["run"]).copy()
+    for column in ("ncc_train", "ncc_test", "cdnv_train"):
+        shown[column] = shown[column].apply(lambda v: " ".join(f"{x:.3f}" for x in v))
+    return shown.to_string(index=False, float_format=lambda v: f"{v:.3f}")
+
+
+def figures(table: pd.DataFrame, summary: pd.DataFrame, out_dir: str | Path, title: str = "") -> list[Path]:
+    """Fig. 1 of the paper (NCC train accuracy per layer vs epoch, a panel per L), CDNV per layer at the end,
+    and effective depth against L and against label noise."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+
+    clean = table[table["data.label_noise"] == 0.0]
+    depths = sorted(clean["model.depth"].unique())
+    fig, axes = plt.subplots(1, len(depths), figsize=(4.2 * len(depths), 3.4), squeeze=False)
+    for ax, depth in zip(axes[0], depths, strict=True):
+        rows = clean[(clean["model.depth"] == depth) & (clean["seed"] == clean["seed"].min())].sort_values(
+            "step"
+        )
+        colours = plt.cm.viridis(np.linspace(0, 1, depth))
+        for i in range(1, depth + 1):
+            ax.plot(rows["epoch"], rows[f"train/ncc/{i}"], color=colours[i - 1], label=f"layer {i}")
+        ax.plot(rows["epoch"], rows["train/acc"], "k--", label="network")
+        ax.set_xscale("symlog", linthresh=1)
+        ax.set_title(f"L = {depth}")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("NCC train accuracy")
+        ax.grid(alpha=0.3)
+    axes[0][-1].legend(fontsize=6, ncol=2)
+    paths.append(_save(fig, out_dir / "ncc_train_per_layer.png", title))
+
+    fig, ax = plt.subplots(figsize=(4.8, 3.6))
+    for _, row in summary.iterrows():
+        style = "-" if row["noise"] == 0 else ":"
+        ax.plot(
+            range(1, row["L"] + 1),
+            row["cdnv_train"],
+            style,
+            marker="o",
+            ms=3,
+            label=f"L={row['L']}, noise {row['noise']:.0%}",
+        )
+    ax.set_yscale("log")
+    ax.set_xlabel("layer")
+    ax.set_ylabel("CDNV (train) at the end")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=6)
+    paths.append(_save(fig, out_dir / "cdnv_per_layer.png", title))
+
+    fig, axes = plt.subplots(1, 2, figsize=(8.4, 3.4))
+    for noise, group in summary.groupby("noise"):
+        agg = group.groupby("L")[["effective_depth", "depth_lo", "depth_hi"]].mean()
+        err = [agg["effective_depth"] - agg["depth_lo"], agg["depth_hi"] - agg["effective_depth"]]
+        axes[0].errorbar(
+            agg.index, agg["effective_depth"], yerr=err, marker="o", capsize=3, label=f"noise {noise:.0%}"
+        )
+    axes[0].plot(axes[0].get_xlim(), axes[0].get_xlim(), "k:", lw=0.8, label="depth = L")
+    axes[0].set_xlabel("L")
+    axes[0].set_ylabel("effective depth (90% bootstrap)")
+    axes[0].legend(fontsize=7)
+    for depth, group in summary.groupby("L"):
+        agg = group.groupby("noise")["effective_depth"].mean()
+        axes[1].plot(agg.index, agg.values, marker="o", label=f"L = {depth}")
+    axes[1].set_xlabel("label noise")
+    axes[1].set_ylabel("effective depth")
+    axes[1].legend(fontsize=7)
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    paths.append(_save(fig, out_dir / "effective_depth.png", title))
+    return paths
+
+
+def _save(fig, path: Path, title: str) -> Path:
+    if title:
+        fig.suptitle(title, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def run_study(
+    scale: str = "tiny",
+    store: str | Path = "runs",
+    out_dir: str | Path = "figures/neural_collapse",
+    overrides: tuple[str, ...] = (),
+    executor: str = "serial",
+    workers: int = 2,
+    quiet: bool = False,
+) -> tuple[pd.DataFrame, list[Path]]:
+    """Run (or reuse) the sweep of a scale, then summarise it and draw its figures."""
+    cfgs = configs(scale, overrides)
+    outcomes = run_all(cfgs, store, executor=executor, workers=workers, quiet=quiet)
+    runs = {o.path.name for o in outcomes if o.path is not None and o.status == "done"}
+    table = load_runs(store)
+    table = table[table["run"].isin(runs)]
+    summary = summarise(table)
+    title = f"learnscope study neural_collapse --scale {scale}"
+    return summary, figures(table, summary, out_dir, title)
