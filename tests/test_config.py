@@ -85,7 +85,10 @@ def test_overrides_do_not_touch_the_input():
         (["optim.lr"], "not of the form key=value"),
         (["seed.x=1"], "seed is not a table"),
         (["data=mnist"], "data.path: required key is missing"),
-        (["probes.use=[nothing]"], "probes.use.0.kind: unknown 'nothing'; allowed: collapse, evaluation, norms"),
+        (
+            ["probes.use=[nothing]"],
+            "probes.use.0.kind: unknown 'nothing'; allowed: collapse, evaluation, norms",
+        ),
     ],
 )
 def test_bad_input_gives_one_line_naming_the_key(overrides, message):
