@@ -171,3 +171,32 @@ def test_hooks_give_the_same_numbers_as_the_models_own_layers():
     assert by_model == by_name
     post = collapse(CollapseConfig(post_activation=True, bootstrap=0))(ctx)
     assert post["train/cdnv/1"] != by_model["train/cdnv/1"]  # post-BN/ReLU features differ from pre-BN
+
+
+def test_linear_probe_matches_scikit_learn_ridge():
+    from sklearn.linear_model import Ridge
+
+    torch.manual_seed(0)
+    data = build_data(Config().data)
+    model = Probed().eval()
+    ctx = ProbeContext(model, data, loss_function("ce", "sum"), 0, batch_size=100)
+    record = collapse(
+        CollapseConfig(layers=["body.1", "body.3"], bootstrap=0, linear_probe=True, ridge=0.01)
+    )(ctx)
+    with torch.no_grad():
+        feats = [model.body[:2](data.train.x).double().numpy(), model.body[:4](data.train.x).double().numpy()]
+        tests = [
+            model.body[:2](data.evals["test"].x).double().numpy(),
+            model.body[:4](data.evals["test"].x).double().numpy(),
+        ]
+    y, yt = data.train.y.numpy(), data.evals["test"].y.numpy()
+    for i, (h, ht) in enumerate(zip(feats, tests, strict=True), start=1):
+        lam = 0.01 * h.var(0).mean()  # the probe's ridge: relative to the mean feature variance
+        ridge = Ridge(alpha=lam * len(y)).fit(h, np.eye(10)[y])
+        assert record[f"train/linear/{i}"] == pytest.approx(
+            (ridge.predict(h).argmax(1) == y).mean(), abs=1e-3
+        )
+        assert record[f"test/linear/{i}"] == pytest.approx(
+            (ridge.predict(ht).argmax(1) == yt).mean(), abs=2e-3
+        )
+    assert record["train/linear/2"] > 0.5

@@ -22,6 +22,7 @@ import torch
 from pydantic import Field, NonNegativeInt
 
 from ..config import ProbeConfig
+from ..errors import ConfigError
 from ..registry import PROBES
 from . import ProbeContext
 from .hooks import capture, layer_names
@@ -35,6 +36,10 @@ class CollapseConfig(ProbeConfig):
     noise_subsets: bool = True  # with label noise: clean and noisy training samples separately
     eps: Annotated[float, Field(ge=0, lt=1)] = 0.01  # NCC train error allowed for the effective depth
     bootstrap: NonNegativeInt = 200  # bootstrap resamples of the training samples for its interval (0: none)
+    linear_probe: bool = (
+        False  # also a ridge least-squares linear probe per layer (the original's disabled one)
+    )
+    ridge: Annotated[float, Field(gt=0)] = 1e-3  # its ridge, relative to the mean feature variance
 
 
 class ClassMoments:
@@ -107,6 +112,50 @@ class NearestCentre:
         return (self.bias - 2 * shifted @ self.centres.T).argmin(1)
 
 
+class LinearProbeFit:
+    """Accumulates, in one pass, what a ridge least-squares fit of one-hot targets on features needs: the
+    feature sums, the d x d Gram matrix and the d x C cross-moments (float64). The original code's linear
+    probe ran one epoch of SGD on MSE to one-hot; the closed form is its deterministic limit."""
+
+    max_dim = 8192  # the d x d Gram matrix: 0.5 GiB at this size
+
+    def __init__(self, num_classes: int, dim: int, device: torch.device, ridge: float):
+        if dim > self.max_dim:
+            raise ConfigError(f"collapse.linear_probe: layer width {dim} exceeds {self.max_dim} features")
+        self.num_classes, self.ridge = num_classes, ridge
+        self.n = torch.zeros((), dtype=torch.float64, device=device)
+        self.sum = torch.zeros(dim, dtype=torch.float64, device=device)
+        self.gram = torch.zeros(dim, dim, dtype=torch.float64, device=device)
+        self.cross = torch.zeros(dim, num_classes, dtype=torch.float64, device=device)
+        self.counts = torch.zeros(num_classes, dtype=torch.float64, device=device)
+
+    def update(self, h: torch.Tensor, y: torch.Tensor) -> None:
+        h = h.double()
+        self.n += len(y)
+        self.sum += h.sum(0)
+        self.gram += h.T @ h
+        self.cross.index_add_(1, y, h.T)
+        self.counts += torch.bincount(y, minlength=self.num_classes).double()
+
+    def solve(self) -> LinearClassifier:
+        """W = (Cov + lambda tr(Cov)/d I)^-1 Cov(h, onehot), b = E[onehot] - E[h] W."""
+        mean, p = self.sum / self.n, self.counts / self.n
+        cov = self.gram / self.n - torch.outer(mean, mean)
+        cross = self.cross / self.n - torch.outer(mean, p)
+        lam = self.ridge * cov.diagonal().mean().clamp_min(1e-12)
+        eye = torch.eye(len(mean), dtype=cov.dtype, device=cov.device)
+        weight = torch.linalg.solve(cov + lam * eye, cross)
+        return LinearClassifier(weight, p - mean @ weight)
+
+
+class LinearClassifier:
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor):
+        self.weight, self.bias = weight.float(), bias.float()
+
+    def predict(self, h: torch.Tensor) -> torch.Tensor:
+        return (h.float() @ self.weight + self.bias).argmax(1)
+
+
 def effective_depth(ncc_train_acc: list[float] | np.ndarray, eps: float) -> int | None:
     """The smallest layer d (1-based) whose NCC train error is <= eps there and at every layer above it
     (the monotone version of Galanti et al.'s eps-effective depth); None if the top layer misses it."""
@@ -134,9 +183,10 @@ def effective_depth_interval(
 
 
 @torch.no_grad()
-def _pass(model, names, x, y, batch_size, moments=None, centres=None, subsets=None):
-    """One pass over (x, y). Per layer: update `moments`, predict the nearest of `centres`, update the
-    training `subsets` (moments, labels, mask). Returns NCC predictions (n, L) or None, and the net's."""
+def _pass(model, names, x, y, batch_size, fits=(), classifiers=(), subsets=None):
+    """One pass over (x, y). Per layer: update each of `fits[layer]` (moments, linear-probe fits), predict
+    with each of `classifiers[layer]`, update the training `subsets` (moments, labels, mask). Returns the
+    classifiers' predictions (n, L, K) or None, and the network's (n,)."""
     predictions, net = [], []
     with capture(model, names) as outputs:
         for start in range(0, len(y), batch_size):
@@ -146,10 +196,10 @@ def _pass(model, names, x, y, batch_size, moments=None, centres=None, subsets=No
             row = []
             for layer, name in enumerate(names):
                 h = outputs[name].flatten(1)
-                if moments is not None:
-                    moments[layer].update(h, yb)
-                if centres is not None:
-                    row.append(centres[layer].predict(h))
+                for fit in fits[layer] if fits else ():
+                    fit.update(h, yb)
+                if classifiers:
+                    row.append(torch.stack([c.predict(h) for c in classifiers[layer]], 1))
                 for subset_moments, labels, mask in (subsets or {}).values():
                     subset_moments[layer].update(h, labels[rows], mask[rows])
             if row:
@@ -174,27 +224,33 @@ def collapse(cfg: CollapseConfig):
         model.eval()
         try:
             dims = _dims(model, names, train.x[:1])
-            # Pass 1 over train: class means (the NCC centres) and train CDNV.
+            # Pass 1 over train: class means (the NCC centres), train CDNV, the linear probes' statistics.
             train_moments = [ClassMoments(C, d, device) for d in dims]
-            _, net = _pass(model, names, train.x, train.y, bs, moments=train_moments)
+            probe_fits = [LinearProbeFit(C, d, device, cfg.ridge) for d in dims] if cfg.linear_probe else []
+            fits = [[m, *probe_fits[i : i + 1]] for i, m in enumerate(train_moments)]
+            _, net = _pass(model, names, train.x, train.y, bs, fits=fits)
             present = train_moments[0].present
-            centres = [NearestCentre(m.mean, present) for m in train_moments]
-            # Pass 2 over train: NCC predictions against those centres, and the label-noise subsets.
+            classifiers = [
+                [NearestCentre(m.mean, present), *(f.solve() for f in probe_fits[i : i + 1])]
+                for i, m in enumerate(train_moments)
+            ]
+            # Pass 2 over train: predictions of those classifiers, and the label-noise subsets.
             subsets = _noise_subsets(cfg, data, dims, device)
-            ncc, _ = _pass(model, names, train.x, train.y, bs, centres=centres, subsets=subsets)
-            train_hits = ncc == train.y[:, None]
-            _report(out, "train", train_moments, train_hits, net == train.y, present)
+            preds, _ = _pass(model, names, train.x, train.y, bs, classifiers=classifiers, subsets=subsets)
+            train_hits = preds[:, :, 0] == train.y[:, None]
+            _report(out, "train", train_moments, preds == train.y[:, None, None], net == train.y, present)
             for name, (moments, labels, mask) in subsets.items():
-                hits = ncc == labels[:, None]
-                _report(out, name, moments, hits, net == labels, present, mask)
+                _report(out, name, moments, preds == labels[:, None, None], net == labels, present, mask)
             for set_name in cfg.sets:
                 if set_name != "train":
                     split = data.evals[set_name]
                     moments = [ClassMoments(C, d, device) for d in dims]
-                    ncc_set, net_set = _pass(
-                        model, names, split.x, split.y, bs, moments=moments, centres=centres
+                    fits = [[m] for m in moments]
+                    preds_set, net_set = _pass(
+                        model, names, split.x, split.y, bs, fits=fits, classifiers=classifiers
                     )
-                    _report(out, set_name, moments, ncc_set == split.y[:, None], net_set == split.y, present)
+                    hits = preds_set == split.y[:, None, None]
+                    _report(out, set_name, moments, hits, net_set == split.y, present)
         finally:
             model.train(was_training)
         keys = list(out)
@@ -233,10 +289,14 @@ def _noise_subsets(
 
 
 def _report(out, prefix, moments, hits, net_hits, present, mask=None) -> None:
-    """CDNV and NCC accuracy per layer, and the network's own accuracy, over the rows where `mask`."""
+    """CDNV, NCC (and linear-probe) accuracy per layer, and the network's own accuracy, over the rows where
+    `mask`. `hits` is (n, L, K): K = 1 (NCC) or 2 (NCC, linear probe)."""
     weight = torch.ones(len(hits), dtype=torch.float64, device=hits.device) if mask is None else mask.double()
     total = weight.sum()
+    accuracy = (hits.double() * weight[:, None, None]).sum(0) / total  # (L, K)
     for i, m in enumerate(moments):
         out[f"{prefix}/cdnv/{i + 1}"] = cdnv(m.mean, m.variance, present & m.present)
-        out[f"{prefix}/ncc/{i + 1}"] = (hits[:, i].double() * weight).sum() / total
+        out[f"{prefix}/ncc/{i + 1}"] = accuracy[i, 0]
+        if hits.shape[2] > 1:
+            out[f"{prefix}/linear/{i + 1}"] = accuracy[i, 1]
     out[f"{prefix}/net_acc"] = (net_hits.double() * weight).sum() / total
