@@ -1,6 +1,6 @@
 """Data sources, registered by kind. Importing this package registers the built-in kinds."""
 
-from . import real  # noqa: F401
+from . import clones, real  # noqa: F401
 from .dataset import Dataset, FiniteDataConfig, Split, from_tensors
 from .loader import BatchLoader
 
