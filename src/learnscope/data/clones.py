@@ -46,7 +46,7 @@ from pydantic import (
 from ..config import DataConfig, _registered
 from ..errors import ConfigError, DataError
 from ..registry import DATA
-from .dataset import Augment, Dataset, FiniteDataConfig, Split, channel_stats
+from .dataset import Augment, Dataset, FiniteDataConfig, Split, normalise_and_view
 
 __all__ = [
     "CloneConfig",
@@ -735,20 +735,8 @@ def make_clone(cfg: CloneConfig) -> CloneResult:
         ys, test, real_train = cmap[ys], Split(test.x, cmap[test.y]), Split(real_train.x, cmap[real_train.y])
         K = int(cmap.max()) + 1
 
-    xs_all = [xs, real_train.x, test.x]
-    fill = torch.zeros(shape[0]) if len(shape) >= 2 else None
-    if src.normalize:  # as `prepare`: the real train split's per-channel statistics, for all three
-        mean, std = channel_stats(real_train.x)
-        view = (1, -1, *([1] * (len(shape) - 1)))
-        xs_all = [(v - mean.view(view)) / std.view(view) for v in xs_all]
-        if fill is not None:
-            fill = -mean / std
-    if src.flatten:
-        xs_all = [v.flatten(1) for v in xs_all]
-    if (src.crop_padding or src.flip) and xs_all[0].ndim != 4:
-        raise DataError(
-            f"{src.kind}: crop/flip augmentation needs (N, C, H, W) images, got {tuple(xs_all[0].shape)}"
-        )
+    # As `prepare`: the real train split's per-channel statistics normalise all three.
+    xs_all, fill = normalise_and_view(src, [xs, real_train.x, test.x], stats_from=real_train.x)
     train = Split(xs_all[0], ys)
     dataset = Dataset(
         train=train,

@@ -136,18 +136,7 @@ def prepare(
         xs = [_grayscale(x, cfg.kind) for x in xs]
     if cfg.pad:
         xs = [_pad(x, cfg.pad, cfg.kind) for x in xs]
-    fill = torch.zeros(xs[0].shape[1]) if xs[0].ndim >= 3 else None
-    if cfg.normalize:
-        mean, std = channel_stats(xs[0])
-        xs = [(x - _bcast(mean, x)) / _bcast(std, x) for x in xs]
-        if fill is not None:
-            fill = -mean / std
-    if cfg.flatten:
-        xs = [x.flatten(1) for x in xs]
-    if (cfg.crop_padding or cfg.flip) and xs[0].ndim != 4:
-        raise DataError(
-            f"{cfg.kind}: crop/flip augmentation needs (N, C, H, W) images, got {tuple(xs[0].shape)}"
-        )
+    xs, fill = normalise_and_view(cfg, xs, stats_from=xs[0])
 
     train = Split(xs[0], torch.from_numpy(y_train))
     dataset = Dataset(
@@ -159,6 +148,26 @@ def prepare(
     if cfg.label_noise > 0:
         dataset = add_label_noise(dataset, cfg.label_noise, data_rng(cfg.seed, _NOISE))
     return dataset
+
+
+def normalise_and_view(
+    cfg: FiniteDataConfig, xs: list[torch.Tensor], stats_from: torch.Tensor
+) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+    """Per-channel normalisation of every split with the statistics of `stats_from` (the real train split),
+    then the flat view if asked. Also returns the normalised value of a black pixel (the crop's fill)."""
+    fill = torch.zeros(xs[0].shape[1]) if xs[0].ndim >= 3 else None
+    if cfg.normalize:
+        mean, std = channel_stats(stats_from)
+        xs = [(x - _bcast(mean, x)) / _bcast(std, x) for x in xs]
+        if fill is not None:
+            fill = -mean / std
+    if cfg.flatten:
+        xs = [x.flatten(1) for x in xs]
+    if (cfg.crop_padding or cfg.flip) and xs[0].ndim != 4:
+        raise DataError(
+            f"{cfg.kind}: crop/flip augmentation needs (N, C, H, W) images, got {tuple(xs[0].shape)}"
+        )
+    return xs, fill
 
 
 def subset_indices(y: np.ndarray, per_class: int, num_classes: int, rng: np.random.Generator) -> np.ndarray:
