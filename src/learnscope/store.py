@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import socket
@@ -69,8 +70,6 @@ class RunDir:
         self.identity = identity
         digest = cfg.run_hash()
         if identity:
-            import hashlib
-
             digest = hashlib.sha256(f"{digest}:{identity}".encode()).hexdigest()[:16]
         self.hash = digest
         self.path = Path(root) / digest

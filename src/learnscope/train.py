@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 import random
 import time
 import traceback
@@ -112,7 +113,7 @@ def run(
             return _stored(run_dir)
         checkpoint = run_dir.load_checkpoint()  # fails early (and harmlessly) on a foreign checkpoint
         run_dir.write_config()
-        run_dir.set_status("running", pid=_pid())
+        run_dir.set_status("running", pid=os.getpid())
         try:
             result = train(cfg, model, data, run_dir, checkpoint, quiet=quiet)
         except LearnscopeError as exc:
@@ -133,12 +134,6 @@ def _stored(run_dir: RunDir) -> RunResult:
     return RunResult(run_dir.config, status["state"], run_dir.records(), run_dir.path, info=status)
 
 
-def _pid() -> int:
-    import os
-
-    return os.getpid()
-
-
 def train(
     cfg: Config,
     model: nn.Module,
@@ -149,6 +144,8 @@ def train(
 ) -> RunResult:
     """The loop: draw a batch, step the optimiser, run probes at scheduled steps, checkpoint, repeat."""
     t0 = time.perf_counter()
+    if len(data.train) == 0:
+        raise DataError("the training split is empty")
     device = resolve_device(cfg.device)
     data = data.to(device)
     model.to(device)
@@ -184,9 +181,6 @@ def train(
         host = dict(checkpoint["host"])
         run_dir.keep_records_through(step)
         records = run_dir.records()
-    if not data.num_classes or data.input_shape == ():
-        raise DataError("the dataset is empty")
-
     status, info = "done", {}
     model.train()
     with progress_bar(total, cfg.name or "train", quiet) as bar:
