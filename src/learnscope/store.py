@@ -18,9 +18,10 @@ import json
 import os
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pandas as pd
 import torch
@@ -62,10 +63,18 @@ def read_records(path: Path) -> list[dict[str, Any]]:
     return records
 
 
+class RunSpec(Protocol):
+    """What names a run: a training `Config`, or the config of another computation (e.g. an ODE)."""
+
+    def run_hash(self) -> str: ...
+
+    def to_dict(self) -> dict[str, Any]: ...
+
+
 class RunDir:
     """One run's directory. `identity` distinguishes runs of user-supplied models or data."""
 
-    def __init__(self, root: str | Path, cfg: Config, identity: str = ""):
+    def __init__(self, root: str | Path, cfg: Config | RunSpec, identity: str = ""):
         self.config = cfg
         self.identity = identity
         digest = cfg.run_hash()
@@ -157,6 +166,35 @@ class RunDir:
             owner = state.get("run") if isinstance(state, dict) else None
             raise StoreError(f"checkpoint {self.checkpoint_path} belongs to run {owner!r}, not {self.hash!r}")
         return state
+
+
+@dataclass
+class ComputedRun:
+    path: Path
+    records: list[dict[str, Any]]
+    computed: bool  # False when read back from a finished run
+
+
+def computed_run(
+    root: str | Path, spec: RunSpec, compute: Callable[[], Iterable[dict[str, Any]]]
+) -> ComputedRun:
+    """A run that is one computation without a training loop (a simulation, an ODE): a finished one is read
+    back; otherwise `compute()` runs under the run's lock and its records are written at once, then `done`.
+    A computation that raises leaves the run `failed` with the error (no records); a rerun retries it."""
+    run_dir = RunDir(root, spec)
+    if run_dir.status().get("state") == "done":
+        return ComputedRun(run_dir.path, run_dir.records(), computed=False)
+    with run_dir.lock():
+        run_dir.write_config()
+        run_dir.set_status("running", pid=os.getpid())
+        try:
+            records = list(compute())
+        except Exception as exc:
+            run_dir.set_status("failed", error=f"{type(exc).__name__}: {exc}")
+            raise
+        _atomic_text(run_dir.metrics_path, "".join(json.dumps(r) + "\n" for r in records))
+        run_dir.set_status("done", records=len(records))
+    return ComputedRun(run_dir.path, records, computed=True)
 
 
 # -- reading a store ---------------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """Sweeps: a grid or a list of overrides expands to configs; an executor runs those not done.
 
-Every run goes through `train.run`, so a sweep skips what is done, resumes what was killed, and a failed run
+Every training run goes through `train.run` (an `OnlineConfig`, a committee simulation or ODE, through
+`online_sgd.run_online`), so a sweep skips what is done, resumes what was killed, and a failed run
 (recorded as `failed` in its directory) does not stop the others. Executors: `serial`, and `local` (a bounded
 pool of worker processes). Slurm through submitit arrives with the first paper-scale study.
 """
@@ -18,12 +19,13 @@ import torch
 
 from .config import Config
 from .errors import LearnscopeError
+from .online_sgd import OnlineConfig, run_online
 from .ui import progress_bar
 
 
 @dataclass
 class Outcome:
-    config: Config
+    config: Config | OnlineConfig
     status: str  # done | diverged | failed
     path: Path | None = None
     error: str = ""
@@ -46,12 +48,14 @@ def _literal(value) -> str:
     return repr(value) if not isinstance(value, list) else "[" + ", ".join(_literal(v) for v in value) + "]"
 
 
-def _run_one(cfg: Config, store: str, threads: int) -> Outcome:
+def _run_one(cfg: Config | OnlineConfig, store: str, threads: int) -> Outcome:
     from .train import run
 
     if threads:
         torch.set_num_threads(threads)
     try:
+        if isinstance(cfg, OnlineConfig):  # a simulation or ODE of committee machines: one computation
+            return Outcome(cfg, "done", run_online(cfg, store).path)
         result = run(cfg, store, quiet=True)
         return Outcome(cfg, result.status, result.path)
     except LearnscopeError as exc:
@@ -61,7 +65,7 @@ def _run_one(cfg: Config, store: str, threads: int) -> Outcome:
 
 
 def run_all(
-    configs: list[Config],
+    configs: list[Config] | list[OnlineConfig],
     store: str | Path = "runs",
     executor: Literal["serial", "local"] = "serial",
     workers: int = 2,

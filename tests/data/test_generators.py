@@ -1,4 +1,5 @@
-"""The `rand` sign generator and its moments (reference/gaussian_equivalence.md §3, §5, §6) vs Monte Carlo.
+"""Generators and their moments (reference/gaussian_equivalence.md §3, §5, §6): the `rand` sign generator
+vs Monte Carlo; DCGAN and real NVP against the reference architecture, autograd and np.cov; moments files.
 
 Tolerances come from the Monte-Carlo standard error. For +-1 outputs the per-entry variances are exact:
 Var(x_i x_j) = 1 - Omega_ij^2 and Var(x_i c_a) = E[c_a^2] - Phi_ia^2 = 1 - Phi_ia^2, Var(x_i) = 1, so
@@ -8,10 +9,25 @@ z = (analytic - MC) / SE is ~N(0, 1) per entry when the analytic value is exact.
 
 from __future__ import annotations
 
+import itertools
+import os
+
 import numpy as np
 import pytest
+import torch
 
-from learnscope.data.generators import RandomSignGenerator, estimate_moments
+from learnscope.data.generators import (
+    GENERATORS,
+    DCGANGenerator,
+    IIDGenerator,
+    RandomSignGenerator,
+    RealNVPGenerator,
+    estimate_moments,
+    load_moments,
+    make_generator,
+    save_moments,
+)
+from learnscope.errors import ConfigError, DataError
 from learnscope.theory.committee_ode import Moments
 
 P = 200_000  # Monte-Carlo samples; SE of one entry <= 1/sqrt(P) = 2.2e-3
@@ -160,3 +176,268 @@ def test_estimator_tolerance_doubles_samples():
     assert capped.n_samples == 4000
     with pytest.raises(ValueError):
         estimate_moments(gen, np.random.default_rng(0), 1)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Deep generators (reference §6): DCGAN and real NVP as torch modules, the registry, moments files
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _recording(sample):
+    """A sampler that passes `sample` through and keeps every (x, c) it hands out, in order."""
+    seen = []
+
+    def draw(rng, n):
+        x, c = sample(rng, n)
+        seen.append((x, c))
+        return x, c
+
+    return draw, seen
+
+
+def test_dcgan_has_the_reference_architecture_and_parameter_count():
+    before = torch.random.get_rng_state()
+    gen = DCGANGenerator()  # nz = 100, nc = 3, ngf = 64, random from seed 0
+    assert torch.equal(torch.random.get_rng_state(), before)  # seeded by its own generator only
+    # 819,200 + 2,097,152 + 524,288 + 131,072 + 192 conv weights + 1,920 BN affine (reference §6)
+    assert sum(p.numel() for p in gen.parameters()) == 3_573_824
+    assert all(p.dtype == torch.float32 and not p.requires_grad for p in gen.parameters())
+    state = gen.state_dict()  # the original's state-dict names, so its trained files load as they are
+    assert state["main.0.weight"].shape == (100, 512, 4, 4) and state["main.12.weight"].shape == (64, 3, 1, 1)
+    assert not gen.training
+    with torch.no_grad():
+        img = gen(torch.zeros(2, 100))
+    assert img.shape == (2, 3, 32, 32)
+    x, c = gen.sample(np.random.default_rng(0), 8)
+    assert x.shape == (8, 3072) and c.shape == (8, 100) and x.dtype == c.dtype == np.float64
+    np.testing.assert_array_equal(c, np.random.default_rng(0).standard_normal((8, 100)))
+    assert np.abs(x).max() <= 1.0 and x.std(axis=0).mean() > 1e-2  # tanh range, and not constant
+    with torch.no_grad():  # sample is the module on the rng's latents, flattened
+        direct = gen(torch.from_numpy(c).float()).reshape(8, -1).double().numpy()
+    np.testing.assert_array_equal(x, direct)
+
+
+def test_dcgan_is_deterministic_batched_and_loads_its_state_dict(tmp_path):
+    small = {"nz": 20, "nc": 1, "ngf": 8}
+    g1 = DCGANGenerator(**small, seed=3)
+    g2 = DCGANGenerator(**small, seed=torch.Generator().manual_seed(3))
+    for a, b in zip(g1.state_dict().values(), g2.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    assert not torch.equal(DCGANGenerator(**small, seed=4).main[0].weight, g1.main[0].weight)
+    x1, c1 = g1.sample(np.random.default_rng(1), 50)
+    g1.batch_size = 7  # several forward calls of 7 give the same samples as one of 50
+    x2, c2 = g1.sample(np.random.default_rng(1), 50)
+    np.testing.assert_array_equal(c1, c2)
+    np.testing.assert_allclose(x1, x2, rtol=0, atol=1e-6)
+    # a saved state dict (running BN statistics included) reproduces the generator exactly
+    path = tmp_path / "dcgan.pth"
+    torch.save(g1.state_dict(), path)
+    loaded = DCGANGenerator(**small, weights=path, seed=99)
+    np.testing.assert_array_equal(loaded.sample(np.random.default_rng(1), 50)[0], x1)  # same batching
+    # the original's weight files are legacy (non-zip) torch pickles: they load too
+    torch.save(g1.state_dict(), tmp_path / "legacy.pth", _use_new_zipfile_serialization=False)
+    legacy = DCGANGenerator(**small, weights=tmp_path / "legacy.pth")
+    np.testing.assert_array_equal(legacy.sample(np.random.default_rng(1), 50)[0], x1)
+
+
+def test_weights_files_that_are_missing_corrupt_mismatching_or_malicious_are_data_errors(tmp_path):
+    small = {"nz": 20, "nc": 1, "ngf": 8}
+    torch.save(DCGANGenerator(nz=20, nc=1, ngf=4).state_dict(), tmp_path / "ngf4.pth")
+    (tmp_path / "garbage.pth").write_bytes(b"not a torch file" * 10)
+    marker = tmp_path / "PWNED"
+    torch.save({"main.0.weight": _Payload(marker)}, tmp_path / "payload.pth")
+    torch.save([torch.zeros(3)], tmp_path / "list.pth")
+    cases = {
+        "absent.pth": "no such file",
+        "garbage.pth": "cannot be read",
+        "ngf4.pth": "do not fit this architecture: shape main.0.weight",
+        "payload.pth": "cannot be read",
+        "list.pth": "not a state dict",
+    }
+    for name, culprit in cases.items():
+        with pytest.raises(DataError, match=culprit) as info:
+            DCGANGenerator(**small, weights=tmp_path / name)
+        assert "\n" not in str(info.value)
+    assert not marker.exists(), "the pickle payload ran"
+    with pytest.raises(DataError, match=r"real NVP weights .* missing"):
+        RealNVPGenerator(channels=1, size=4, base_dim=4, res_blocks=1, weights=tmp_path / "ngf4.pth")
+
+
+class _Payload:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def _tiny_nvp(**kw):
+    return RealNVPGenerator(channels=2, size=4, base_dim=4, res_blocks=1, seed=0, **kw)  # D = N = 32
+
+
+def test_realnvp_inverts_exactly_and_its_log_determinant_matches_autograd():
+    nvp = _tiny_nvp().double()  # float64 to compare with autograd at 1e-10
+    assert len(nvp.s1_ckbd) == 3 and len(nvp.s1_chan) == 3 and len(nvp.s2_ckbd) == 4  # reference §6
+    z = torch.randn(3, 32, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    with torch.no_grad():
+        x, logdet = nvp.forward_and_logdet(z)
+        z_back, logdet_inv = nvp.inverse_and_logdet(x)
+    torch.testing.assert_close(z_back, z, rtol=0, atol=1e-12)
+    torch.testing.assert_close(logdet_inv, -logdet, rtol=0, atol=1e-12)
+    assert (x - z).abs().max() > 0.1 and logdet.abs().min() > 0.1  # a non-trivial, non-volume-preserving map
+    for i in range(3):
+        J = torch.autograd.functional.jacobian(lambda u: nvp(u[None])[0], z[i])
+        sign, ref = torch.linalg.slogdet(J)
+        assert sign.item() == 1.0  # couplings are orientation preserving
+        torch.testing.assert_close(logdet[i], ref, rtol=1e-10, atol=1e-10)
+        # and the Jacobian really couples all coordinates (not a triangular map in this ordering)
+        assert (J.triu(1).abs() > 1e-8).any() and (J.tril(-1).abs() > 1e-8).any()
+
+
+def test_realnvp_generator_in_float32_full_size():
+    nvp = RealNVPGenerator(base_dim=4, res_blocks=1, seed=0)  # 3 x 32 x 32, D = N = 3072 (delta = 1)
+    assert (nvp.D, nvp.N) == (3072, 3072) and next(nvp.parameters()).dtype == torch.float32
+    x, c = nvp.sample(np.random.default_rng(0), 6)
+    assert x.shape == c.shape == (6, 3072) and x.dtype == np.float64 and np.all(np.isfinite(x))
+    with torch.no_grad():
+        back = nvp.inverse(torch.from_numpy(x).float())
+    np.testing.assert_allclose(back.double().numpy(), c, rtol=0, atol=1e-4)  # float32 round trip
+
+
+def test_realnvp_state_dict_round_trip(tmp_path):
+    nvp = _tiny_nvp(init_scale=0.3)
+    torch.save(nvp.state_dict(), tmp_path / "nvp.pth")
+    loaded = RealNVPGenerator(
+        channels=2, size=4, base_dim=4, res_blocks=1, seed=5, weights=tmp_path / "nvp.pth"
+    )
+    rng_a, rng_b = np.random.default_rng(0), np.random.default_rng(0)
+    np.testing.assert_array_equal(nvp.sample(rng_a, 20)[0], loaded.sample(rng_b, 20)[0])
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: DCGANGenerator(nz=20, nc=1, ngf=8, seed=1),  # N = 1024, D = 20
+        lambda: RealNVPGenerator(channels=1, size=8, base_dim=8, res_blocks=1, seed=1),  # D = N = 64
+    ],
+    ids=["dcgan", "realnvp"],
+)
+def test_moment_estimates_of_deep_generators_are_exact_covariances_and_converge(make):
+    gen = make()
+    draw, seen = _recording(gen.sample)
+    est = estimate_moments(draw, np.random.default_rng(3), 400, batch_size=150, quiet=True)
+    # exactly the two-pass covariance (np.cov, ddof = 1) and means of the very samples drawn
+    xs = np.concatenate([x for x, _ in seen])
+    cs = np.concatenate([c for _, c in seen])
+    assert xs.shape == (400, gen.N) and cs.shape == (400, gen.D)
+    full = np.cov(np.hstack([xs, cs]).T)
+    np.testing.assert_allclose(est.omega, full[: gen.N, : gen.N], rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(est.phi, full[: gen.N, gen.N :], rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(est.mean_x, xs.mean(axis=0), rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(est.mean_c, cs.mean(axis=0), rtol=1e-12, atol=1e-15)
+    # the convergence measure follows the 1/sqrt(P) law of a Monte-Carlo error: x4 samples -> x0.5
+    rel = [est.rel_change]
+    for n in (1600, 6400):
+        rel.append(
+            estimate_moments(gen.sample, np.random.default_rng(3), n, batch_size=2048, quiet=True).rel_change
+        )
+    for key in ("omega", "phi"):
+        for a, b in itertools.pairwise(r[key] for r in rel):
+            assert 0.4 < b / a < 0.62, (key, [r[key] for r in rel])
+
+
+def test_estimator_progress_bar_is_silent_when_quiet_or_not_a_terminal(capsys):
+    gen = RandomSignGenerator(5, 8, 1, rng=0)
+    a = estimate_moments(gen, np.random.default_rng(0), 100, batch_size=30)
+    b = estimate_moments(gen, np.random.default_rng(0), 100, batch_size=30, quiet=True)
+    out = capsys.readouterr()
+    assert out.out == "" and out.err == ""  # pytest's streams are not terminals
+    np.testing.assert_array_equal(a.omega, b.omega)
+
+
+def test_registry_builds_every_generator_and_rejects_bad_settings():
+    assert GENERATORS == ("iid", "rand", "dcgan", "realnvp")
+    rand = make_generator("rand", 20, 50, L=2, seed=3)
+    ref = RandomSignGenerator(20, 50, 2, rng=3)
+    np.testing.assert_array_equal(
+        rand.sample(np.random.default_rng(0), 5)[0], ref.sample(np.random.default_rng(0), 5)[0]
+    )
+    iid = make_generator("iid", 7, 7)
+    x, c = iid.sample(np.random.default_rng(0), 4)
+    np.testing.assert_array_equal(x, c)
+    m = iid.analytic_moments()
+    assert m.omega is None and m.phi is None and m.mean_x.shape == (7,)
+    dcgan = make_generator("dcgan", 100, 1024, seed=2)  # a grey 1 x 32 x 32 DCGAN
+    assert isinstance(dcgan, DCGANGenerator) and (dcgan.D, dcgan.N, dcgan.nc) == (100, 1024, 1)
+    bad = {
+        ("gan", 10, 10): "unknown generator 'gan'",
+        ("iid", 10, 20): "D must equal N",
+        ("realnvp", 100, 3072): "D must equal N",
+        ("dcgan", 100, 500): "N must be channels \\* 1024",
+        ("rand", 0, 10): "need D, N, L >= 1",
+    }
+    for (name, D, N), culprit in bad.items():
+        with pytest.raises(ConfigError, match=culprit):
+            make_generator(name, D, N)
+    with pytest.raises(ConfigError, match="no weights file"):
+        make_generator("rand", 10, 10, weights="w.pth")
+    with pytest.raises(DataError, match="no such file"):
+        make_generator("realnvp", 1024, 1024, weights="/nonexistent/w.pth")
+
+
+def test_moments_file_round_trip(tmp_path):
+    gen = RandomSignGenerator(6, 9, 2, rng=0)
+    est = estimate_moments(gen, np.random.default_rng(0), 500, batch_size=128, quiet=True)
+    path = save_moments(tmp_path / "m.npz", est, {"generator": "rand", "D": 6, "N": 9, "seed": 0})
+    back = load_moments(path)
+    for a, b in (
+        (est.omega, back.omega),
+        (est.phi, back.phi),
+        (est.mean_x, back.mean_x),
+        (est.mean_c, back.mean_c),
+    ):
+        np.testing.assert_array_equal(a, b)
+        assert b.dtype == np.float64
+    assert back.n_samples == 500 and back.rel_change == est.rel_change
+    assert back.meta == {"generator": "rand", "D": 6, "N": 9, "seed": 0}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.npz"]  # no temporary file left behind
+    # closed-form moments: no sample count, no convergence measure; identity (x = c) written out as I
+    exact = load_moments(save_moments(tmp_path / "a.npz", gen.analytic_moments()))
+    assert exact.n_samples is None and exact.rel_change is None and exact.meta == {}
+    np.testing.assert_array_equal(exact.omega, gen.analytic_moments().omega)
+    iid = load_moments(save_moments(tmp_path / "i.npz", IIDGenerator(4, 4).analytic_moments()))
+    np.testing.assert_array_equal(iid.omega, np.eye(4))
+    np.testing.assert_array_equal(iid.phi, np.eye(4))
+
+
+def test_bad_moments_files_are_one_line_data_errors(tmp_path):
+    good = RandomSignGenerator(3, 5, 1, rng=0).analytic_moments()
+    ok = save_moments(tmp_path / "ok.npz", good)
+    arrays = dict(np.load(ok, allow_pickle=False))
+    (tmp_path / "truncated.npz").write_bytes(ok.read_bytes()[: ok.stat().st_size // 2])
+    (tmp_path / "garbage.npz").write_bytes(b"\x00" * 100)
+
+    def variant(name, **changes):
+        body = {k: v for k, v in {**arrays, **changes}.items() if v is not None}
+        np.savez(tmp_path / name, **body)
+        return name
+
+    marker = tmp_path / "PWNED"
+    cases = {
+        "absent.npz": "no such file",
+        "garbage.npz": "cannot be read",
+        "truncated.npz": "cannot be read",
+        variant("no_phi.npz", phi=None): "missing key 'phi'",
+        variant("phi_rows.npz", phi=np.zeros((4, 3))): "phi has shape \\(4, 3\\), expected \\(5, D\\)",
+        variant("omega_rect.npz", omega=np.zeros((5, 4))): "omega has shape \\(5, 4\\), expected \\(N, N\\)",
+        variant("mean_c.npz", mean_c=np.zeros(4)): "mean_c has shape \\(4,\\), expected \\(3,\\)",
+        variant("nan.npz", omega=np.full((5, 5), np.nan)): "omega has non-finite values",
+        variant("asym.npz", omega=np.triu(np.ones((5, 5)))): "omega is not symmetric",
+        variant("pickle.npz", phi=np.array([_Payload(marker)], dtype=object)): "cannot be read",
+        variant("meta.npz", meta=np.array("{not json")): "bad meta data",
+    }
+    for name, culprit in cases.items():
+        with pytest.raises(DataError, match=culprit) as info:
+            load_moments(tmp_path / name)
+        assert "\n" not in str(info.value), name
+    assert not marker.exists()

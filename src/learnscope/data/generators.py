@@ -6,28 +6,54 @@ Phi = Cov(x, c) (N, D) and the mean of x (§2, §10.3), returned here as `commit
 
 * `RandomSignGenerator`: the `rand` generator (§6), an L-layer fully connected sign network D -> N with
   Gaussian weights N(0, 1/fan_in), and its analytic moments (§3).
+* `DCGANGenerator`: the DCGAN generator of §6 (latent 100 -> 3x32x32, 3,573,824 parameters), random (the
+  DCGAN initialisation, seeded) or a trained state dict (the original's `dcgan_*_weights.pth` load as is).
+* `RealNVPGenerator`: the real NVP flow of §6 (CIFAR-10 architecture: two scales of affine couplings),
+  random (seeded) or a state dict of ours; invertible with an exact log-determinant.
+* `IIDGenerator`: x = c ~ N(0, I) (the Saad-Solla setting), for symmetry.
+* `make_generator(name, D, N, L, seed, weights)`: the registry shared by the CLI and the studies.
 * `estimate_moments`: a streaming, batched Monte-Carlo estimator for any sampler (§5, improved as in §9.6:
-  exact Chan/Welford merges in float64, with a convergence measure).
+  exact Chan/Welford merges in float64, with a convergence measure and a progress bar).
+* `save_moments` / `load_moments`: a moments file (.npz, no pickles) that the ODEs consume.
 
-Samplers have the simulator's signature `sample(rng, n) -> (x (n, N), c (n, D))`
-(`learnscope.models.committee.simulate_online_sgd`).
+Samplers have the simulator's signature `sample(rng, n) -> (x (n, N), c (n, D))`, numpy float64
+(`learnscope.models.committee.simulate_online_sgd`). The torch generators run in float32, batched, on the
+CPU by default; the latents come from the numpy rng, so a seed fixes the samples of every generator.
 """
 
 from __future__ import annotations
 
+import json
 import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
+import torch
+from torch import nn
 
+from ..errors import ConfigError, DataError
 from ..theory.committee_ode import Moments
+from ..ui import progress_bar
 
 Sampler = Callable[[np.random.Generator, int], tuple[np.ndarray, np.ndarray]]
 MomentMethod = Literal["arcsine", "linearised"]
 
-__all__ = ["GeneratorMoments", "RandomSignGenerator", "estimate_moments"]
+__all__ = [
+    "GENERATORS",
+    "DCGANGenerator",
+    "GeneratorMoments",
+    "IIDGenerator",
+    "RandomSignGenerator",
+    "RealNVPGenerator",
+    "estimate_moments",
+    "load_moments",
+    "make_generator",
+    "save_moments",
+]
 
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 
@@ -45,6 +71,7 @@ class GeneratorMoments:
     mean_c: np.ndarray
     n_samples: int | None = None
     rel_change: dict[str, float] | None = None
+    meta: dict[str, Any] | None = None  # what produced them (generator, seed, ...), kept in a moments file
 
     @property
     def omega(self) -> np.ndarray:
@@ -128,6 +155,489 @@ class RandomSignGenerator:
         return GeneratorMoments(Moments(omega=omega, phi=phi), mean_x=np.zeros(self.N), mean_c=np.zeros(D))
 
 
+class IIDGenerator:
+    """x = c ~ N(0, I_N) (D = N): the Saad-Solla setting, whose moments are Omega = Phi = I exactly."""
+
+    def __init__(self, D: int, N: int) -> None:
+        if D != N or N < 1:
+            raise ValueError(f"the iid generator has x = c, so D must equal N (got D={D}, N={N})")
+        self.D = self.N = N
+
+    def sample(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+        c = rng.standard_normal((n, self.D))
+        return c, c
+
+    __call__ = sample
+
+    def analytic_moments(self) -> GeneratorMoments:
+        return GeneratorMoments(Moments.iid(), mean_x=np.zeros(self.N), mean_c=np.zeros(self.D))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Deep generators as torch modules (float32 networks, float64 samples)
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _torch_generator(seed: int | torch.Generator) -> torch.Generator:
+    if isinstance(seed, torch.Generator):
+        return seed
+    return torch.Generator().manual_seed(int(seed))
+
+
+def load_state_dict_file(module: nn.Module, path: str | Path, what: str) -> None:
+    """Load a state dict saved with torch.save into `module`, with torch.load(weights_only=True) (no code
+    from the file runs). A missing, unreadable or mismatching file is a one-line DataError that says why."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{what} weights {path}: no such file")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise DataError(
+            f"{what} weights {path} cannot be read as a torch state dict ({type(exc).__name__})"
+        ) from None
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise DataError(f"{what} weights {path}: not a state dict (a mapping of names to tensors)")
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    own = module.state_dict()
+    for key in own:  # files from torch < 0.4.1 have no BatchNorm batch counter; it is not used in eval mode
+        if key.endswith("num_batches_tracked") and key not in state:
+            state[key] = own[key]
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    wrong = [
+        f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}"
+        for k, v in own.items()
+        if k in state and state[k].shape != v.shape
+    ]
+    problems = [
+        f"{label} {', '.join(items[:3])}{' ...' if len(items) > 3 else ''}"
+        for label, items in (("missing", missing), ("unexpected", unexpected), ("shape", wrong))
+        if items
+    ]
+    if problems:
+        raise DataError(f"{what} weights {path} do not fit this architecture: {'; '.join(problems)}")
+    if not all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point()):
+        raise DataError(f"{what} weights {path}: non-finite values")
+    module.load_state_dict(state)
+
+
+@torch.no_grad()
+def _calibrate_batchnorm(module: nn.Module, run: Callable[[], torch.Tensor]) -> None:
+    """Set every BatchNorm's running statistics to those of one calibration batch (`run()` in train mode, a
+    cumulative average over one batch), then switch to eval mode, where BN is a fixed per-channel affine
+    map. A randomly initialised network then normalises as a trained one does, instead of with the
+    meaningless defaults (mean 0, variance 1)."""
+    bns = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [bn.momentum for bn in bns]
+    for bn in bns:
+        bn.reset_running_stats()
+        bn.momentum = None
+    module.train()
+    run()
+    for bn, momentum in zip(bns, momenta, strict=True):
+        bn.momentum = momentum
+    module.eval()
+
+
+class _TorchGenerator(nn.Module):
+    """Shared sampling interface of the torch generators: latents c ~ N(0, I_D) from the numpy rng (float64),
+    the network in float32 in batches of `batch_size` (one forward call per batch, no per-sample loop),
+    images flattened to x (n, N) in float64."""
+
+    D: int
+    N: int
+    batch_size: int = 1024
+
+    def latent_to_input(self, c: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    @torch.no_grad()
+    def generate(self, c: np.ndarray) -> np.ndarray:
+        """x = G(c) (n, N) float64 for latents c (n, D)."""
+        c = np.asarray(c)
+        out = np.empty((c.shape[0], self.N))
+        for i in range(0, c.shape[0], self.batch_size):
+            ct = torch.from_numpy(np.ascontiguousarray(c[i : i + self.batch_size], dtype=np.float32))
+            x = self.latent_to_input(ct.to(self.device))
+            out[i : i + len(ct)] = x.reshape(len(ct), self.N).cpu().numpy()
+        return out
+
+    def sample(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """n fresh samples (x (n, N), c (n, D)), float64, c ~ N(0, I_D) from rng."""
+        c = rng.standard_normal((n, self.D))
+        return self.generate(c), c
+
+
+class DCGANGenerator(_TorchGenerator):
+    """The DCGAN generator of reference §6 (pytorch/examples, ngf = 64, nz = 100, nc = 3): c (B, nz) ->
+    ConvT(nz, 8ngf, 4, 1, 0) BN ReLU -> 4x4, ConvT(8ngf, 4ngf, 4, 2, 1) BN ReLU -> 8x8, ConvT(4ngf, 2ngf)
+    BN ReLU -> 16x16, ConvT(2ngf, ngf) BN ReLU -> 32x32, ConvT(ngf, nc, 1, 1, 0) tanh -> (B, nc, 32, 32);
+    no conv bias, 3,573,824 parameters at the defaults. Used in eval mode (BN with running statistics).
+
+    With `weights`, a state dict of this architecture (the original's `dcgan_{rand,cifar10}_weights.pth` use
+    the same `main.<i>` names). Otherwise random with the DCGAN initialisation (conv ~ N(0, 0.02),
+    BN gamma ~ N(1, 0.02), beta = 0) from `seed` (an int or a torch.Generator; the global torch RNG is not
+    touched), then BN running statistics calibrated on `calibration` latents from the same generator.
+    `ngf` and `nc` shrink the network for tests; N = nc * 32 * 32."""
+
+    def __init__(
+        self,
+        nz: int = 100,
+        nc: int = 3,
+        ngf: int = 64,
+        *,
+        seed: int | torch.Generator = 0,
+        weights: str | Path | None = None,
+        calibration: int = 128,
+        batch_size: int = 1024,
+    ) -> None:
+        super().__init__()
+        if min(nz, nc, ngf) < 1:
+            raise ValueError(f"nz, nc, ngf must be >= 1, got {nz}, {nc}, {ngf}")
+        self.D, self.N, self.nz, self.nc, self.ngf = nz, nc * 32 * 32, nz, nc, ngf
+        self.batch_size = batch_size
+        with torch.device("meta"):  # no global-RNG draws at construction; filled below
+            layers: list[nn.Module] = []
+            widths = [nz, 8 * ngf, 4 * ngf, 2 * ngf, ngf]
+            for i in range(4):
+                stride, pad = (1, 0) if i == 0 else (2, 1)
+                layers += [
+                    nn.ConvTranspose2d(widths[i], widths[i + 1], 4, stride, pad, bias=False),
+                    nn.BatchNorm2d(widths[i + 1]),
+                    nn.ReLU(True),
+                ]
+            layers += [nn.ConvTranspose2d(ngf, nc, 1, 1, 0, bias=False), nn.Tanh()]
+            self.main = nn.Sequential(*layers)
+        self.to_empty(device="cpu")
+        for m in self.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.reset_running_stats()
+        if weights is not None:
+            load_state_dict_file(self, weights, "DCGAN")
+            self.eval()
+        else:
+            gen = _torch_generator(seed)
+            for m in self.modules():
+                if isinstance(m, nn.ConvTranspose2d):
+                    nn.init.normal_(m.weight, 0.0, 0.02, generator=gen)
+                elif isinstance(m, nn.BatchNorm2d):
+                    nn.init.normal_(m.weight, 1.0, 0.02, generator=gen)
+                    nn.init.zeros_(m.bias)
+            z = torch.randn(calibration, nz, generator=gen)
+            _calibrate_batchnorm(self, lambda: self(z))
+        self.requires_grad_(False)
+
+    def forward(self, c: torch.Tensor) -> torch.Tensor:
+        """Images (B, nc, 32, 32) in [-1, 1] for latents c (B, nz)."""
+        return self.main(c.reshape(c.shape[0], self.nz, 1, 1))
+
+    def latent_to_input(self, c: torch.Tensor) -> torch.Tensor:
+        return self(c)
+
+
+# --- real NVP ----------------------------------------------------------------------------------------------
+
+
+def _squeeze(x: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) -> (B, 4C, H/2, W/2); channel c*4 + 2i + j holds pixel (2h + i, 2w + j) of channel c."""
+    B, C, H, W = x.shape
+    return x.reshape(B, C, H // 2, 2, W // 2, 2).permute(0, 1, 3, 5, 2, 4).reshape(B, 4 * C, H // 2, W // 2)
+
+
+def _unsqueeze(x: torch.Tensor) -> torch.Tensor:
+    B, C, H, W = x.shape
+    return x.reshape(B, C // 4, 2, 2, H, W).permute(0, 1, 4, 2, 5, 3).reshape(B, C // 4, 2 * H, 2 * W)
+
+
+# 2x2 positions (i, j) in the order of the original's `order_matrix`: the first two form one checkerboard
+# colour (kept for the next scale), the last two the other colour (factored out).
+_FACTOR_ORDER = ((0, 0), (1, 1), (0, 1), (1, 0))
+
+
+def _factor_out(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, C, H, W) -> on, off (B, 2C, H/2, W/2): channels grouped by 2x2 position, position-major."""
+    B, C, H, W = x.shape
+    blocks = x.reshape(B, C, H // 2, 2, W // 2, 2)
+    parts = [blocks[:, :, :, i, :, j] for i, j in _FACTOR_ORDER]
+    return torch.cat(parts[:2], dim=1), torch.cat(parts[2:], dim=1)
+
+
+def _restore(on: torch.Tensor, off: torch.Tensor) -> torch.Tensor:
+    """Inverse of `_factor_out`."""
+    B, C2, h, w = on.shape
+    C = C2 // 2
+    parts = [*on.split(C, dim=1), *off.split(C, dim=1)]
+    out = on.new_empty(B, C, h, 2, w, 2)
+    for (i, j), part in zip(_FACTOR_ORDER, parts, strict=True):
+        out[:, :, :, i, :, j] = part
+    return out.reshape(B, C, 2 * h, 2 * w)
+
+
+class _ResBlock(nn.Module):
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.BatchNorm2d(dim),
+            nn.ReLU(),
+            nn.Conv2d(dim, dim, 3, padding=1, bias=False),
+            nn.BatchNorm2d(dim),
+            nn.ReLU(),
+            nn.Conv2d(dim, dim, 3, padding=1, bias=True),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.net(x)
+
+
+class _Conditioner(nn.Module):
+    """ReLU, conv3x3 in -> dim, `res_blocks` residual blocks, BN ReLU conv1x1 dim -> out (the original's
+    ResidualModule without skips and weight norm)."""
+
+    def __init__(self, c_in: int, dim: int, c_out: int, res_blocks: int) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.ReLU(),
+            nn.Conv2d(c_in, dim, 3, padding=1, bias=True),
+            *[_ResBlock(dim) for _ in range(res_blocks)],
+            nn.BatchNorm2d(dim),
+            nn.ReLU(),
+            nn.Conv2d(dim, c_out, 1, bias=True),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class _AffineCoupling(nn.Module):
+    """Affine coupling of real NVP (Dinh et al. 2017, Eq. 6-8), data -> latent direction `f`:
+    y_on = x_on exp(s(x_off)) + t(x_off), y_off = x_off, with s = scale tanh(.) + scale_shift.
+    "checkerboard": x_off is x * mask (a checkerboard of `parity`), conditioner input [x_off, -x_off, mask];
+    "channel": the channels split in halves, x_off one half, conditioner input [x_off, -x_off]."""
+
+    def __init__(self, kind: str, channels: int, size: int, parity: int, dim: int, res_blocks: int) -> None:
+        super().__init__()
+        self.kind, self.parity = kind, parity
+        if kind == "checkerboard":
+            self.in_bn = nn.BatchNorm2d(channels)
+            self.cond = _Conditioner(2 * channels + 1, dim, 2 * channels, res_blocks)
+        else:
+            self.in_bn = nn.BatchNorm2d(channels // 2)
+            self.cond = _Conditioner(channels, dim, channels, res_blocks)
+        self.scale = nn.Parameter(torch.zeros(1))
+        self.scale_shift = nn.Parameter(torch.zeros(1))
+
+    def _mask(self, x: torch.Tensor) -> torch.Tensor:
+        """Checkerboard (1, 1, H, W): 1 where (h + w + parity) is odd, the conditioning pixels."""
+        grid = torch.arange(x.shape[-1], device=x.device)
+        return ((grid[:, None] + grid[None, :] + self.parity) % 2).to(x.dtype)[None, None]
+
+    def _split(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(on, off) halves of a channel coupling."""
+        a, b = x.chunk(2, dim=1)
+        return (a, b) if self.parity else (b, a)
+
+    def _merge(self, on: torch.Tensor, off: torch.Tensor) -> torch.Tensor:
+        return torch.cat((on, off) if self.parity else (off, on), dim=1)
+
+    def _st(self, x_off: torch.Tensor, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.in_bn(x_off)
+        h = [h, -h]
+        if mask is not None:
+            h.append(mask.expand(x_off.shape[0], 1, *x_off.shape[2:]))
+        t, s = self.cond(torch.cat(h, dim=1)).chunk(2, dim=1)
+        s = self.scale * torch.tanh(s) + self.scale_shift
+        if mask is not None:
+            s, t = s * (1.0 - mask), t * (1.0 - mask)
+        return s, t
+
+    def f(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Data -> latent: (y, log|det dy/dx|) per sample."""
+        if self.kind == "checkerboard":
+            mask = self._mask(x)
+            s, t = self._st(x * mask, mask)
+            return x * torch.exp(s) + t, s.flatten(1).sum(1)
+        on, off = self._split(x)
+        s, t = self._st(off)
+        return self._merge(on * torch.exp(s) + t, off), s.flatten(1).sum(1)
+
+    def g(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Latent -> data, the inverse of `f`: (x, log|det dx/dy|) per sample."""
+        if self.kind == "checkerboard":
+            mask = self._mask(y)
+            s, t = self._st(y * mask, mask)
+            return (y - t) * torch.exp(-s), -s.flatten(1).sum(1)
+        on, off = self._split(y)
+        s, t = self._st(off)
+        return self._merge((on - t) * torch.exp(-s), off), -s.flatten(1).sum(1)
+
+
+class RealNVPGenerator(_TorchGenerator):
+    """The real NVP flow of reference §6 (fmu2/realNVP, CIFAR-10 architecture), as the generator
+    x = g(c): c ~ N(0, I_D) reshaped to (channels, size, size), D = N = channels * size^2 (3072 at the
+    defaults, so delta = 1).
+
+    f (data -> latent): scale 1 on C x S x S, 3 checkerboard couplings (parities 1, 0, 1), squeeze, 3
+    channel-wise couplings on 4C x S/2 x S/2 (0, 1, 0), unsqueeze, factor out half (one checkerboard colour);
+    scale 2 on 2C x S/2 x S/2, 4 checkerboard couplings (1, 0, 1, 0); restore. g is its exact inverse.
+    Couplings are affine, s = scale tanh(.) + scale_shift, with ResNet conditioners (`base_dim` channels,
+    `res_blocks` blocks) and BatchNorm, used in eval mode. Differences from the original: no weight norm
+    (a reparametrisation that matters only for training), no coupling-output BatchNorm; the trained
+    original is a whole pickled object (reference §1) that is never unpickled here, and its
+    hyper-parameters are unknown, so `weights` is a state dict of this class. Random weights: convs
+    ~ N(0, 1/fan_in) from `seed`, scale = `init_scale` (the original's zero would make a random flow
+    volume-preserving), shift 0, BN statistics calibrated on a batch of latents. x stays in the flow's
+    output space (the original's logit space, §6)."""
+
+    def __init__(
+        self,
+        channels: int = 3,
+        size: int = 32,
+        base_dim: int = 32,
+        res_blocks: int = 2,
+        *,
+        seed: int | torch.Generator = 0,
+        weights: str | Path | None = None,
+        init_scale: float = 0.5,
+        calibration: int = 128,
+        batch_size: int = 512,
+    ) -> None:
+        super().__init__()
+        if size % 2 or size < 2 or min(channels, base_dim) < 1 or res_blocks < 0:
+            raise ValueError(
+                f"need an even size >= 2, channels, base_dim >= 1, res_blocks >= 0; got {channels}, {size}, "
+                f"{base_dim}, {res_blocks}"
+            )
+        self.channels, self.size = channels, size
+        self.D = self.N = channels * size * size
+        self.batch_size = batch_size
+        C, S = channels, size
+        with torch.device("meta"):
+
+            def coupling(kind, ch, sz, parity):
+                return _AffineCoupling(kind, ch, sz, parity, base_dim, res_blocks)
+
+            self.s1_ckbd = nn.ModuleList([coupling("checkerboard", C, S, p) for p in (1, 0, 1)])
+            self.s1_chan = nn.ModuleList([coupling("channel", 4 * C, S // 2, p) for p in (0, 1, 0)])
+            self.s2_ckbd = nn.ModuleList([coupling("checkerboard", 2 * C, S // 2, p) for p in (1, 0, 1, 0)])
+        self.to_empty(device="cpu")
+        for m in self.modules():  # buffers and parameters are uninitialised after to_empty
+            if isinstance(m, nn.BatchNorm2d):
+                m.reset_parameters()
+        if weights is not None:
+            load_state_dict_file(self, weights, "real NVP")
+            self.eval()
+        else:
+            gen = _torch_generator(seed)
+            with torch.no_grad():
+                for m in self.modules():
+                    if isinstance(m, nn.Conv2d):
+                        fan_in = m.weight[0].numel()
+                        nn.init.normal_(m.weight, 0.0, 1.0 / math.sqrt(fan_in), generator=gen)
+                        if m.bias is not None:
+                            nn.init.zeros_(m.bias)
+                    elif isinstance(m, _AffineCoupling):
+                        m.scale.fill_(init_scale)
+                        m.scale_shift.zero_()
+            z = torch.randn(calibration, self.D, generator=gen)
+            _calibrate_batchnorm(self, lambda: self(z))
+        self.requires_grad_(False)
+
+    def inverse_and_logdet(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """f: data x -> latent z (same shape as x: (B, D) or (B, C, S, S)) and log|det dz/dx| (B,)."""
+        shape = x.shape
+        z = x.reshape(shape[0], self.channels, self.size, self.size)
+        logdet = z.new_zeros(shape[0])
+        for layer in self.s1_ckbd:
+            z, ld = layer.f(z)
+            logdet = logdet + ld
+        z = _squeeze(z)
+        for layer in self.s1_chan:
+            z, ld = layer.f(z)
+            logdet = logdet + ld
+        on, off = _factor_out(_unsqueeze(z))
+        for layer in self.s2_ckbd:
+            on, ld = layer.f(on)
+            logdet = logdet + ld
+        return _restore(on, off).reshape(shape), logdet
+
+    def forward_and_logdet(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """g: latent z -> data x (same shape as z) and log|det dx/dz| (B,), the inverse of f."""
+        shape = z.shape
+        on, off = _factor_out(z.reshape(shape[0], self.channels, self.size, self.size))
+        logdet = z.new_zeros(shape[0])
+        for layer in reversed(self.s2_ckbd):
+            on, ld = layer.g(on)
+            logdet = logdet + ld
+        x = _squeeze(_restore(on, off))
+        for layer in reversed(self.s1_chan):
+            x, ld = layer.g(x)
+            logdet = logdet + ld
+        x = _unsqueeze(x)
+        for layer in reversed(self.s1_ckbd):
+            x, ld = layer.g(x)
+            logdet = logdet + ld
+        return x.reshape(shape), logdet
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """x = g(z), the generator direction."""
+        return self.forward_and_logdet(z)[0]
+
+    def inverse(self, x: torch.Tensor) -> torch.Tensor:
+        """z = f(x)."""
+        return self.inverse_and_logdet(x)[0]
+
+    def latent_to_input(self, c: torch.Tensor) -> torch.Tensor:
+        return self(c)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Registry
+# ----------------------------------------------------------------------------------------------------------
+
+GENERATORS = ("iid", "rand", "dcgan", "realnvp")
+
+
+def make_generator(
+    name: str, D: int, N: int, L: int = 4, seed: int = 0, weights: str | Path | None = None
+) -> IIDGenerator | RandomSignGenerator | DCGANGenerator | RealNVPGenerator:
+    """The generator `name` with latent size D and input size N, shared by the CLI and the studies:
+    "iid" (x = c, D = N), "rand" (L sign layers, weights from `seed`), "dcgan" (latent D, N = 3072 for
+    3 x 32 x 32 or 1024 for a grey 1 x 32 x 32), "realnvp" (D = N = channels * 32^2). The deep ones are random
+    from `seed` or load `weights` (a state dict). Every one has `.sample(rng, n) -> (x, c)`; those with
+    closed-form moments ("iid", "rand") have `.analytic_moments()`. Bad settings raise ConfigError, a bad
+    weights file DataError."""
+    if name not in GENERATORS:
+        raise ConfigError(f"unknown generator {name!r}; available: {', '.join(GENERATORS)}")
+    if min(D, N) < 1 or (name == "rand" and L < 1) or seed < 0:
+        raise ConfigError(
+            f"generator {name}: need D, N, L >= 1 and seed >= 0 (got D={D}, N={N}, L={L}, seed={seed})"
+        )
+    if weights is not None and name in ("iid", "rand"):
+        raise ConfigError(f"generator {name} has no weights file (its weights come from the seed)")
+    if name == "iid":
+        if D != N:
+            raise ConfigError(f"generator iid has x = c, so D must equal N (got D={D}, N={N})")
+        return IIDGenerator(D, N)
+    if name == "rand":
+        return RandomSignGenerator(D, N, L, rng=seed)
+    if N % 1024:
+        raise ConfigError(
+            f"generator {name} makes 32 x 32 images: N must be channels * 1024, e.g. 3072 (got {N})"
+        )
+    if name == "dcgan":
+        return DCGANGenerator(nz=D, nc=N // 1024, seed=seed, weights=weights)
+    if D != N:
+        raise ConfigError(f"generator realnvp is a bijection, so D must equal N (got D={D}, N={N})")
+    return RealNVPGenerator(channels=N // 1024, size=32, seed=seed, weights=weights)
+
+
 class _Accumulator:
     """Exact streaming means and (cross-)covariances in float64: each batch's centred sums are merged with
     Chan et al.'s pairwise update, so no catastrophic cancellation (the original accumulated an approximate
@@ -171,42 +681,155 @@ def estimate_moments(
     batch_size: int = 4096,
     tol: float | None = None,
     max_samples: int | None = None,
+    quiet: bool = False,
+    description: str = "moments",
 ) -> GeneratorMoments:
     """Monte-Carlo Omega = Cov(x), Phi = Cov(x, c), E[x], E[c] of any sampler (reference §5), streaming.
 
     Draws `sample(rng, batch)` in batches (the last one trimmed so exactly n_samples are used) and merges
     them exactly in float64. The estimate at half the samples is kept, and `rel_change` reports
     ||est(P) - est(P/2)||_F / ||est(P)||_F for omega, phi and mean_x: for an unbiased estimator this is about
-    the relative standard error of est(P) (the difference of two halves-correlated estimates has variance
-    ~ Var est(P)). With `tol`, the sample count keeps doubling (up to max_samples) until the change of both
-    omega and phi is below tol. Same rng and arguments give the same result."""
+    the relative standard error of est(P) (est(P) - est(P/2) is half the difference of two independent
+    half-sample estimates, whose variance is Var est(P)), so it shrinks as 1/sqrt(P). With `tol`, the sample
+    count keeps doubling (up to max_samples) until the change of both omega and phi is below tol. A rich
+    progress bar shows the samples drawn (none when quiet or not on a terminal). Same rng and arguments give
+    the same result."""
     if n_samples < 2 or batch_size < 1:
         raise ValueError(f"need n_samples >= 2 and batch_size >= 1, got {n_samples}, {batch_size}")
-    x0, c0 = sample(rng, min(batch_size, n_samples // 2))
-    x0, c0 = np.asarray(x0, dtype=float), np.asarray(c0, dtype=float)
-    acc = _Accumulator(x0.shape[1], c0.shape[1])
-    acc.add(x0, c0)
+    total = n_samples if tol is None else max(n_samples, max_samples or n_samples)
+    with progress_bar(total, description, quiet) as bar:
+        x0, c0 = sample(rng, min(batch_size, n_samples // 2))
+        x0, c0 = np.asarray(x0, dtype=float), np.asarray(c0, dtype=float)
+        acc = _Accumulator(x0.shape[1], c0.shape[1])
+        acc.add(x0, c0)
+        bar.update(acc.n)
 
-    def fill_to(target: int) -> None:
-        while acc.n < target:
-            x, c = sample(rng, min(batch_size, target - acc.n))
-            acc.add(np.asarray(x, dtype=float), np.asarray(c, dtype=float))
+        def fill_to(target: int) -> None:
+            while acc.n < target:
+                x, c = sample(rng, min(batch_size, target - acc.n))
+                acc.add(np.asarray(x, dtype=float), np.asarray(c, dtype=float))
+                bar.update(acc.n)
 
-    target = n_samples
-    fill_to(target // 2)
-    half = acc.result()  # exactly target // 2 samples: the first batch has at most that many
-    while True:
-        fill_to(target)
-        full = acc.result()
-        rel = {
-            "omega": _rel(full[0], half[0]),
-            "phi": _rel(full[1], half[1]),
-            "mean_x": _rel(full[2], half[2]),
-        }
-        if tol is None or max(rel["omega"], rel["phi"]) < tol:
-            break
-        if max_samples is not None and 2 * target > max_samples:
-            break
-        half, target = full, 2 * target
+        target = n_samples
+        fill_to(target // 2)
+        half = acc.result()  # exactly target // 2 samples: the first batch has at most that many
+        while True:
+            fill_to(target)
+            full = acc.result()
+            rel = {
+                "omega": _rel(full[0], half[0]),
+                "phi": _rel(full[1], half[1]),
+                "mean_x": _rel(full[2], half[2]),
+            }
+            bar.update(acc.n, probe=f"rel. change Omega {rel['omega']:.2e}  Phi {rel['phi']:.2e}")
+            if tol is None or max(rel["omega"], rel["phi"]) < tol:
+                break
+            if max_samples is not None and 2 * target > max_samples:
+                break
+            half, target = full, 2 * target
     omega, phi, mean_x, mean_c = full
     return GeneratorMoments(Moments(omega=omega, phi=phi), mean_x, mean_c, n_samples=acc.n, rel_change=rel)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Moments files
+# ----------------------------------------------------------------------------------------------------------
+
+MOMENTS_FORMAT = "learnscope.moments/1"
+_REL_KEYS = ("omega", "phi", "mean_x")
+
+
+def save_moments(path: str | Path, moments: GeneratorMoments, meta: dict[str, Any] | None = None) -> Path:
+    """Write moments to an .npz (written to a temporary file, then renamed): omega (N, N), phi (N, D),
+    mean_x (N,), mean_c (D,) in float64, n_samples (-1 for closed-form moments), rel_change_{omega,phi,mean_x}
+    (NaN when absent), and `meta` (the generator's name, D, N, seed, ...; JSON) merged over `moments.meta`.
+    Identity moments (None, x = c) are written out as identity matrices. Read back with `load_moments`."""
+    path = Path(path)
+    mx, mc = np.asarray(moments.mean_x, dtype=float), np.asarray(moments.mean_c, dtype=float)
+    N, D = mx.shape[0], mc.shape[0]
+    omega = np.eye(N) if moments.omega is None else np.asarray(moments.omega, dtype=float)
+    phi = np.eye(N, D) if moments.phi is None else np.asarray(moments.phi, dtype=float)
+    if omega.shape != (N, N) or phi.shape != (N, D):
+        raise ValueError(f"shapes: omega {omega.shape}, phi {phi.shape}, mean_x ({N},), mean_c ({D},)")
+    rel = moments.rel_change or {}
+    body = {**(moments.meta or {}), **(meta or {})}
+    arrays = {
+        "format": np.array(MOMENTS_FORMAT),
+        "omega": omega,
+        "phi": phi,
+        "mean_x": mx,
+        "mean_c": mc,
+        "n_samples": np.array(-1 if moments.n_samples is None else moments.n_samples, dtype=np.int64),
+        **{f"rel_change_{k}": np.array(rel.get(k, math.nan), dtype=float) for k in _REL_KEYS},
+        "meta": np.array(json.dumps(body, sort_keys=True, default=str)),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def load_moments(path: str | Path) -> GeneratorMoments:
+    """Moments from a `save_moments` file (np.load with allow_pickle=False: nothing in the file runs), with
+    `meta` as saved. A missing or unreadable file, a missing key, a wrong shape or a non-finite value is a
+    one-line DataError. The result's `.moments` feeds `committee_ode.ge_initial_state`; D and N (so
+    delta = D/N) follow from phi's shape."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"moments file {path}: no such file")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            files = set(f.files)
+            for key in ("omega", "phi", "mean_x", "mean_c"):
+                if key not in files:
+                    raise DataError(
+                        f"moments file {path}: missing key {key!r} (has {', '.join(sorted(files))})"
+                    )
+            data = {key: f[key] for key in files}
+    except DataError:
+        raise
+    except Exception as exc:  # not a zip, truncated, an object array, ...
+        raise DataError(f"moments file {path} cannot be read as .npz ({type(exc).__name__}: {exc})") from None
+    arrays = {}
+    for key in ("omega", "phi", "mean_x", "mean_c"):
+        a = data[key]
+        if a.dtype.kind not in "fiu":
+            raise DataError(f"moments file {path}: {key} has dtype {a.dtype}, expected floats")
+        arrays[key] = a.astype(float)
+    omega, phi, mean_x, mean_c = (arrays[k] for k in ("omega", "phi", "mean_x", "mean_c"))
+    if omega.ndim != 2 or omega.shape[0] != omega.shape[1] or omega.shape[0] < 1:
+        raise DataError(f"moments file {path}: omega has shape {omega.shape}, expected (N, N)")
+    N = omega.shape[0]
+    if phi.ndim != 2 or phi.shape[0] != N or phi.shape[1] < 1:
+        raise DataError(f"moments file {path}: phi has shape {phi.shape}, expected ({N}, D)")
+    D = phi.shape[1]
+    for key, a, shape in (("mean_x", mean_x, (N,)), ("mean_c", mean_c, (D,))):
+        if a.shape != shape:
+            raise DataError(f"moments file {path}: {key} has shape {a.shape}, expected {shape}")
+    for key, a in arrays.items():
+        if not np.all(np.isfinite(a)):
+            raise DataError(f"moments file {path}: {key} has non-finite values")
+    if not np.allclose(omega, omega.T, rtol=1e-8, atol=1e-10 * max(1.0, np.abs(omega).max())):
+        raise DataError(f"moments file {path}: omega is not symmetric")
+    try:
+        meta = json.loads(str(data["meta"])) if "meta" in data else {}
+        n_samples = int(data["n_samples"]) if "n_samples" in data else -1
+        rel = {k: float(data[f"rel_change_{k}"]) for k in _REL_KEYS if f"rel_change_{k}" in data}
+    except (ValueError, TypeError) as exc:
+        raise DataError(f"moments file {path}: bad meta data ({type(exc).__name__}: {exc})") from None
+    if not isinstance(meta, dict):
+        raise DataError(f"moments file {path}: meta is not a JSON object")
+    rel = {k: v for k, v in rel.items() if not math.isnan(v)}
+    return GeneratorMoments(
+        Moments(omega=omega, phi=phi),
+        mean_x,
+        mean_c,
+        n_samples=None if n_samples < 0 else n_samples,
+        rel_change=rel or None,
+        meta=meta,
+    )

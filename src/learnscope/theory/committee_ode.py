@@ -16,12 +16,16 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
 from scipy.integrate import solve_ivp
+
+from ..errors import DataError
 
 Activation = Literal["erf", "linear"]
 _ACTIVATIONS = ("erf", "linear")
@@ -35,10 +39,12 @@ __all__ = [
     "i2",
     "i3",
     "i4",
+    "load_initial_weights",
     "log_times",
     "order_parameters",
     "order_records",
     "saad_solla_ode",
+    "save_initial_weights",
 ]
 
 
@@ -488,6 +494,63 @@ def ge_initial_state(
     return GEState(
         rho=rho, q=q, r=r, tt=tt, v=v.copy(), A=A.copy(), T=B @ B.T / D, D=D, force_delta=force_delta
     )
+
+
+def save_initial_weights(
+    path: str | Path, w: np.ndarray, v: np.ndarray, B: np.ndarray, A: np.ndarray
+) -> Path:
+    """Write the initial weights of a simulation to an .npz (temporary file, then renamed), so that an ODE can
+    start from the same w, v, B (reference §4.2, the original's `--store` files): w (K, N) or (R, K, N) for R
+    replicas, v (K,) or (R, K), teacher B (M, D), A (M,), all float64. Read back with `load_initial_weights`.
+    """
+    path = Path(path)
+    arrays = {k: np.asarray(a, dtype=float) for k, a in (("w", w), ("v", v), ("B", B), ("A", A))}
+    _check_initial_weights(arrays, str(path), ValueError)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, format=np.array("learnscope.committee_weights/1"), **arrays)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def _check_initial_weights(a: dict[str, np.ndarray], where: str, error: type[Exception]) -> None:
+    w, v, B, A = a["w"], a["v"], a["B"], a["A"]
+    if w.ndim not in (2, 3) or B.ndim != 2 or A.shape != B.shape[:1] or v.shape != w.shape[:-1]:
+        raise error(
+            f"{where}: inconsistent weights w {w.shape}, v {v.shape}, B {B.shape}, A {A.shape}; expected "
+            "w (K, N) or (R, K, N), v (K,) or (R, K), B (M, D), A (M,)"
+        )
+    for key, x in a.items():
+        if not np.all(np.isfinite(x)):
+            raise error(f"{where}: {key} has non-finite values")
+
+
+def load_initial_weights(path: str | Path) -> dict[str, np.ndarray]:
+    """{"w", "v", "B", "A"} from a `save_initial_weights` file (np.load, allow_pickle=False). A missing or
+    unreadable file, a missing key or inconsistent shapes are a one-line DataError."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"weights file {path}: no such file")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            missing = [k for k in ("w", "v", "B", "A") if k not in f.files]
+            if missing:
+                raise DataError(f"weights file {path}: missing key {missing[0]!r} (has {', '.join(f.files)})")
+            arrays = {k: f[k] for k in ("w", "v", "B", "A")}
+    except DataError:
+        raise
+    except Exception as exc:
+        raise DataError(f"weights file {path} cannot be read as .npz ({type(exc).__name__}: {exc})") from None
+    for key, x in arrays.items():
+        if x.dtype.kind not in "fiu":
+            raise DataError(f"weights file {path}: {key} has dtype {x.dtype}, expected floats")
+    arrays = {k: x.astype(float) for k, x in arrays.items()}
+    _check_initial_weights(arrays, f"weights file {path}", DataError)
+    return arrays
 
 
 def gaussian_equivalence_ode(

@@ -1,0 +1,216 @@
+"""Online SGD of two-layer committee machines on generator inputs, and the ODEs that predict it: store runs.
+
+One `OnlineConfig` is one setting of the Gaussian-equivalence experiments (reference gaussian_equivalence.md
+§2, §8): a generator x = G(c) and the moments of its inputs, a teacher acting on the latent c, R student
+replicas, the learning rate and the log-spaced times. With `method = "simulation"` the replicas are trained
+by online SGD (models/committee.py); with `method = "ode"` the Gaussian-equivalence ODEs
+(theory/committee_ode.py) are integrated from the same initial weights, one integration per replica, so each
+ODE line predicts the simulation replica that starts where it starts. Both write the same records (t, step,
+replica, eg, Q, R, T, v) into a run directory of the store named by the config's hash: a finished run is read
+back, never recomputed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import NonNegativeInt, PositiveFloat, PositiveInt, ValidationError, model_validator
+
+from .config import Strict, _format_error
+from .data.generators import GeneratorMoments, estimate_moments, load_moments, make_generator, save_moments
+from .errors import ConfigError
+from .models.committee import init_teacher_student, simulate_online_sgd
+from .store import ComputedRun, computed_run
+from .theory.committee_ode import (
+    gaussian_equivalence_ode,
+    ge_initial_state,
+    log_times,
+    order_parameters,
+    saad_solla_ode,
+)
+from .ui import progress_bar
+
+
+class OnlineConfig(Strict):
+    """One setting: generator and moments, teacher and students, SGD, times, replicas, simulation or ODE."""
+
+    name: str = ""
+    method: Literal["simulation", "ode"] = "simulation"
+    # inputs x = G(c) - E[x], c ~ N(0, I_D)
+    generator: Literal["iid", "rand", "dcgan", "realnvp"] = "rand"
+    D: PositiveInt = 100
+    N: PositiveInt = 500
+    L: PositiveInt = 4  # rand only
+    generator_seed: NonNegativeInt = 0  # weights of rand, and of dcgan/realnvp without a weights file
+    weights: str | None = None  # a trained dcgan/realnvp state dict
+    # Omega, Phi: closed form where one exists (iid; rand: arcsine law), else a Monte-Carlo estimate
+    moments: Literal["analytic", "linearised", "estimate"] = "analytic"
+    moment_samples: PositiveInt = 1_000_000
+    # committee machines: K student units, M teacher units, activation g
+    K: PositiveInt = 2
+    M: PositiveInt = 2
+    g: Literal["erf", "linear", "relu"] = "erf"
+    eta: PositiveFloat = 0.2
+    train_second_layer: bool = True
+    # time t = steps / N, `points` log-spaced from 0.1 to t_max (and 0)
+    t_max: PositiveFloat = 1000.0
+    points: PositiveInt = 41
+    replicas: PositiveInt = 4
+    seed: NonNegativeInt = 0
+    n_test: PositiveInt = 10_000
+    # ODE only
+    dt: PositiveFloat = 0.01
+    force_delta: PositiveFloat | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> OnlineConfig:
+        if self.generator == "iid" and self.D != self.N:
+            raise ValueError(f"generator iid has x = c, so D must equal N (got D={self.D}, N={self.N})")
+        if self.method == "ode" and self.g == "relu":
+            raise ValueError("the ODEs exist for g = erf and linear only, not relu (simulate it instead)")
+        if self.force_delta is not None and self.method != "ode":
+            raise ValueError("force_delta is an ODE option (a negative control)")
+        return self
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> OnlineConfig:
+        try:
+            return cls.model_validate(raw)
+        except ValidationError as exc:
+            raise ConfigError(_format_error(exc, "", cls)) from None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": "online_sgd", **self.model_dump(mode="json")}
+
+    def run_hash(self) -> str:
+        """Hash of everything that determines the records (all but `name`)."""
+        body = {k: v for k, v in self.to_dict().items() if k != "name"}
+        return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[
+            :16
+        ]
+
+    def times(self) -> np.ndarray:
+        """The logged times, snapped to the SGD step grid so that simulation and ODE share them exactly."""
+        return log_times(self.t_max, self.points, N=self.N)
+
+
+# --- inputs ------------------------------------------------------------------------------------------------
+
+
+def input_moments(
+    cfg: OnlineConfig, gen, store: str | Path | None = None, quiet: bool = True
+) -> GeneratorMoments:
+    """Omega, Phi and the means that centre x: in closed form (iid; rand by the arcsine law or the original's
+    linearisation), or estimated from `moment_samples` draws. An estimate is a property of the generator, not
+    of the run: it is cached in `<store>/moments/` keyed by the generator and sample count, so the
+    simulation and the ODE of a setting (and reruns) share one estimate."""
+    if cfg.moments != "estimate":
+        if cfg.generator == "iid":
+            return gen.analytic_moments()
+        if cfg.generator == "rand":
+            return gen.analytic_moments("linearised" if cfg.moments == "linearised" else "arcsine")
+        raise ConfigError(f"generator {cfg.generator} has no closed-form moments; use moments=estimate")
+    key = {
+        k: getattr(cfg, k)
+        for k in ("generator", "D", "N", "L", "generator_seed", "weights", "moment_samples")
+    }
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    path = None if store is None else Path(store) / "moments" / f"{digest}.npz"
+    if path is not None and path.is_file():
+        return load_moments(path)
+    rng = np.random.default_rng([cfg.generator_seed, 7])
+    moments = estimate_moments(gen.sample, rng, cfg.moment_samples, quiet=quiet, description="moments")
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_moments(path, moments, key)
+    return moments
+
+
+def centred(sample, mean_x: np.ndarray):
+    """x - E[x], as the original centres inputs (reference §2); the teacher still sees the raw latent."""
+    if not np.any(mean_x):
+        return sample
+
+    def draw(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+        x, c = sample(rng, n)
+        return np.asarray(x, dtype=float) - mean_x, c
+
+    return draw
+
+
+def initial_weights(cfg: OnlineConfig) -> dict[str, np.ndarray]:
+    """Students (R, K, N), (R, K) and the shared teacher from `seed` alone: simulation and ODE share them."""
+    rng = np.random.default_rng([cfg.seed, 0])
+    return init_teacher_student(rng, cfg.N, cfg.D, cfg.K, cfg.M, n_replicas=cfg.replicas)
+
+
+# --- the two methods ---------------------------------------------------------------------------------------
+
+
+def _generator(cfg: OnlineConfig):
+    return make_generator(cfg.generator, cfg.D, cfg.N, cfg.L, cfg.generator_seed, cfg.weights)
+
+
+def simulate(cfg: OnlineConfig, store: str | Path | None = None, quiet: bool = True) -> list[dict]:
+    """Online SGD of all replicas at once, one fresh sample per step and replica."""
+    gen = _generator(cfg)
+    moments = input_moments(cfg, gen, store, quiet)
+    init = initial_weights(cfg)
+    return simulate_online_sgd(
+        init["w"],
+        init["v"],
+        init["B"],
+        init["A"],
+        centred(gen.sample, moments.mean_x),
+        eta=cfg.eta,
+        times=cfg.times(),
+        rng=np.random.default_rng([cfg.seed, 1]),
+        g=cfg.g,
+        train_second_layer=cfg.train_second_layer,
+        n_test=cfg.n_test,
+        moments=moments.moments,
+    )
+
+
+def integrate(cfg: OnlineConfig, store: str | Path | None = None, quiet: bool = True) -> list[dict]:
+    """The ODE of each replica from its initial weights: Saad-Solla for iid inputs, Gaussian equivalence else.
+
+    delta = D/N comes from the shapes (never a default, reference §10.1) unless `force_delta` overrides it."""
+    moments = input_moments(cfg, _generator(cfg), store, quiet)
+    init = initial_weights(cfg)
+    times = cfg.times()
+    records: list[dict] = []
+    with progress_bar(cfg.replicas, f"ODE {cfg.generator} N={cfg.N}", quiet) as bar:
+        for r in range(cfg.replicas):
+            w, v = init["w"][r], init["v"][r]
+            if cfg.generator == "iid" and cfg.force_delta is None:
+                Q, R, T = order_parameters(w, init["B"])
+                out = saad_solla_ode(
+                    Q, R, T, v, init["A"], eta=cfg.eta, times=times, g=cfg.g,
+                    train_second_layer=cfg.train_second_layer, dt=cfg.dt,
+                )  # fmt: skip
+            else:
+                state = ge_initial_state(
+                    w, v, init["B"], init["A"], moments.moments, force_delta=cfg.force_delta
+                )
+                out = gaussian_equivalence_ode(
+                    state,
+                    eta=cfg.eta,
+                    times=times,
+                    g=cfg.g,
+                    train_second_layer=cfg.train_second_layer,
+                    dt=cfg.dt,
+                )
+            records += [{**rec, "step": round(rec["t"] * cfg.N), "replica": r} for rec in out]
+            bar.update(r + 1)
+    return records
+
+
+def run_online(cfg: OnlineConfig, store: str | Path = "runs", quiet: bool = True) -> ComputedRun:
+    """The run of `cfg` (path, records): read from the store when done, else computed once and stored."""
+    compute = simulate if cfg.method == "simulation" else integrate
+    return computed_run(store, cfg, lambda: compute(cfg, store, quiet))

@@ -1,0 +1,130 @@
+"""The Gaussian-equivalence study: configs, store runs, simulation vs ODE, the tiny acceptance experiment."""
+
+import json
+
+import numpy as np
+import pytest
+
+from learnscope.errors import ConfigError
+from learnscope.models.committee import simulate_online_sgd
+from learnscope.online_sgd import OnlineConfig, initial_weights, run_online
+from learnscope.store import load_runs
+from learnscope.studies import gaussian_equivalence as ge
+from learnscope.theory.committee_ode import eg_analytic, order_parameters
+
+MICRO = (
+    "D=20", "N=50", "L=2", "t_max=2.0", "points=6", "replicas=2", "n_test=2000", "name=micro",
+    "moments=analytic",
+)  # fmt: skip
+
+
+def test_tiny_configs_are_the_reference_experiment():
+    sim, ode, control = ge.configs("tiny")
+    assert (sim.method, ode.method, control.method) == ("simulation", "ode", "ode")
+    for cfg in (sim, ode, control):
+        assert (cfg.generator, cfg.L, cfg.D, cfg.N, cfg.K, cfg.M, cfg.eta, cfg.t_max) == (
+            "rand", 4, 100, 500, 2, 2, 0.2, 1000.0
+        )  # fmt: skip
+    assert ode.force_delta is None and control.force_delta == 0.5
+    # simulation and ODE log exactly the same times, on the SGD step grid
+    np.testing.assert_array_equal(sim.times(), ode.times())
+    assert np.all(np.round(sim.times() * 500) == sim.times() * 500)
+
+
+@pytest.mark.parametrize(
+    ("raw", "culprit"),
+    [
+        ({"generator": "iid", "D": 10, "N": 20}, "D must equal N"),
+        ({"method": "ode", "g": "relu"}, "relu"),
+        ({"method": "simulation", "force_delta": 0.5}, "force_delta"),
+        ({"eta": -0.1}, "eta"),
+        ({"generator": "gan"}, "generator"),
+        ({"K": 2, "Kappa": 1}, "Kappa"),
+    ],
+)
+def test_bad_settings_are_one_line_errors(raw, culprit):
+    with pytest.raises(ConfigError, match=culprit) as info:
+        OnlineConfig.from_dict(raw)
+    assert "\n" not in str(info.value)
+
+
+def test_initial_weights_are_shared_by_simulation_and_ode():
+    sim = OnlineConfig.from_dict({"method": "simulation", "seed": 3, "replicas": 3})
+    ode = OnlineConfig.from_dict({"method": "ode", "seed": 3, "replicas": 3})
+    a, b = initial_weights(sim), initial_weights(ode)
+    for key in ("w", "v", "B", "A"):
+        np.testing.assert_array_equal(a[key], b[key])
+    assert a["w"].shape == (3, 2, 500) and not np.allclose(a["w"][0], a["w"][1])
+
+
+def test_micro_study_runs_once_and_ode_starts_where_the_simulation_starts(tmp_path):
+    summary, paths = ge.run_study("tiny", tmp_path / "runs", tmp_path / "fig", MICRO, quiet=True)
+    assert [p.name for p in paths] == ["eg_rand_D20_N50.png"] and paths[0].stat().st_size > 10_000
+    assert len(summary) == 1 and summary["delta"].iloc[0] == pytest.approx(20 / 50)
+
+    table = load_runs(tmp_path / "runs")
+    assert sorted(table.groupby("run")["method"].first()) == ["ode", "ode", "simulation"]
+    sim = table[table["method"] == "simulation"]
+    ode = table[(table["method"] == "ode") & table["force_delta"].isna()]
+    # at t = 0 the ODE's error is the closed form on the simulation's initial overlaps, replica by replica
+    first_sim = sim[sim["t"] == 0].set_index("replica")
+    first_ode = ode[ode["t"] == 0].set_index("replica")
+    np.testing.assert_allclose(first_ode["eg"], first_sim["eg_analytic"], rtol=1e-12)
+    # and the simulation's closed-form error agrees with its measured test error (2,000 test samples)
+    assert np.all(np.abs(first_sim["eg"] - first_sim["eg_analytic"]) < 4 * first_sim["eg_sem"] + 1e-3)
+
+    # a second study run computes nothing: every run is read back unchanged
+    before = {p: p.read_bytes() for p in (tmp_path / "runs").rglob("metrics.jsonl")}
+    ge.run_study("tiny", tmp_path / "runs", tmp_path / "fig", MICRO, quiet=True)
+    assert {p: p.read_bytes() for p in (tmp_path / "runs").rglob("metrics.jsonl")} == before
+
+
+def test_simulation_records_equal_a_direct_call(tmp_path):
+    cfg = ge.configs("tiny", MICRO)[0]
+    run = run_online(cfg, tmp_path)
+    assert run.computed and json.loads((run.path / "status.json").read_text())["state"] == "done"
+    from learnscope.data.generators import RandomSignGenerator
+
+    gen = RandomSignGenerator(20, 50, 2, rng=0)
+    moments = gen.analytic_moments("arcsine")
+    init = initial_weights(cfg)
+    direct = simulate_online_sgd(
+        init["w"], init["v"], init["B"], init["A"], gen.sample, eta=0.2, times=cfg.times(),
+        rng=np.random.default_rng([cfg.seed, 1]), n_test=2000, moments=moments.moments,
+    )  # fmt: skip
+    assert run.records == json.loads(json.dumps(direct))
+    # the logged Q, R are the exact overlaps of the final weights under the analytic moments: check one
+    Q, R, _ = order_parameters(init["w"][0], init["B"], moments.moments)
+    rec0 = next(r for r in run.records if r["t"] == 0 and r["replica"] == 0)
+    assert rec0["Q_01"] == pytest.approx(Q[0, 1], rel=1e-12) and rec0["R_10"] == pytest.approx(R[1, 0])
+    assert rec0["eg_analytic"] == pytest.approx(
+        float(eg_analytic(Q, R, init["B"] @ init["B"].T / 20, init["v"][0], init["A"]))
+    )
+    again = run_online(cfg, tmp_path)
+    assert not again.computed and again.records == run.records
+
+
+def test_estimated_moments_are_cached_and_shared_by_simulation_and_ode(tmp_path):
+    from learnscope.data.generators import estimate_moments, load_moments, make_generator
+
+    sim, ode, _ = ge.configs("tiny", (*MICRO, "moments=estimate", "moment_samples=4000"))
+    run_online(sim, tmp_path)
+    (cached,) = (tmp_path / "moments").glob("*.npz")
+    stamp = cached.stat().st_mtime_ns
+    run_online(ode, tmp_path)
+    assert cached.stat().st_mtime_ns == stamp  # the ODE read the simulation's estimate
+    direct = estimate_moments(make_generator("rand", 20, 50, 2).sample, np.random.default_rng([0, 7]), 4000)
+    np.testing.assert_array_equal(load_moments(cached).omega, direct.omega)
+
+
+@pytest.mark.slow
+def test_tiny_acceptance_simulation_follows_the_ode_and_the_control_misses(tmp_path):
+    """Reference §8: rand L=4, D=100, N=500, K=M=2, eta=0.2, t <= 1000, ODE from the simulation's weights."""
+    summary, _ = ge.run_study("tiny", tmp_path / "runs", tmp_path / "fig", quiet=True)
+    row = summary.iloc[0]
+    print(ge.format_summary(summary))
+    assert row["t_final"] == 1000.0
+    assert row["max_gap_late"] <= 0.01  # |eg_sim - eg_ode| for every logged t >= 3 (replica means)
+    assert row["max_overlap_gap"] <= 0.05  # final Q and R entries
+    assert abs(row["eg_sim"] - 0.275) <= 0.02  # the reference's single seed ends at 0.2748
+    assert row["control_gap_final"] > 0.015  # delta = 0.5 forced: visibly off (reference: ~0.024)
