@@ -59,7 +59,7 @@ def test_initial_weights_are_shared_by_simulation_and_ode():
 
 def test_micro_study_runs_once_and_ode_starts_where_the_simulation_starts(tmp_path):
     summary, paths = ge.run_study("tiny", tmp_path / "runs", tmp_path / "fig", MICRO, quiet=True)
-    assert [p.name for p in paths] == ["eg_rand_D20_N50.png"] and paths[0].stat().st_size > 10_000
+    assert [p.name for p in paths] == ["eg_rand_L2_D20_N50_s0.png"] and paths[0].stat().st_size > 10_000
     assert len(summary) == 1 and summary["delta"].iloc[0] == pytest.approx(20 / 50)
 
     table = load_runs(tmp_path / "runs")

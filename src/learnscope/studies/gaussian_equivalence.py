@@ -49,6 +49,48 @@ SCALES: dict[str, dict] = {
         "settings": [{"name": "rand L=4", "generator": "rand", "D": 100, "N": 500, "L": 4}],
         "control_delta": 0.5,
     },
+    # DCGAN with random weights (D = 100, N = 3 x 32 x 32), to t = 10: moments need ~10^6 samples (a GPU,
+    # or hours of CPU: about 10 s per 1,000 samples on 2 cores).
+    "small": {
+        "common": {
+            "K": 2,
+            "M": 2,
+            "eta": 0.2,
+            "t_max": 10.0,
+            "points": 21,
+            "replicas": 2,
+            "moments": "estimate",
+            "moment_samples": 1_000_000,
+        },
+        "settings": [{"name": "dcgan random", "generator": "dcgan", "D": 100, "N": 3072}],
+        "control_delta": None,
+    },
+    # The paper's generators to t = 10^4: DCGAN random and trained (a state dict, e.g. the original's
+    # dcgan_cifar10_weights.pth: `weights=...`), real NVP.
+    "paper": {
+        "common": {
+            "K": 2,
+            "M": 2,
+            "eta": 0.2,
+            "t_max": 10_000.0,
+            "points": 41,
+            "replicas": 4,
+            "moments": "estimate",
+            "moment_samples": 10_000_000,
+        },
+        "settings": [
+            {"name": "dcgan random", "generator": "dcgan", "D": 100, "N": 3072},
+            {
+                "name": "dcgan cifar10",
+                "generator": "dcgan",
+                "D": 100,
+                "N": 3072,
+                "weights": "models/dcgan_cifar10_weights.pth",
+            },
+            {"name": "realnvp", "generator": "realnvp", "D": 3072, "N": 3072},
+        ],
+        "control_delta": None,
+    },
 }
 
 # Times before this are compared loosely: there single-run and finite-N noise dominate (reference §8).
@@ -71,6 +113,11 @@ def configs(scale: str = "tiny", overrides: tuple[str, ...] = ()) -> list[Online
     return runs
 
 
+# What tells the settings of a scale apart (not `name`: it is not part of a run's identity, so a run stored
+# under another name is still reused).
+SETTING = ["generator", "D", "N", "L", "generator_seed", "weights"]
+
+
 def _role(row: pd.Series) -> str:
     if row["method"] == "simulation":
         return "simulation"
@@ -82,7 +129,8 @@ def curves(table: pd.DataFrame) -> pd.DataFrame:
     of eg and the order parameters."""
     table = table.copy()
     table["role"] = table.apply(_role, axis=1)
-    keys = ["generator", "D", "N", "L", "role", "t"]
+    table["weights"] = table["weights"].fillna("")
+    keys = [*SETTING, "role", "t"]
     values = [c for c in table.columns if c == "eg" or c[:2] in ("Q_", "R_", "v_")]
     grouped = table.groupby(keys)[values]
     mean = grouped.mean()
@@ -95,13 +143,13 @@ def summarise(table: pd.DataFrame) -> pd.DataFrame:
     before, the largest final difference of a Q or R entry, and the control's late gap."""
     c = curves(table)
     rows = []
-    for (gen, D, N, L), part in c.groupby(["generator", "D", "N", "L"]):
+    for (gen, D, N, L, _, weights), part in c.groupby(SETTING):
         by_role = {role: frame.set_index("t") for role, frame in part.groupby("role")}
         sim, ode = by_role["simulation"], by_role["ode"]
         gap = (sim["eg"] - ode["eg"]).abs()
         overlaps = [k for k in sim.columns if k[:2] in ("Q_", "R_") and not k.endswith(("_lo", "_hi"))]
         row = {
-            "generator": gen, "D": D, "N": N, "L": L, "delta": D / N,
+            "generator": gen, "weights": weights or "-", "D": D, "N": N, "L": L, "delta": D / N,
             "t_final": sim.index[-1],
             "eg_sim": sim["eg"].iloc[-1],
             "eg_ode": ode["eg"].iloc[-1],
@@ -130,7 +178,7 @@ def figures(table: pd.DataFrame, out: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     c = curves(table)
     paths = []
-    for (gen, D, N, L), part in c.groupby(["generator", "D", "N", "L"]):
+    for (gen, D, N, L, seed, weights), part in c.groupby(SETTING):
         roles = {role: frame for role, frame in part.groupby("role")}
         sim, ode = roles["simulation"], roles["ode"]
         fig, (ax_eg, ax_op) = plt.subplots(1, 2, figsize=(11, 4))
@@ -149,10 +197,11 @@ def figures(table: pd.DataFrame, out: Path) -> list[Path]:
             ax_op.plot(ode["t"], ode[key], "-", color=f"C{i % 10}", lw=1)
         ax_op.set(xscale="log", xlabel="t = steps / N", ylabel="order parameters (mean over replicas)")
         ax_op.legend(fontsize=7, ncol=2)
-        title = f"{gen}" + (f" L={L}" if gen == "rand" else "") + f", D={D}, N={N}"
+        name = gen + (f" L={L}" if gen == "rand" else "") + (f" {Path(weights).stem}" if weights else "")
+        title = f"{name}, D={D}, N={N}, generator seed {seed}"
         fig.suptitle(f"Gaussian equivalence: {title}  (points: simulation, lines: ODE)")
         fig.tight_layout()
-        path = out / f"eg_{gen}_D{D}_N{N}.png"
+        path = out / f"eg_{name.replace(' ', '_').replace('=', '')}_D{D}_N{N}_s{seed}.png"
         fig.savefig(path, dpi=120)
         plt.close(fig)
         paths.append(path)
