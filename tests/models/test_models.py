@@ -17,6 +17,8 @@ TINY: dict[str, tuple[tuple[int, ...], dict]] = {
     "conv": ((3, 8, 8), {"depth": 2, "width": 8}),
     "lenet": ((1, 40), {}),
     "resnet18": ((3, 8, 8), {"width": 4}),
+    "twolayer": ((1, 8, 8), {"width": 16}),
+    "vit": ((3, 8, 8), {"patch": 4, "dim": 16, "depth": 2, "heads": 2, "dim_head": 8, "mlp_dim": 32}),
 }
 DEFAULT_SHAPE = (3, 16, 16)
 NUM_CLASSES = 10
@@ -39,7 +41,7 @@ def n_params(model: nn.Module) -> int:
 
 
 def test_builtin_kinds_are_registered():
-    assert {"mlp", "linear", "conv", "lenet", "resnet18"} <= set(MODELS.kinds())
+    assert {"mlp", "linear", "conv", "lenet", "resnet18", "twolayer", "vit"} <= set(MODELS.kinds())
 
 
 # Counts by hand: a Linear(a, b) has a*b + b parameters, a Conv(a, b, k) a*b*k^d + b (+0 without bias), a
@@ -85,6 +87,27 @@ PARAM_COUNTS = [
     ("resnet18", (3, 32, 32), 10, {}, 11_173_962),
     # k=16: 697,344 + 2,832 + 1,280 + 10
     ("resnet18", (3, 32, 32), 10, {"width": 16}, 701_466),
+    # twolayer on grayscale 32x32 (D = 1024), K = 512: (1024*512 + 512) + (512*10 + 10) = 524,800 + 5,130
+    ("twolayer", (1, 32, 32), 10, {}, 529_930),
+    # K = 2048, 100 classes: (1024*2048 + 2048) + (2048*100 + 100) = 2,099,200 + 204,900
+    ("twolayer", (1, 32, 32), 100, {"width": 2048}, 2_304_100),
+    # vit, the original's (3,32,32): 8x8 = 64 patches of 4*4*3 = 48 values.
+    # patch embedding 48*512 + 512 = 25,088; positions 65*512 = 33,280; CLS 512.
+    # block: LN 2*512 = 1,024; qkv 512*3*(8*64) = 786,432 (no bias); out 512*512 + 512 = 262,656;
+    # LN 1,024; MLP (512*512 + 512) + (512*512 + 512) = 525,312; block = 1,576,448; 6 blocks = 9,458,688.
+    # head LN 1,024 + 512*10 + 10 = 6,154. Total 25,088 + 33,280 + 512 + 9,458,688 + 6,154
+    ("vit", (3, 32, 32), 10, {}, 9_523_722),
+    # vit on (1,28,28): 7x7 = 49 patches of 16 values: embedding 16*512 + 512 = 8,704; positions 50*512
+    # = 25,600; CLS 512; blocks 9,458,688; head 6,154
+    ("vit", (1, 28, 28), 10, {}, 9_499_658),
+    # small vit on (1,8,8), patch 4, dim 32, depth 2, 2 heads of 8, MLP 64: 4 patches of 16 values.
+    # embedding 16*32 + 32 = 544; positions 5*32 = 160; CLS 32; block: LN 64 + qkv 32*48 = 1,536 +
+    # out 16*32 + 32 = 544 + LN 64 + MLP (32*64 + 64) + (64*32 + 32) = 4,192 -> 6,400; 2 blocks 12,800;
+    # head LN 64 + 32*10 + 10 = 394. Total 544 + 160 + 32 + 12,800 + 394
+    ("vit", (1, 8, 8), 10, {"dim": 32, "depth": 2, "heads": 2, "dim_head": 8, "mlp_dim": 64}, 13_930),
+    # one head spanning the width (dim_head = dim = 32) has no output projection: each block loses the
+    # 544 of `out` and its qkv is 32*96 = 3,072 instead of 1,536: 13,930 + 2*(1,536 - 544)
+    ("vit", (1, 8, 8), 10, {"dim": 32, "depth": 2, "heads": 1, "dim_head": 32, "mlp_dim": 64}, 15_914),
 ]
 
 
