@@ -16,7 +16,7 @@ Statistics are float64; every full covariance is factored once per class (Choles
 batched matrix product (never a sampler call per sample) from an explicit seeded `torch.Generator`. The
 registered data kind `clone` fits on the source's train split, caches the fit on disk, and returns a Dataset
 whose `train` is the clone and whose evaluation sets are `test` (the real test set), `real_train` and `train`
-(the clone).
+(the clone), and with `test_n` also `clone_test`: a held-out sample of the clone (the clone's own test set).
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ FIT_METHODS = ("mean", "isotropic", "diagonal", "gaussian", "gmm")
 GREY_LEVEL = 1 / 255
 DEFAULT_RIDGE = 1e-3 * GREY_LEVEL**2
 
-_FIT, _SAMPLE = 0, 1  # independent generator streams derived from the clone's seed
+_FIT, _SAMPLE, _TEST = 0, 1, 2  # independent generator streams derived from the clone's seed
 _CACHE_VERSION = 1
 
 
@@ -602,6 +602,7 @@ class CloneConfig(DataConfig):
     labels: Literal["counts", "uniform"] = "counts"  # sample labels: the source's class counts, or uniform
     seed: int = 0  # sampling (and the gmm's initialisation)
     n: PositiveInt | None = None  # clone size; default: the source's train size (file: the whole file)
+    test_n: PositiveInt | None = None  # also draw this many held-out samples: evaluation set `clone_test`
     path: Path | None = None  # file: .npz with x, y or an ..._xs.npy / ..._ys.npy pair
     coarse_map: list[NonNegativeInt] | None = None  # coarse: fine class -> coarse label
 
@@ -612,6 +613,8 @@ class CloneConfig(DataConfig):
             raise ConfigError(f"data.source: a clone needs a finite dataset, got kind {self.source.kind!r}")
         if self.source.label_noise > 0:
             raise ConfigError("data.source.label_noise: not supported for clones (they fit the clean labels)")
+        if self.method == "file" and self.test_n is not None:
+            raise ConfigError("data.test_n: a file clone has no fitted model to draw a test set from")
         for key, method in (("path", "file"), ("coarse_map", "coarse")):
             given = getattr(self, key) is not None
             if self.method == method and not given:
@@ -708,7 +711,7 @@ def make_clone(cfg: CloneConfig) -> CloneResult:
     x, y, K = real.train.x, real.train.y, real.num_classes
     shape = tuple(x.shape[1:])
 
-    fit, cache_path = None, None
+    fit, cache_path, held_out = None, None, None
     if cfg.method == "file":
         xs, ys = load_clone_file(cfg.path, shape, K)
         if cfg.n is not None:
@@ -725,6 +728,10 @@ def make_clone(cfg: CloneConfig) -> CloneResult:
         xs, ys = sample_clone(
             fit, cfg.n or len(y), clone_generator(cfg.seed, _SAMPLE), labels=cfg.labels, clamp=cfg.clamp
         )
+        if cfg.test_n is not None:  # an independent stream: the training sample does not depend on it
+            held_out = sample_clone(
+                fit, cfg.test_n, clone_generator(cfg.seed, _TEST), labels=cfg.labels, clamp=cfg.clamp
+            )
     source, sample, fine_classes = Split(x, y), Split(xs, ys), K
 
     test, real_train = real.evals["test"], real.train
@@ -733,18 +740,20 @@ def make_clone(cfg: CloneConfig) -> CloneResult:
             raise DataError(f"data.coarse_map has {len(cfg.coarse_map)} entries; the source has {K} classes")
         cmap = torch.tensor(cfg.coarse_map)
         ys, test, real_train = cmap[ys], Split(test.x, cmap[test.y]), Split(real_train.x, cmap[real_train.y])
+        if held_out is not None:
+            held_out = (held_out[0], cmap[held_out[1]])
         K = int(cmap.max()) + 1
 
-    # As `prepare`: the real train split's per-channel statistics normalise all three.
-    xs_all, fill = normalise_and_view(src, [xs, real_train.x, test.x], stats_from=real_train.x)
+    # As `prepare`: the real train split's per-channel statistics normalise every split.
+    raw = [xs, real_train.x, test.x] + ([held_out[0]] if held_out is not None else [])
+    xs_all, fill = normalise_and_view(src, raw, stats_from=real_train.x)
     train = Split(xs_all[0], ys)
+    evals = {"train": train, "test": Split(xs_all[2], test.y), "real_train": Split(xs_all[1], real_train.y)}
+    if held_out is not None:
+        evals["clone_test"] = Split(xs_all[3], held_out[1])
     dataset = Dataset(
         train=train,
-        evals={
-            "train": train,
-            "test": Split(xs_all[2], test.y),
-            "real_train": Split(xs_all[1], real_train.y),
-        },
+        evals=evals,
         num_classes=K,
         augment=Augment(src.crop_padding, src.flip, fill),  # the original augments clones like real images
     )
@@ -758,3 +767,137 @@ def _fit(x: torch.Tensor, y: torch.Tensor, num_classes: int, opts: dict[str, Any
 @DATA.register("clone", CloneConfig)
 def clone(cfg: CloneConfig) -> Dataset:
     return make_clone(cfg).dataset
+
+
+# --- a clone on disk: `learnscope data fit-clone` ---------------------------------------------------------
+
+
+def save_clone_file(path: str | Path, x: torch.Tensor, y: torch.Tensor, config: str = "") -> Path:
+    """Write samples as the .npz that method `file` reads back unchanged (`x` float32 in the source's layout
+    and scale, `y` int64), plus the clone's config as JSON text (`config`, ignored on reading). Written to a
+    temporary file beside `path`, then renamed."""
+    path = Path(path)
+    if path.suffix != ".npz":
+        raise DataError(f"{path}: a clone file must end in .npz")
+    arrays = {
+        "x": np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32),
+        "y": y.detach().cpu().numpy().astype(np.int64),
+    }
+    if config:
+        arrays["config"] = np.array(config)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # a plain file: the user's umask applies
+    try:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def load_clone_config(args: list[str] | tuple[str, ...] = ()) -> CloneConfig:
+    """A clone config from an optional file (first) and dotted overrides, keys relative to the clone section.
+
+    The file is TOML or JSON: a run config (its `data` section; data that is not a clone becomes the clone's
+    source) or a bare clone table. Overrides may carry the prefix `data.` (as in a run config) or `clone.`:
+    `method=gmm`, `data.source.kind=mnist1d` and `clone.n=500` all work."""
+    import tomllib
+
+    from ..config import apply_overrides
+
+    args = list(args)
+    section: Any = {"kind": "clone"}
+    if args and "=" not in args[0]:
+        path = Path(args.pop(0))
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        text = path.read_text()
+        try:
+            raw = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+        except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
+            kind = path.suffix[1:].upper() or "TOML"
+            raise ConfigError(f"config file {path} is not valid {kind}: {exc}") from None
+        run_keys = {"data", "model", "optim", "train", "probes", "device", "name"}  # not keys of a clone
+        section = raw.get("data", {"kind": "digits"}) if run_keys & set(raw) else raw
+        if isinstance(section, str):
+            section = {"kind": section}
+        if not isinstance(section, dict):
+            raise ConfigError(f"{path}: the data section must be a table, got {section!r}")
+        if section.get("kind", "clone") != "clone":
+            section = {"kind": "clone", "source": section}
+    overrides = []
+    for item in args:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        for prefix in ("data.", "clone."):
+            key = key.removeprefix(prefix)
+        if not sep or not key:
+            raise ConfigError(f"override {item!r} is not of the form key=value")
+        overrides.append(f"data.{key}={value}")
+    section = apply_overrides({"data": section}, overrides)["data"]
+    if not isinstance(section, dict):
+        raise ConfigError(f"data: expected a clone table, got {section!r}")
+    section.setdefault("kind", "clone")
+    if section["kind"] != "clone":
+        raise ConfigError(f"data.kind: fit-clone fits a clone (kind 'clone'), not {section['kind']!r}")
+    return _registered(DATA, "data")(section)
+
+
+def format_clone_report(result: CloneResult) -> str:
+    """The fit report as text: per class the source and clone sizes, the relative errors of the clone's mean
+    and covariance against the source's and against the fitted model's, and (gmm) the mean log-likelihood."""
+    report = result.report()
+    K = result.num_classes
+    n_source = torch.bincount(result.source.y.long().cpu(), minlength=K)
+    n_clone = torch.bincount(result.sample.y.long().cpu(), minlength=K)
+    columns = ["class", "n_source", "n_clone", "mean_err", "cov_err", "model_mean_err", "model_cov_err"]
+    values = [report.mean_error, report.cov_error, report.model_mean_error, report.model_cov_error]
+    if report.log_likelihood is not None:
+        columns.append("gmm_loglik")
+        values.append(report.log_likelihood)
+    lines = ["  ".join(f"{c:>14}" if i > 2 else f"{c:>8}" for i, c in enumerate(columns))]
+    for k in range(K):
+        cells = [f"{k:>8}", f"{int(n_source[k]):>8}", f"{int(n_clone[k]):>8}"]
+        lines.append("  ".join(cells + [f"{float(v[k]):>14.4g}" for v in values]))
+    summary = report.summary()
+    keys = ["mean_error", "cov_error", "model_mean_error", "model_cov_error"] + (
+        ["log_likelihood"] if report.log_likelihood is not None else []
+    )
+    cells = [f"{'mean':>8}", f"{int(n_source.sum()):>8}", f"{int(n_clone.sum()):>8}"]
+    lines.append("  ".join(cells + [f"{summary[key]:>14.4g}" for key in keys]))
+    return "\n".join(lines)
+
+
+def file_clone_overrides(cfg: CloneConfig, path: str | Path) -> list[str]:
+    """Run-config overrides that train on the clone written to `path`: method `file`, the same source."""
+    source = {"kind": cfg.source.kind, **cfg.source.model_dump(mode="json", exclude_defaults=True)}
+    keys = [f"data.source.{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in source.items()]
+    return ["data.kind=clone", "data.method=file", f"data.path={path}", *keys]
+
+
+def fit_clone_to_file(
+    cfg: CloneConfig, out: str | Path, grid: str | Path | None = None, per_class: int = 8
+) -> CloneResult:
+    """Build the clone `cfg` describes (fit, or load the cached fit, and sample), write its samples to `out`
+    (an .npz that method `file` reads back), and optionally draw `per_class` samples per class to `grid`."""
+    if Path(out).suffix != ".npz":  # checked before the fit, which may take minutes
+        raise DataError(f"{out}: a clone file must end in .npz")
+    if grid is not None and Path(grid).suffix != ".png":
+        raise DataError(f"{grid}: the grid is drawn as a PNG; its name must end in .png")
+    result = make_clone(cfg)
+    save_clone_file(out, result.sample.x, result.sample.y, config=cfg.model_dump_json())
+    if grid is not None:
+        from ..report import plot_sample_grid
+
+        source = result.source.x
+        plot_sample_grid(
+            result.sample.x.numpy(),
+            result.sample.y.numpy(),
+            result.num_classes,
+            grid,
+            per_class=per_class,
+            title=f"{cfg.method} clone of {cfg.source.kind}",
+            value_range=(float(source.min()), float(source.max())),
+        )
+    return result

@@ -19,15 +19,26 @@ class EvaluationConfig(ProbeConfig):
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, loss, batch_size: int) -> tuple:
-    """(summed loss, correct count) as device tensors: the caller reads them back once."""
+def evaluate(
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    loss,
+    batch_size: int,
+    predictions: list[torch.Tensor] | None = None,
+) -> tuple:
+    """(summed loss, correct count) as device tensors: the caller reads them back once. The argmax of
+    each batch is appended to `predictions` when a list is given (no extra pass, no wait for the device)."""
     loss_sum = torch.zeros((), device=x.device, dtype=torch.float64)
     correct = torch.zeros((), device=x.device, dtype=torch.int64)
     for start in range(0, len(y), batch_size):
         out = model(x[start : start + batch_size])
         yb = y[start : start + batch_size]
         loss_sum += loss(out, yb).double()
-        correct += (out.argmax(dim=-1) == yb).sum()
+        pred = out.argmax(dim=-1)
+        correct += (pred == yb).sum()
+        if predictions is not None:
+            predictions.append(pred)
     return loss_sum, correct
 
 
@@ -47,10 +58,18 @@ def evaluation(cfg: EvaluationConfig):
             targets["train_noisy_true"] = (x[noisy], data.true_train_labels[noisy])
         was_training = ctx.model.training
         ctx.model.eval()
+        preds: dict[str, list[torch.Tensor]] = {n: [] for n in targets}
         try:
-            sums = {n: evaluate(ctx.model, x, y, ctx.loss, ctx.batch_size) for n, (x, y) in targets.items()}
+            sums = {
+                n: evaluate(ctx.model, x, y, ctx.loss, ctx.batch_size, preds[n])
+                for n, (x, y) in targets.items()
+            }
         finally:
             ctx.model.train(was_training)
+        for name in names:  # for the predictions probe at this step: the same forward pass, not another
+            ctx.publish(
+                ("predictions", name), torch.cat(preds[name]) if preds[name] else targets[name][1][:0]
+            )
         flat = torch.stack([torch.stack([s.double(), c.double()]) for s, c in sums.values()]).cpu().tolist()
         record = {}
         for (name, (_, y)), (loss_sum, correct) in zip(targets.items(), flat, strict=True):
