@@ -148,3 +148,180 @@ def test_plugin_registers_a_model(tmp_path, capsys, monkeypatch):
     assert code == 2 and "model.kind: unknown 'tiny'" in err
     code, out, err = cli(*args, "--plugin", "my_models", capsys=capsys)
     assert code == 0 and out.startswith("done:"), err
+
+
+# --- theory: moments of a generator, then the Gaussian-equivalence ODE -------------------------------------
+
+
+def test_theory_moments_then_ode_end_to_end(tmp_path, capsys):
+    import json
+
+    import numpy as np
+
+    from learnscope.data.generators import RandomSignGenerator, estimate_moments, load_moments
+    from learnscope.models.committee import init_teacher_student
+    from learnscope.store import load_runs
+    from learnscope.theory.committee_ode import (
+        eg_analytic,
+        gaussian_equivalence_ode,
+        ge_initial_state,
+        log_times,
+        order_parameters,
+        save_initial_weights,
+    )
+
+    moments, store = tmp_path / "m.npz", tmp_path / "runs"
+    args = ("theory", "moments", "--generator", "rand", "--D", "20", "--N", "50", "--L", "2", "--seed", "1")
+    code, out, err = cli(
+        *args, "--samples", "3000", "--batch-size", "1000", "--out", str(moments), "-q", capsys=capsys
+    )
+    assert code == 0, err
+    # the file holds exactly the library's estimate: generator weights from --seed, samples from [seed, 7]
+    direct = estimate_moments(
+        RandomSignGenerator(20, 50, 2, rng=1).sample,
+        np.random.default_rng([1, 7]),
+        3000,
+        batch_size=1000,
+        quiet=True,
+    )
+    loaded = load_moments(moments)
+    np.testing.assert_array_equal(loaded.omega, direct.omega)
+    np.testing.assert_array_equal(loaded.phi, direct.phi)
+    assert loaded.meta == {"generator": "rand", "D": 20, "N": 50, "L": 2, "seed": 1, "method": "estimate"}
+    assert f"Omega {direct.rel_change['omega']:.3e}" in out and "from 1500 to 3000 samples" in out
+
+    ode = ("theory", "ode", "--moments", str(moments), "--lr", "0.3", "--tmax", "2", "--points", "4")
+    code, out, err = cli(*ode, "--dt", "0.02", "--seed", "5", "--store", str(store), "-q", capsys=capsys)
+    assert code == 0 and out.startswith("done: "), err
+    table = load_runs(store)
+    assert (
+        set(table["status"]) == {"done"} and set(table["delta"]) == {20 / 50} and set(table["g"]) == {"erf"}
+    )
+    # the stored records are those of a direct call of the library on the same file and weights
+    init = init_teacher_student(np.random.default_rng([5, 0]), 50, 20, 2, 2)
+    state = ge_initial_state(init["w"], init["v"], init["B"], init["A"], loaded.moments)
+    expected = gaussian_equivalence_ode(state, eta=0.3, times=log_times(2.0, 4, N=50), dt=0.02)
+    (run_dir,) = store.iterdir()
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [{k: v for k, v in r.items() if k not in ("step", "replica")} for r in records] == expected
+    assert [r["step"] for r in records] == [round(r["t"] * 50) for r in expected]
+    cols = [
+        "t",
+        "eg",
+        "Q_00",
+        "Q_01",
+        "Q_11",
+        "R_00",
+        "R_01",
+        "R_10",
+        "R_11",
+        "T_00",
+        "T_01",
+        "T_11",
+        "v_0",
+        "v_1",
+    ]
+    assert table[cols].to_dict("records") == [{k: r[k] for k in cols} for r in expected]
+
+    # a second call reads the finished run back and writes nothing
+    before = snapshot(store)
+    code, out, _ = cli(*ode, "--dt", "0.02", "--seed", "5", "--store", str(store), "-q", capsys=capsys)
+    assert code == 0 and out.startswith("done (read back)") and snapshot(store) == before
+
+    # --init: the ODE starts from given weights (e.g. a simulation's), a new run of the store
+    other = init_teacher_student(np.random.default_rng(9), 50, 20, 3, 2)
+    weights = save_initial_weights(tmp_path / "init.npz", **other)
+    code, _, err = cli(*ode, "--init", str(weights), "--store", str(store), "-q", capsys=capsys)
+    assert code == 0, err
+    table = load_runs(store)
+    first = table[(table["K"] == 3) & (table["t"] == 0)].iloc[0]
+    Q, R, T = order_parameters(other["w"], other["B"], loaded.moments)
+    assert first["eg"] == pytest.approx(float(eg_analytic(Q, R, T, other["v"], other["A"])), rel=1e-12)
+
+
+def test_theory_bad_inputs_exit_2_with_one_line(tmp_path, capsys, monkeypatch):
+    import numpy as np
+
+    from learnscope.theory.committee_ode import save_initial_weights
+
+    monkeypatch.chdir(tmp_path)  # relative output paths land here
+    moments, store = tmp_path / "m.npz", tmp_path / "runs"
+    args = ("theory", "moments", "--generator", "rand", "--D", "4", "--N", "6", "--analytic")
+    code, _, err = cli(*args, "--out", str(moments), capsys=capsys)
+    assert code == 0, err
+    (tmp_path / "corrupt.npz").write_bytes(moments.read_bytes()[:100])
+    save_initial_weights(tmp_path / "w7.npz", np.zeros((2, 7)), np.zeros(2), np.zeros((2, 4)), np.ones(2))
+    save_initial_weights(tmp_path / "w6.npz", np.ones((2, 6)), np.zeros(2), np.ones((2, 4)), np.ones(2))
+    ode = ("theory", "ode", "--store", str(store))
+    cases = {
+        "relu": ((*ode, "--moments", str(moments), "--activation", "relu"), "only for erf and linear"),
+        "relu short": ((*ode, "--moments", str(moments), "-g", "relu"), "only for erf and linear"),
+        "missing moments": ((*ode, "--moments", str(tmp_path / "nope.npz")), "no such file"),
+        "corrupt moments": ((*ode, "--moments", str(tmp_path / "corrupt.npz")), "cannot be read"),
+        "negative lr": ((*ode, "--moments", str(moments), "--lr", "-1"), "--lr"),
+        "init for another N": ((*ode, "--moments", str(moments), "--init", str(tmp_path / "w7.npz")), "N=7"),
+        "K against init": (
+            (*ode, "--moments", str(moments), "--init", str(tmp_path / "w6.npz"), "--K", "3"),
+            "disagree with --init",
+        ),
+        "init run without weights": ((*ode, "--moments", str(moments), "--init", str(tmp_path)), "init.npz"),
+        "unknown generator": (
+            ("theory", "moments", "--generator", "gan", "--out", str(tmp_path / "x.npz")),
+            "gan",
+        ),
+        "realnvp D != N": (
+            ("theory", "moments", "--generator", "realnvp", "--D", "100", "--N", "3072", "--out", "x.npz"),
+            "D must equal N",
+        ),
+        "dcgan analytic": (
+            ("theory", "moments", "--generator", "dcgan", "--analytic", "--out", str(tmp_path / "x.npz")),
+            "no closed-form moments",
+        ),
+        "dcgan weights absent": (
+            (
+                "theory",
+                "moments",
+                "--generator",
+                "dcgan",
+                "--weights",
+                str(tmp_path / "g.pth"),
+                "--out",
+                "x.npz",
+            ),
+            "no such file",
+        ),
+    }
+    for what, (args, culprit) in cases.items():
+        code, _, err = cli(*args, capsys=capsys)
+        lines = err.strip().splitlines()
+        assert code == 2, (what, err)
+        assert len(lines) == 1 and lines[0].startswith("error: ") and culprit in lines[0], (what, err)
+    assert not store.exists() and not (tmp_path / "x.npz").exists()
+
+
+def test_study_through_the_cli_then_reused(tmp_path, capsys):
+    args = (
+        "study", "gaussian_equivalence", "D=20", "N=50", "L=2", "t_max=1.0", "points=4", "replicas=2",
+        "n_test=500", "moments=analytic", "--store", str(tmp_path / "runs"), "--out", str(tmp_path / "fig"),
+        "--quiet",
+    )  # fmt: skip
+    code, out, _ = cli(*args, capsys=capsys)
+    assert code == 0 and "max_gap_late" in out and (tmp_path / "fig" / "eg_rand_L2_D20_N50_s0.png").is_file()
+    before = snapshot(tmp_path / "runs")
+    assert cli(*args, capsys=capsys)[0] == 0
+    assert snapshot(tmp_path / "runs") == before
+
+
+@pytest.mark.parametrize(
+    ("args", "culprit"),
+    [
+        (("study", "nope"), "unknown study 'nope'"),
+        (("study", "neural_collapse", "--scale", "huge"), "no scale 'huge'"),
+        (("study", "gaussian_equivalence", "--data", "digits"), "data"),
+        (("study", "increasing_complexity", "--model", "nomodel"), "nomodel"),
+    ],
+)
+def test_study_bad_input_exits_2(tmp_path, capsys, args, culprit):
+    code, _, err = cli(*args, "--store", str(tmp_path), capsys=capsys)
+    assert code == 2 and culprit in err and len(err.strip().splitlines()) == 1
+    assert not any(tmp_path.iterdir())

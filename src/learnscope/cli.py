@@ -24,6 +24,8 @@ app = typer.Typer(
 )
 runs_app = typer.Typer(no_args_is_help=True, help="Inspect a run store.")
 app.add_typer(runs_app, name="runs")
+data_app = typer.Typer(no_args_is_help=True, help="Data sets and their clones.")
+app.add_typer(data_app, name="data")
 
 Store = Annotated[Path, typer.Option("--store", "-s", help="Run store directory.")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
@@ -83,7 +85,7 @@ def demo(
     print(f"run directory: {result.path}\nfigure: {figure}")
 
 
-STUDIES = ("neural_collapse",)
+STUDIES = ("increasing_complexity", "gaussian_equivalence", "neural_collapse")
 
 
 @app.command()
@@ -95,6 +97,10 @@ def study(
     out: Annotated[Path | None, typer.Option(help="Figure directory (default figures/<study>).")] = None,
     executor: Annotated[str, typer.Option(help="serial | local (a process pool).")] = "serial",
     workers: Annotated[int, typer.Option(help="Processes for the local executor.")] = 2,
+    data: Annotated[
+        str | None, typer.Option(help="Data kind for every run (= the override data=KIND).")
+    ] = None,
+    model: Annotated[str | None, typer.Option(help="Model kind for every run (= model=KIND).")] = None,
     quiet: Quiet = False,
 ) -> None:
     """Run a study's sweep at a scale (reusing finished runs), print its summary and draw its figures."""
@@ -107,8 +113,9 @@ def study(
         raise LearnscopeError(f"study {name} has no scale {scale!r}; it has: {', '.join(module.SCALES)}")
     if executor not in ("serial", "local"):
         raise LearnscopeError(f"--executor must be serial or local, not {executor!r}")
+    kinds = tuple(f"{key}={kind}" for key, kind in (("data", data), ("model", model)) if kind)
     summary, paths = module.run_study(
-        scale, store, out or Path("figures") / name, tuple(overrides or ()), executor, workers, quiet
+        scale, store, out or Path("figures") / name, (*kinds, *(overrides or ())), executor, workers, quiet
     )
     print(module.format_summary(summary))
     print("figures: " + ", ".join(str(p) for p in paths))
@@ -127,8 +134,8 @@ def runs_ls(root: Annotated[Path, typer.Argument(help="Run store directory.")] =
             path.name,
             status.get("state", "?"),
             cfg.get("name", ""),
-            cfg["data"]["kind"],
-            cfg["model"]["kind"],
+            cfg["data"]["kind"] if "data" in cfg else cfg.get("generator", cfg.get("kind", "?")),
+            cfg["model"]["kind"] if "model" in cfg else cfg.get("method", "?"),
             str(last.get("step", "-")),
             "-" if acc is None else f"{acc:.4f}",
         )
@@ -157,6 +164,266 @@ def runs_show(
     print(Config.from_dict(body["config"]).to_toml())
 
 
+@runs_app.command("export")
+def runs_export(
+    ref: Annotated[str, typer.Argument(help="Run directory or a unique prefix of its hash.")],
+    fmt: Annotated[str, typer.Option("--format", "-f", help="dic | csv.")],
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Output file (default: stdout).")] = None,
+    store: Store = Path("runs"),
+) -> None:
+    """A run's records as text. dic: the ten-column log of the original clones programme (Refinetti et al.
+    2023): (0) epoch, (1) step, loss and accuracy on (2-3) the training set (train/*), (4-5) its test set
+    (clone_test/* for a clone, else test/*), (6-7) the real train set (real_train/* for a clone, else
+    train/*) and (8-9) the real test set (test/*). Columns are nan where the run has no such record: 4-5 for
+    a clone without data.test_n, and any set the evaluation probe skipped. The epoch column is fractional
+    (the original's is the 1-based epoch in progress). csv: every record, one column per key."""
+    from .report import export_run
+
+    text = export_run(find_run(store, ref), fmt)
+    if out is None:
+        sys.stdout.write(text)
+    else:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text)
+        print(f"{fmt}: {out}")
+
+
+@data_app.command("fit-clone")
+def data_fit_clone(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output .npz (x, y): a clone of method 'file'.")],
+    args: Annotated[
+        list[str] | None,
+        typer.Argument(
+            metavar="CONFIG|KEY=VALUE",
+            help="A run config (its data section) or a clone table, then overrides of the clone's keys, "
+            "with or without 'data.': method=gmm source.kind=mnist1d n=2000.",
+        ),
+    ] = None,
+    grid: Annotated[Path | None, typer.Option(help="Also draw samples of each class to this PNG.")] = None,
+    per_class: Annotated[int, typer.Option(min=1, help="Samples per class in the grid.")] = 8,
+    plugin: Plugin = [],  # noqa: B006 (typer reads the default)
+) -> None:
+    """Fit a clone of a data set, write its samples to an .npz that data.method=file reads back, print how
+    well it matches the source (relative errors of class means and covariances; gmm log-likelihood)."""
+    from .data.clones import file_clone_overrides, fit_clone_to_file, format_clone_report, load_clone_config
+
+    load_plugins(plugin)
+    cfg = load_clone_config(args or [])
+    result = fit_clone_to_file(cfg, out, grid, per_class)
+    shape = "x".join(str(n) for n in result.sample.x.shape[1:])
+    print(f"{cfg.method} clone of {cfg.source.kind}: {len(result.sample)} samples of {shape} -> {out}")
+    print(format_clone_report(result))
+    if grid is not None:
+        print(f"grid: {grid}")
+    print(f"train on it: {' '.join(file_clone_overrides(cfg, out))}")
+
+
+# --- theory: generator moments and the Gaussian-equivalence ODE (reference/gaussian_equivalence.md) ---------
+
+theory_app = typer.Typer(no_args_is_help=True, help="Generator moments and the committee-machine ODEs.")
+app.add_typer(theory_app, name="theory")
+
+
+def _sizes(generator: str, D: int | None, N: int | None) -> tuple[int, int]:
+    """Defaults: rand D=100, N=500; dcgan D=100, N=3072; realnvp and iid D = N (3072 and 100)."""
+    if generator in ("realnvp", "iid"):
+        size = N if N is not None else D if D is not None else 3072 if generator == "realnvp" else 100
+        return (size if D is None else D), (size if N is None else N)
+    return (100 if D is None else D), ((3072 if generator == "dcgan" else 500) if N is None else N)
+
+
+@theory_app.command("moments")
+def theory_moments(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Moments file to write (.npz).")],
+    generator: Annotated[str, typer.Option(help="rand | dcgan | realnvp | iid.")] = "rand",
+    D: Annotated[int | None, typer.Option("--D", help="Latent size (default 100; realnvp: N).")] = None,
+    N: Annotated[int | None, typer.Option("--N", help="Input size (rand 500, dcgan/realnvp 3072).")] = None,
+    L: Annotated[int, typer.Option("--L", help="Sign layers of the rand generator.")] = 4,
+    seed: Annotated[int, typer.Option(help="Seed of the generator's weights and of the samples.")] = 0,
+    weights: Annotated[Path | None, typer.Option(help="Trained state dict (dcgan, realnvp).")] = None,
+    samples: Annotated[int, typer.Option(help="Monte-Carlo samples.")] = 100_000,
+    batch_size: Annotated[int, typer.Option(help="Samples per batch.")] = 4096,
+    analytic: Annotated[bool, typer.Option(help="Closed form instead (rand: arcsine law; iid).")] = False,
+    quiet: Quiet = False,
+) -> None:
+    """Omega = Cov(x), Phi = Cov(x, c) and the means of a generator's inputs x = G(c), written to an .npz
+    that `theory ode` reads; prints the relative change of Omega and Phi between n/2 and n samples."""
+    import numpy as np
+
+    from .data.generators import estimate_moments, make_generator, save_moments
+    from .errors import ConfigError
+
+    D, N = _sizes(generator, D, N)
+    if samples < 2 or batch_size < 1:
+        raise ConfigError(f"--samples must be >= 2 and --batch-size >= 1 (got {samples}, {batch_size})")
+    if analytic and generator not in ("rand", "iid"):
+        raise ConfigError(f"generator {generator} has no closed-form moments (rand, iid do); drop --analytic")
+    gen = make_generator(generator, D, N, L, seed, weights)
+    meta = {"generator": generator, "D": D, "N": N, "seed": seed}
+    meta.update({"L": L} if generator == "rand" else {})
+    meta.update({"weights": str(weights)} if weights is not None else {})
+    if analytic:
+        moments = gen.analytic_moments()
+        meta["method"] = "arcsine" if generator == "rand" else "exact"
+    else:
+        moments = estimate_moments(
+            gen.sample, np.random.default_rng([seed, 7]), samples, batch_size=batch_size, quiet=quiet,
+            description=f"moments {generator}",
+        )  # fmt: skip
+        meta["method"] = "estimate"
+    path = save_moments(out, moments, meta)
+    print(f"wrote {path}: {generator} D={D} N={N} (delta = D/N = {D / N:.5g})")
+    if moments.rel_change is None:
+        print("closed-form moments: no sampling error")
+    else:
+        rel = moments.rel_change
+        print(
+            f"convergence, relative change from {moments.n_samples // 2} to {moments.n_samples} samples: "
+            f"Omega {rel['omega']:.3e}  Phi {rel['phi']:.3e}"
+        )
+
+
+class _ODESpec:
+    """Names an ODE run in the store: the hash of its settings and of the contents of its inputs."""
+
+    def __init__(self, body: dict) -> None:
+        self.body = body
+
+    def to_dict(self) -> dict:
+        return dict(self.body)
+
+    def run_hash(self) -> str:
+        import hashlib
+
+        keys = {k: v for k, v in self.body.items() if k not in ("name", "moments", "init")}  # paths: content
+        text = json.dumps(keys, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _ode_initial_weights(init: Path) -> dict:
+    """w, v, B, A from a weights .npz, a run directory holding init.npz, or an online-SGD simulation run
+    (its weights are re-drawn from its config, as the simulation drew them)."""
+    from .errors import DataError
+    from .theory.committee_ode import load_initial_weights
+
+    if not init.is_dir():
+        return load_initial_weights(init)
+    if (init / "init.npz").is_file():
+        return load_initial_weights(init / "init.npz")
+    try:
+        cfg = json.loads((init / "config.json").read_text())["config"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise DataError(f"--init {init}: a run directory needs init.npz or a readable config.json") from None
+    if not isinstance(cfg, dict) or cfg.get("kind") != "online_sgd":
+        raise DataError(f"--init {init}: not a committee-machine simulation run, and no init.npz in it")
+    from .online_sgd import OnlineConfig, initial_weights
+
+    return initial_weights(OnlineConfig.from_dict({k: v for k, v in cfg.items() if k != "kind"}))
+
+
+@theory_app.command("ode")
+def theory_ode(
+    moments: Annotated[Path, typer.Option(help="Moments file written by `theory moments`.")],
+    K: Annotated[int | None, typer.Option("--K", help="Student units (default 2, or from --init).")] = None,
+    M: Annotated[int | None, typer.Option("--M", help="Teacher units (default 2, or from --init).")] = None,
+    lr: Annotated[float, typer.Option(help="Learning rate eta (eta/N for the second layer).")] = 0.2,
+    tmax: Annotated[float, typer.Option(help="Last time t = steps/N.")] = 1000.0,
+    dt: Annotated[float, typer.Option(help="Euler step.")] = 0.01,
+    points: Annotated[int, typer.Option(help="Log-spaced times from 0.1 to tmax (and 0).")] = 41,
+    seed: Annotated[
+        int, typer.Option(help="Without --init: weights drawn as a one-replica simulation with this seed.")
+    ] = 0,
+    init: Annotated[
+        Path | None, typer.Option(help="Initial weights: a weights .npz or a simulation's run directory.")
+    ] = None,
+    activation: Annotated[str, typer.Option("--activation", "-g", help="erf | linear.")] = "erf",
+    store: Store = Path("runs"),
+    quiet: Quiet = False,
+) -> None:
+    """Integrate the Gaussian-equivalence ODEs on a moments file, delta = D/N from its shapes, and store the
+    records (t, eg, Q, R, T, v) as a run that `load_runs` reads next to simulations."""
+    import hashlib
+
+    import numpy as np
+
+    from .data.generators import load_moments
+    from .errors import ConfigError, DataError
+    from .models.committee import init_teacher_student
+    from .store import computed_run
+    from .theory.committee_ode import gaussian_equivalence_ode, ge_initial_state, log_times
+    from .ui import progress_bar
+
+    if activation not in ("erf", "linear"):
+        raise ConfigError(
+            f"--activation {activation!r}: the ODE theory exists only for erf and linear "
+            "(simulate other activations instead)"
+        )
+    if not (lr > 0 and tmax > 0 and dt > 0 and points >= 1 and seed >= 0):
+        raise ConfigError(
+            f"need --lr, --tmax, --dt > 0, --points >= 1, --seed >= 0; got {lr}, {tmax}, {dt}, {points}, "
+            f"{seed}"
+        )
+    gm = load_moments(moments)
+    N, D = gm.phi.shape
+    if init is None:
+        weights = init_teacher_student(np.random.default_rng([seed, 0]), N, D, K or 2, M or 2)
+    else:
+        weights = _ode_initial_weights(init)
+    w, v, B, A = (np.asarray(weights[k], dtype=float) for k in ("w", "v", "B", "A"))
+    if w.shape[-1] != N or B.shape[1] != D:
+        raise DataError(
+            f"--init {init}: weights for N={w.shape[-1]}, D={B.shape[1]}, but {moments} has N={N}, D={D}"
+        )
+    if (K is not None and w.shape[-2] != K) or (M is not None and B.shape[0] != M):
+        raise ConfigError(f"--K {K} --M {M} disagree with --init {init} (K={w.shape[-2]}, M={B.shape[0]})")
+    w, v = w.reshape(-1, *w.shape[-2:]), v.reshape(-1, v.shape[-1])  # (R, K, N), (R, K)
+    digest = hashlib.sha256()
+    for a in (w, v, B, A):
+        digest.update(np.ascontiguousarray(a).tobytes())
+    body = {
+        "kind": "ge_ode",
+        "name": "",
+        "method": "ode",
+        "generator": (gm.meta or {}).get("generator", "?"),
+        "moments": str(moments),
+        "moments_sha256": hashlib.sha256(moments.read_bytes()).hexdigest()[:16],
+        "init": None if init is None else str(init),
+        "weights_sha256": digest.hexdigest()[:16],
+        "D": D,
+        "N": N,
+        "delta": D / N,
+        "K": w.shape[1],
+        "M": B.shape[0],
+        "replicas": w.shape[0],
+        "g": activation,
+        "eta": lr,
+        "t_max": tmax,
+        "dt": dt,
+        "points": points,
+        "seed": seed,
+    }
+    times = log_times(tmax, points, N=N)
+
+    def compute() -> list[dict]:
+        records: list[dict] = []
+        with progress_bar(w.shape[0], f"GE ODE N={N} D={D}", quiet) as bar:
+            for r in range(w.shape[0]):
+                state = ge_initial_state(w[r], v[r], B, A, gm.moments)
+                out = gaussian_equivalence_ode(state, eta=lr, times=times, g=activation, dt=dt)
+                records += [{**rec, "step": round(rec["t"] * N), "replica": r} for rec in out]
+                bar.update(r + 1)
+        return records
+
+    result = computed_run(store, _ODESpec(body), compute)
+    print(f"{'done' if result.computed else 'done (read back)'}: {result.path}  delta = D/N = {D}/{N}")
+    shown = [rec for rec in result.records if rec["replica"] == 0]
+    for rec in shown[:: max(1, (len(shown) - 1) // 7)]:
+        print(f"  t = {rec['t']:10.4g}   eg = {rec['eg']:.6f}")
+
+
+# --- end of theory -----------------------------------------------------------------------------------------
+
+
 def main() -> None:
     try:
         app(standalone_mode=False)
@@ -167,12 +434,15 @@ def main() -> None:
         print("aborted", file=sys.stderr)
         sys.exit(130)
     except Exception as exc:  # click usage errors carry their own exit code
-        import click
-
-        if isinstance(exc, click.ClickException):
+        if _is_click_exception(exc):
             exc.show()
             sys.exit(exc.exit_code)
         raise
+
+
+def _is_click_exception(exc: Exception) -> bool:
+    """A click usage error, from click itself or from the copy that typer >= 0.2x vendors."""
+    return any(cls.__name__ == "ClickException" for cls in type(exc).__mro__)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
-"""Figures of runs: metric curves against log-spaced steps, one line per run."""
+"""Figures of runs (metric curves against log-spaced steps, one line per run), grids of samples, and exports
+of a run's records (the original clones programme's ten-column log, CSV)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import matplotlib
@@ -37,3 +39,171 @@ def plot_curves(
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+# -- samples of a dataset ----------------------------------------------------------------------------------
+
+
+def plot_sample_grid(
+    x,
+    y,
+    num_classes: int,
+    path: str | Path,
+    per_class: int = 8,
+    title: str = "",
+    value_range: tuple[float, float] | None = None,
+) -> Path:
+    """A row per class of its first `per_class` samples: images (C, H, W) as one mosaic (grey for one
+    channel, RGB for three, the channel mean otherwise), signals (C, L) or vectors (D,) as line plots side by
+    side. Values map through `value_range` (default: the samples' range) so that rows are comparable."""
+    import numpy as np
+
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y)
+    lo, hi = value_range if value_range is not None else (float(x.min()), float(x.max()))
+    scale = hi - lo if hi > lo else 1.0
+    rows = [x[y == k][:per_class] for k in range(num_classes)]
+    head = 0.3 if title else 0.0
+    if x.ndim == 4 and min(x.shape[2:]) > 1:
+        c, h, w = x.shape[1:]
+        rgb = c == 3
+        gap = max(1, min(h, w) // 8)
+        mosaic = np.full(
+            (num_classes * (h + gap) - gap, per_class * (w + gap) - gap, 3 if rgb else 1), np.nan
+        )
+        for k, samples in enumerate(rows):
+            for j, sample in enumerate(samples):
+                cell = sample.transpose(1, 2, 0) if rgb else sample.mean(0)[:, :, None]
+                top, left = k * (h + gap), j * (w + gap)
+                mosaic[top : top + h, left : left + w] = (cell - lo) / scale
+        cell_in = min(0.8, 10 / max(per_class * (w + gap), 1) * w)  # inches per image, at most 10 in wide
+        fig, ax = plt.subplots(figsize=(cell_in * per_class + 0.5, cell_in * num_classes + 0.2 + head))
+        if rgb:
+            ax.imshow(np.where(np.isnan(mosaic), 1.0, np.clip(mosaic, 0, 1)), interpolation="nearest")
+        else:
+            cmap = plt.get_cmap("gray").with_extremes(bad="white")
+            ax.imshow(mosaic[:, :, 0], cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
+        ax.set_xticks([])
+        ax.set_yticks([k * (h + gap) + (h - 1) / 2 for k in range(num_classes)], map(str, range(num_classes)))
+        ax.tick_params(length=0, labelsize=8)
+        for spine in ax.spines.values():
+            spine.set_visible(False)
+    else:
+        signals = x.reshape(len(x), 1 if x.ndim <= 2 else x.shape[1], -1)  # (N, channels, length)
+        rows = [signals[y == k][:per_class] for k in range(num_classes)]
+        length = signals.shape[-1]
+        gap = max(1, length // 8)
+        fig, axes = plt.subplots(
+            num_classes, 1, figsize=(1.3 * per_class + 0.5, 0.7 * num_classes + 0.2 + head), squeeze=False
+        )
+        for k, (ax, samples) in enumerate(zip(axes[:, 0], rows, strict=True)):
+            for j, sample in enumerate(samples):
+                for i, signal in enumerate(sample[:3]):
+                    ax.plot(j * (length + gap) + np.arange(length), signal, lw=0.8, color=f"C{i}")
+            ax.set_xlim(-gap / 2, per_class * (length + gap) - gap / 2)
+            ax.set_ylim(lo - 0.05 * scale, hi + 0.05 * scale)
+            ax.set_xticks([j * (length + gap) - gap / 2 for j in range(1, per_class)], [])
+            ax.grid(axis="x", color="0.6", lw=0.8)  # a line between neighbouring samples
+            ax.tick_params(length=0)
+            ax.set_yticks([])
+            ax.set_ylabel(str(k), rotation=0, ha="right", va="center", fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout(pad=0.3, rect=(0, 0, 1, 1 - head / fig.get_figheight()))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+# -- export of a run's records -----------------------------------------------------------------------------
+
+# The original programme's log (reference/increasing_complexity.md §1.8): ten comma-separated columns.
+DIC_COLUMNS = (
+    "epoch",
+    "step",
+    "train loss",
+    "train accuracy",
+    "test loss",
+    "test accuracy",
+    "cifar train loss",
+    "cifar train accuracy",
+    "cifar test loss",
+    "cifar accuracy",
+)
+EXPORT_FORMATS = ("dic", "csv")
+
+
+def dic_sources(config: dict) -> tuple[str, ...]:
+    """The record key behind each of the ten columns.
+
+    Columns 2-5 are the training distribution's train and test sets, 6-9 the real data's. Without a clone
+    both are the real train and test sets (6-9 repeat 2-5, as the original's log). With a clone, 2-3 are the
+    clone (`train/*`), 4-5 its held-out sample (`clone_test/*`, recorded when the clone has `test_n`; the
+    original fits a second clone on the real test set), 6-7 the real train set (`real_train/*`) and 8-9 the
+    real test set (`test/*`). A key a run did not record (`clone_test/*` without `test_n`; a set the
+    evaluation probe was told to skip) is written as nan."""
+    data = config.get("data") or {}
+    kind = data.get("kind") if isinstance(data, dict) else data
+    real = ("train/loss", "train/acc", "test/loss", "test/acc")
+    if kind == "clone":
+        clone = ("train/loss", "train/acc", "clone_test/loss", "clone_test/acc")
+        return ("epoch", "step", *clone, "real_train/loss", "real_train/acc", "test/loss", "test/acc")
+    return ("epoch", "step", *real, *real)
+
+
+def dic_table(config: dict, records: list[dict]) -> pd.DataFrame:
+    """The original's ten columns from our records, one row per record (a key it lacks: nan). `epoch` is
+    ours, fractional (steps / steps per epoch); the original wrote the 1-based epoch in progress."""
+    import numpy as np
+
+    sources = dic_sources(config)
+    rows = [[r.get(key, np.nan) for key in sources] for r in records if "step" in r]
+    table = pd.DataFrame(rows, columns=list(DIC_COLUMNS), dtype=float)
+    table["step"] = table["step"].astype(int)
+    return table
+
+
+def dic_log(config: dict, records: list[dict], run: str = "") -> str:
+    """The original's log file: four `#` header lines, then `epoch, step, ` and eight `%.4g` values per line
+    (loadable with `np.loadtxt(f, delimiter=",")`, as the original's)."""
+    table = dic_table(config, records)
+    data = config.get("data") or {}
+    model = config.get("model") or {}
+    clone = data.get("method") if data.get("kind") == "clone" else None
+    dataset = (data.get("source") or {}).get("kind", "?") if clone else data.get("kind", "?")
+    nan_columns = [str(i) for i, name in enumerate(DIC_COLUMNS) if table[name].isna().all()]
+    nan_note = f"; nan columns: {', '.join(nan_columns)}" if nan_columns else ""
+    legend = ", ".join(f"({i}) {name}" for i, name in enumerate(DIC_COLUMNS))
+    lines = [
+        f"# Distributions of increasing complexity (learnscope run {run or '?'}{nan_note})",
+        f"# Dataset: {dataset}, clone: {clone}, model {model.get('kind', '?')}",
+        f"# Arguments: {json.dumps(config, sort_keys=True)}",
+        f"# {legend}",
+    ]
+    for row in table.itertuples(index=False):
+        values = ", ".join(f"{v:.4g}" for v in row[2:])
+        lines.append(f"{row[0]:.4g}, {row[1]}, {values}")
+    return "\n".join(lines) + "\n"
+
+
+def records_csv(records: list[dict]) -> str:
+    """Every record as a CSV row (step and epoch first, then the keys in the order they first appear)."""
+    table = pd.DataFrame(records)
+    first = [c for c in ("step", "epoch") if c in table]
+    table = table[first + [c for c in table.columns if c not in first]]
+    return table.to_csv(index=False)
+
+
+def export_run(path: str | Path, fmt: str) -> str:
+    """A stored run's records as text: `dic` (the original's ten-column log) or `csv` (all records)."""
+    from .errors import ConfigError
+    from .store import read_run
+
+    if fmt not in EXPORT_FORMATS:
+        raise ConfigError(f"unknown export format {fmt!r}; allowed: {', '.join(EXPORT_FORMATS)}")
+    body, _, records = read_run(Path(path))
+    if fmt == "csv":
+        return records_csv(records)
+    return dic_log(body.get("config", {}), records, body.get("hash", Path(path).name))
