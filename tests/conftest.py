@@ -1,7 +1,9 @@
+import sys
 from pathlib import Path
 
 import pytest
 
+from learnscope.cli import main
 from learnscope.config import Config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -27,3 +29,15 @@ def needs_mnist():
     return pytest.mark.skipif(
         not (MNIST_DIR / "t10k-images-idx3-ubyte.gz").exists(), reason="shared MNIST absent"
     )
+
+
+def cli(*args: str, capsys) -> tuple[int, str, str]:
+    """Run the `learnscope` command in-process: (exit code, stdout, stderr)."""
+    sys.argv = ["learnscope", *map(str, args)]
+    try:
+        main()
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    out = capsys.readouterr()
+    return code, out.out, out.err

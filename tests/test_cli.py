@@ -3,25 +3,13 @@
 import gzip
 import os
 import pickle
-import sys
 from pathlib import Path
 
 import pytest
 
-from learnscope.cli import main
+from tests.conftest import cli
 
 GOOD = 'device = "cpu"\n[model]\nkind = "mlp"\nwidth = 32\n[train]\nsteps = 30\n[probes]\npoints = 5\n'
-
-
-def cli(*args: str, capsys) -> tuple[int, str, str]:
-    sys.argv = ["learnscope", *args]
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 @pytest.fixture

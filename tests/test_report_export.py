@@ -6,29 +6,17 @@ from __future__ import annotations
 import io
 import json
 import math
-import sys
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from learnscope import run
-from learnscope.cli import main
 from learnscope.report import DIC_COLUMNS, dic_log, dic_table, export_run, records_csv
+from tests.conftest import cli
 
 REAL = ["train/loss", "train/acc", "test/loss", "test/acc"]
 REAL_SETS = ["real_train/loss", "real_train/acc", "test/loss", "test/acc"]  # a clone's real train and test
-
-
-def cli(*args: str, capsys) -> tuple[int, str, str]:
-    sys.argv = ["learnscope", *map(str, args)]
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 @pytest.fixture

@@ -3,19 +3,17 @@ clone's moment errors recomputed with numpy, the grid is a PNG, and bad input ex
 
 from __future__ import annotations
 
-import sys
-
 import matplotlib.image
 import numpy as np
 import pytest
 import torch
 
-from learnscope.cli import main
 from learnscope.config import Config
 from learnscope.data import build_data
 from learnscope.data.clones import CloneConfig, load_clone_config, load_clone_file, make_clone
 from learnscope.errors import ConfigError
 from learnscope.report import plot_sample_grid
+from tests.conftest import cli
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -23,17 +21,6 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 @pytest.fixture(autouse=True)
 def _private_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("LEARNSCOPE_CACHE", str(tmp_path / "cache"))
-
-
-def cli(*args: str, capsys) -> tuple[int, str, str]:
-    sys.argv = ["learnscope", *map(str, args)]
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def report_rows(out: str) -> dict[str, list[str]]:

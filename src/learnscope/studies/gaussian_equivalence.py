@@ -26,6 +26,7 @@ import pandas as pd
 
 from ..config import apply_overrides
 from ..online_sgd import OnlineConfig
+from ..report import save_figure
 from ..store import load_runs
 from ..sweep import run_all
 
@@ -200,11 +201,8 @@ def figures(table: pd.DataFrame, out: Path) -> list[Path]:
         name = gen + (f" L={L}" if gen == "rand" else "") + (f" {Path(weights).stem}" if weights else "")
         title = f"{name}, D={D}, N={N}, generator seed {seed}"
         fig.suptitle(f"Gaussian equivalence: {title}  (points: simulation, lines: ODE)")
-        fig.tight_layout()
         path = out / f"eg_{name.replace(' ', '_').replace('=', '')}_D{D}_N{N}_s{seed}.png"
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-        paths.append(path)
+        paths.append(save_figure(fig, path))
     return paths
 
 

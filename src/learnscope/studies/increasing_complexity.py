@@ -47,6 +47,7 @@ from pydantic import Field, NonNegativeFloat, PositiveInt, ValidationError, fiel
 from ..config import Config, Strict, _format_error, apply_overrides
 from ..errors import ConfigError, LearnscopeError
 from ..probes.predictions import decode_predictions
+from ..report import save_figure
 from ..store import load_runs
 from ..sweep import run_all
 
@@ -539,16 +540,7 @@ def figures(
         ax.set_xlim(left=0)
         ax.set_xlabel("SGD step")
         ax.grid(alpha=0.3)
-    return [_save(fig, out_dir / "accuracy_vs_step.png", title)]
-
-
-def _save(fig, path: Path, title: str) -> Path:
-    if title:
-        fig.suptitle(title, fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return [save_figure(fig, out_dir / "accuracy_vs_step.png", title)]
 
 
 def run_study(

@@ -25,6 +25,7 @@ import pandas as pd
 
 from ..config import Config
 from ..probes.collapse import effective_depth
+from ..report import save_figure
 from ..store import load_runs
 from ..sweep import grid, run_all
 
@@ -179,7 +180,7 @@ def figures(table: pd.DataFrame, summary: pd.DataFrame, out_dir: str | Path, tit
         ax.set_ylabel("NCC train accuracy")
         ax.grid(alpha=0.3)
     axes[0][-1].legend(fontsize=6, ncol=2)
-    paths.append(_save(fig, out_dir / "ncc_train_per_layer.png", title))
+    paths.append(save_figure(fig, out_dir / "ncc_train_per_layer.png", title))
 
     fig, ax = plt.subplots(figsize=(4.8, 3.6))
     for _, row in summary.iterrows():
@@ -197,7 +198,7 @@ def figures(table: pd.DataFrame, summary: pd.DataFrame, out_dir: str | Path, tit
     ax.set_ylabel("CDNV (train) at the end")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=6)
-    paths.append(_save(fig, out_dir / "cdnv_per_layer.png", title))
+    paths.append(save_figure(fig, out_dir / "cdnv_per_layer.png", title))
 
     fig, axes = plt.subplots(1, 2, figsize=(8.4, 3.4))
     for noise, group in summary.groupby("noise"):
@@ -218,17 +219,8 @@ def figures(table: pd.DataFrame, summary: pd.DataFrame, out_dir: str | Path, tit
     axes[1].legend(fontsize=7)
     for ax in axes:
         ax.grid(alpha=0.3)
-    paths.append(_save(fig, out_dir / "effective_depth.png", title))
+    paths.append(save_figure(fig, out_dir / "effective_depth.png", title))
     return paths
-
-
-def _save(fig, path: Path, title: str) -> Path:
-    if title:
-        fig.suptitle(title, fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
 
 
 def run_study(
