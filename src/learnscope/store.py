@@ -23,16 +23,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
 import pandas as pd
 import torch
 
-from .config import Config
 from .errors import StoreError
 
 FINAL = ("done", "diverged")
 
 
-def _atomic_write(path: Path, write) -> None:
+def atomic_write(path: Path, write) -> None:
+    """`write(tmp)` then rename over `path`: a reader never sees a half-written file."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         write(tmp)
@@ -41,8 +42,18 @@ def _atomic_write(path: Path, write) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def atomic_savez(path: Path, arrays: dict[str, Any]) -> None:
+    """An .npz of `arrays`, written atomically (savez on an open file: a path would gain a second suffix)."""
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+
+    atomic_write(path, write)
+
+
 def _atomic_text(path: Path, text: str) -> None:
-    _atomic_write(path, lambda tmp: tmp.write_text(text))
+    atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
 def read_records(path: Path) -> list[dict[str, Any]]:
@@ -74,7 +85,7 @@ class RunSpec(Protocol):
 class RunDir:
     """One run's directory. `identity` distinguishes runs of user-supplied models or data."""
 
-    def __init__(self, root: str | Path, cfg: Config | RunSpec, identity: str = ""):
+    def __init__(self, root: str | Path, cfg: RunSpec, identity: str = ""):
         self.config = cfg
         self.identity = identity
         digest = cfg.run_hash()
@@ -151,7 +162,7 @@ class RunDir:
 
     # -- checkpoints -----------------------------------------------------------------------------------
     def save_checkpoint(self, state: dict[str, Any]) -> None:
-        _atomic_write(self.checkpoint_path, lambda tmp: torch.save({"run": self.hash, **state}, tmp))
+        atomic_write(self.checkpoint_path, lambda tmp: torch.save({"run": self.hash, **state}, tmp))
 
     def load_checkpoint(self) -> dict[str, Any] | None:
         if not self.checkpoint_path.exists():

@@ -21,12 +21,10 @@ whose `train` is the clone and whose evaluation sets are `test` (the real test s
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import math
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -46,6 +44,7 @@ from pydantic import (
 from ..config import DataConfig, _registered
 from ..errors import ConfigError, DataError
 from ..registry import DATA
+from ..store import atomic_savez, atomic_write
 from .dataset import Augment, Dataset, FiniteDataConfig, Split, normalise_and_view
 
 __all__ = [
@@ -684,15 +683,7 @@ def _save_cached(path: Path, fit: CloneFit) -> None:
     """Write to a temporary file beside `path`, then rename: readers never see a partial file."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                torch.save(fit.state(), f)
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        atomic_write(path, lambda tmp: torch.save(fit.state(), tmp))
     except OSError:  # a read-only or full cache only costs a refit next time
         pass
 
@@ -786,13 +777,7 @@ def save_clone_file(path: str | Path, x: torch.Tensor, y: torch.Tensor, config: 
     if config:
         arrays["config"] = np.array(config)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # a plain file: the user's umask applies
-    try:
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_savez(path, arrays)
     return path
 
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +35,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, DataError
+from ..store import atomic_savez
 from ..theory.committee_ode import Moments
 from ..ui import progress_bar
 
@@ -764,13 +764,7 @@ def save_moments(path: str | Path, moments: GeneratorMoments, meta: dict[str, An
         "meta": np.array(json.dumps(body, sort_keys=True, default=str)),
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, **arrays)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_savez(path, arrays)
     return path
 
 
