@@ -293,11 +293,9 @@ class _ODESpec:
         return dict(self.body)
 
     def run_hash(self) -> str:
-        import hashlib
+        from .config import run_digest
 
-        keys = {k: v for k, v in self.body.items() if k not in ("name", "moments", "init")}  # paths: content
-        text = json.dumps(keys, sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
+        return run_digest({k: v for k, v in self.body.items() if k not in ("name", "moments", "init")})
 
 
 def _ode_initial_weights(init: Path) -> dict:

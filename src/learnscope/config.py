@@ -12,7 +12,7 @@ import hashlib
 import json
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
 import tomli_w
 from pydantic import (
@@ -38,6 +38,34 @@ class Strict(BaseModel):
     """Frozen, no unknown keys: every config block derives from this."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> Self:
+        """Validated, or a one-line ConfigError naming the key, what is wrong and what is allowed."""
+        try:
+            return cls.model_validate(raw)
+        except ValidationError as exc:
+            raise ConfigError(_format_error(exc, "", cls)) from None
+
+
+def run_digest(body: dict[str, Any]) -> str:
+    """16 hex digits of the SHA-256 of the canonical JSON of `body`: names a run (or a cache entry)."""
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """The table of a .toml or .json file; a missing or malformed file is a one-line ConfigError."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    text = path.read_text()
+    try:
+        return json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(
+            f"config file {path} is not valid {path.suffix[1:].upper() or 'TOML'}: {exc}"
+        ) from None
 
 
 class Section(Strict):
@@ -247,26 +275,9 @@ class Config(Strict):
 
     # -- construction ------------------------------------------------------------------------------------
     @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> Config:
-        try:
-            return cls.model_validate(raw)
-        except ValidationError as exc:
-            raise ConfigError(_format_error(exc, "", cls)) from None
-
-    @classmethod
     def load(cls, path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
         """Read a .toml or .json file, then apply dotted `key=value` overrides."""
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
-        text = path.read_text()
-        try:
-            raw = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
-        except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
-            raise ConfigError(
-                f"config file {path} is not valid {path.suffix[1:].upper() or 'TOML'}: {exc}"
-            ) from None
-        return cls.from_dict(apply_overrides(raw, overrides))
+        return cls.from_dict(apply_overrides(read_config_file(path), overrides))
 
     def override(self, *overrides: str) -> Config:
         return Config.from_dict(apply_overrides(self.to_dict(), overrides))
@@ -283,9 +294,7 @@ class Config(Strict):
 
     def run_hash(self) -> str:
         """Hash of the canonical JSON of everything that determines the results (all but `name`)."""
-        body = {k: v for k, v in self.to_dict().items() if k != "name"}
-        canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+        return run_digest({k: v for k, v in self.to_dict().items() if k != "name"})
 
 
 def parse_value(text: str) -> Any:

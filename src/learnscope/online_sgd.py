@@ -12,15 +12,13 @@ back, never recomputed.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import NonNegativeInt, PositiveFloat, PositiveInt, ValidationError, model_validator
+from pydantic import NonNegativeInt, PositiveFloat, PositiveInt, model_validator
 
-from .config import Strict, _format_error
+from .config import Strict, run_digest
 from .data.generators import GeneratorMoments, estimate_moments, load_moments, make_generator, save_moments
 from .errors import ConfigError
 from .models.committee import init_teacher_student, simulate_online_sgd
@@ -76,22 +74,12 @@ class OnlineConfig(Strict):
             raise ValueError("force_delta is an ODE option (a negative control)")
         return self
 
-    @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> OnlineConfig:
-        try:
-            return cls.model_validate(raw)
-        except ValidationError as exc:
-            raise ConfigError(_format_error(exc, "", cls)) from None
-
     def to_dict(self) -> dict[str, Any]:
         return {"kind": "online_sgd", **self.model_dump(mode="json")}
 
     def run_hash(self) -> str:
         """Hash of everything that determines the records (all but `name`)."""
-        body = {k: v for k, v in self.to_dict().items() if k != "name"}
-        return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[
-            :16
-        ]
+        return run_digest({k: v for k, v in self.to_dict().items() if k != "name"})
 
     def times(self) -> np.ndarray:
         """The logged times, snapped to the SGD step grid so that simulation and ODE share them exactly."""
@@ -118,8 +106,7 @@ def input_moments(
         k: getattr(cfg, k)
         for k in ("generator", "D", "N", "L", "generator_seed", "weights", "moment_samples")
     }
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-    path = None if store is None else Path(store) / "moments" / f"{digest}.npz"
+    path = None if store is None else Path(store) / "moments" / f"{run_digest(key)}.npz"
     if path is not None and path.is_file():
         return load_moments(path)
     rng = np.random.default_rng([cfg.generator_seed, 7])

@@ -787,22 +787,13 @@ def load_clone_config(args: list[str] | tuple[str, ...] = ()) -> CloneConfig:
     The file is TOML or JSON: a run config (its `data` section; data that is not a clone becomes the clone's
     source) or a bare clone table. Overrides may carry the prefix `data.` (as in a run config) or `clone.`:
     `method=gmm`, `data.source.kind=mnist1d` and `clone.n=500` all work."""
-    import tomllib
-
-    from ..config import apply_overrides
+    from ..config import apply_overrides, read_config_file
 
     args = list(args)
     section: Any = {"kind": "clone"}
     if args and "=" not in args[0]:
         path = Path(args.pop(0))
-        if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
-        text = path.read_text()
-        try:
-            raw = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
-        except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
-            kind = path.suffix[1:].upper() or "TOML"
-            raise ConfigError(f"config file {path} is not valid {kind}: {exc}") from None
+        raw = read_config_file(path)
         run_keys = {"data", "model", "optim", "train", "probes", "device", "name"}  # not keys of a clone
         section = raw.get("data", {"kind": "digits"}) if run_keys & set(raw) else raw
         if isinstance(section, str):
