@@ -240,10 +240,12 @@ def read_run(path: Path) -> tuple[dict[str, Any], dict[str, Any], list[dict[str,
     return body, status, read_records(path / "metrics.jsonl")
 
 
-def load_runs(root: str | Path) -> pd.DataFrame:
-    """One table of every run under `root`: a row per record, with the run's config as dotted columns."""
+def load_runs(root: str | Path, runs: Iterable[str] | None = None) -> pd.DataFrame:
+    """One table of every run under `root` (or only of the `runs` named by hash): a row per record, with the
+    run's config as dotted columns."""
     frames = []
-    for path in run_dirs(root):
+    paths = run_dirs(root) if runs is None else [Path(root) / name for name in sorted(runs)]
+    for path in paths:
         body, status, records = read_run(path)
         meta = pd.json_normalize(body["config"], sep=".").iloc[0].to_dict()
         meta = {k: (tuple(v) if isinstance(v, list) else v) for k, v in meta.items()}

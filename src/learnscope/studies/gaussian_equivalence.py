@@ -222,6 +222,5 @@ def run_study(
     if failed:
         raise RuntimeError(f"{len(failed)} run(s) failed, first: {failed[0].error}")
     wanted = {o.path.name for o in outcomes}
-    table = load_runs(store)
-    table = table[table["run"].isin(wanted)]
+    table = load_runs(store, wanted)
     return summarise(table), figures(table, Path(out))

@@ -564,8 +564,7 @@ def run_study(
             f"first ({failed[0].config.name}): {failed[0].error}"
         )
     runs = {o.path.name for o in outcomes if o.path is not None}
-    table = load_runs(store)
-    table = table[table["run"].isin(runs)]
+    table = load_runs(store, runs)
     summary = summarise(table, opts.tolerance, opts.bootstrap, opts.level, order=opts.distributions)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

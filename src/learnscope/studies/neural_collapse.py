@@ -236,8 +236,7 @@ def run_study(
     cfgs = configs(scale, overrides)
     outcomes = run_all(cfgs, store, executor=executor, workers=workers, quiet=quiet)
     runs = {o.path.name for o in outcomes if o.path is not None and o.status == "done"}
-    table = load_runs(store)
-    table = table[table["run"].isin(runs)]
+    table = load_runs(store, runs)
     summary = summarise(table)
     title = f"learnscope study neural_collapse --scale {scale}"
     return summary, figures(table, summary, out_dir, title)
