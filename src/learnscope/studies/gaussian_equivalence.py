@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from ..config import apply_overrides
+from ..errors import LearnscopeError
 from ..online_sgd import OnlineConfig
 from ..report import save_figure
 from ..store import load_runs
@@ -220,7 +221,7 @@ def run_study(
     outcomes = run_all(runs, store, executor=executor, workers=workers, quiet=quiet)
     failed = [o for o in outcomes if o.status == "failed"]
     if failed:
-        raise RuntimeError(f"{len(failed)} run(s) failed, first: {failed[0].error}")
+        raise LearnscopeError(f"{len(failed)} of {len(outcomes)} runs failed; first: {failed[0].error}")
     wanted = {o.path.name for o in outcomes}
     table = load_runs(store, wanted)
     return summarise(table), figures(table, Path(out))
