@@ -1,9 +1,11 @@
 """Sweeps expand grids, skip what is done and survive a failed run."""
 
+import pytest
 import torch
 
 from learnscope import load_runs
-from learnscope.sweep import grid, run_all
+from learnscope.errors import LearnscopeError
+from learnscope.sweep import grid, run_all, run_and_load
 
 
 def test_grid_is_the_product_of_the_axes(tiny_config):
@@ -23,6 +25,17 @@ def test_a_failed_run_does_not_stop_the_sweep_and_done_runs_are_skipped(tmp_path
     assert [o.status for o in again] == ["done", "done"]
     assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("metrics.jsonl")} == stamps
     assert set(load_runs(tmp_path)["seed"]) == {0, 1}
+
+
+def test_a_study_sweep_loads_exactly_its_runs_or_names_the_failure(tmp_path, tiny_config):
+    first, second, other = grid(tiny_config, {"seed": [0, 1, 2]})
+    run_all([other], tmp_path, quiet=True)  # another run in the same store is not part of this table
+    table = run_and_load([first, second], tmp_path, quiet=True)
+    assert set(table["seed"]) == {0, 1} and set(table["status"]) == {"done"}
+    bad = tiny_config.override("data=mnist", f"data.path={tmp_path}/missing", "name=broken")
+    with pytest.raises(LearnscopeError, match=r"^1 of 3 runs failed; first \(broken\): .*missing") as info:
+        run_and_load([first, bad, second], tmp_path, quiet=True)
+    assert "\n" not in str(info.value)
 
 
 def test_local_pool_gives_the_serial_results(tmp_path, tiny_config):

@@ -15,11 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+import pandas as pd
 import torch
 
 from .config import Config
 from .errors import LearnscopeError
 from .online_sgd import OnlineConfig, run_online
+from .store import load_runs
 from .ui import progress_bar
 
 
@@ -89,3 +91,21 @@ def run_all(
                     outcomes[futures[future]] = future.result()
                     bar.update(done)
     return [o for o in outcomes if o is not None]
+
+
+def run_and_load(
+    configs: list[Config] | list[OnlineConfig],
+    store: str | Path = "runs",
+    executor: Literal["serial", "local"] = "serial",
+    workers: int = 2,
+    quiet: bool = False,
+) -> pd.DataFrame:
+    """What a study does with its sweep: run every config not yet final (a failed run does not stop the
+    others), then stop with one line naming the first failure, or return the table of exactly these runs
+    (a diverged run is in it, with its records up to the divergence)."""
+    outcomes = run_all(configs, store, executor=executor, workers=workers, quiet=quiet)
+    failed = [o for o in outcomes if o.status == "failed"]
+    if failed:
+        name = failed[0].config.name or "unnamed"
+        raise LearnscopeError(f"{len(failed)} of {len(outcomes)} runs failed; first ({name}): {failed[0].error}")
+    return load_runs(store, {o.path.name for o in outcomes if o.path is not None})

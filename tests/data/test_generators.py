@@ -240,6 +240,36 @@ def test_dcgan_is_deterministic_batched_and_loads_its_state_dict(tmp_path):
     np.testing.assert_array_equal(legacy.sample(np.random.default_rng(1), 50)[0], x1)
 
 
+def test_dcgan_random_inits_are_pytorchs_own_and_the_dcgan_scripts():
+    """init="pytorch" draws what the layers' own reset_parameters would from the same seed; init="dcgan" is
+    N(0, 0.02) convs and N(1, 0.02) BN scales. BN running statistics are calibrated in both, so each layer's
+    output is normalised in eval mode, and the PyTorch init gives images that vary far more with c."""
+    small = {"nz": 20, "nc": 1, "ngf": 8, "calibration": 256}
+    ours = DCGANGenerator(**small, seed=torch.Generator().manual_seed(5))
+    torch.manual_seed(5)  # the same draws in the same layer order from the global RNG
+    convs = [m for m in ours.modules() if isinstance(m, torch.nn.ConvTranspose2d)]
+    for conv in convs:
+        ref = torch.nn.ConvTranspose2d(conv.in_channels, conv.out_channels, conv.kernel_size, bias=False)
+        torch.testing.assert_close(conv.weight, ref.weight, rtol=0, atol=0)
+    bns = [m for m in ours.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert all(torch.equal(bn.weight, torch.ones_like(bn.weight)) for bn in bns)
+    dcgan = DCGANGenerator(**small, seed=5, init="dcgan")
+    w = torch.cat([m.weight.flatten() for m in dcgan.modules() if isinstance(m, torch.nn.ConvTranspose2d)])
+    assert abs(w.std().item() - 0.02) < 1e-3 and abs(w.mean().item()) < 1e-3
+    gamma = torch.cat([m.weight for m in dcgan.modules() if isinstance(m, torch.nn.BatchNorm2d)])
+    assert abs(gamma.mean().item() - 1) < 0.01 and 0.01 < gamma.std().item() < 0.03
+    # calibrated BN: the last hidden layer's pre-activations have per-channel mean 0, variance 1 in eval mode
+    z = torch.randn(2000, 20, generator=torch.Generator().manual_seed(9))
+    with torch.no_grad():
+        h = ours.main[:11](z.reshape(-1, 20, 1, 1))
+    torch.testing.assert_close(h.mean((0, 2, 3)), torch.zeros(8), atol=0.1, rtol=0)
+    torch.testing.assert_close(h.var((0, 2, 3)), torch.ones(8), atol=0.15, rtol=0)
+    spread = {g: g.sample(np.random.default_rng(0), 2000)[0].std(axis=0).mean() for g in (ours, dcgan)}
+    assert spread[ours] > 5 * spread[dcgan]
+    with pytest.raises(ValueError, match="init must be"):
+        DCGANGenerator(**small, init="xavier")
+
+
 def test_weights_files_that_are_missing_corrupt_mismatching_or_malicious_are_data_errors(tmp_path):
     small = {"nz": 20, "nc": 1, "ngf": 8}
     torch.save(DCGANGenerator(nz=20, nc=1, ngf=4).state_dict(), tmp_path / "ngf4.pth")

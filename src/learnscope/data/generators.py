@@ -282,9 +282,13 @@ class DCGANGenerator(_TorchGenerator):
     no conv bias, 3,573,824 parameters at the defaults. Used in eval mode (BN with running statistics).
 
     With `weights`, a state dict of this architecture (the original's `dcgan_{rand,cifar10}_weights.pth` use
-    the same `main.<i>` names). Otherwise random with the DCGAN initialisation (conv ~ N(0, 0.02),
-    BN gamma ~ N(1, 0.02), beta = 0) from `seed` (an int or a torch.Generator; the global torch RNG is not
-    touched), then BN running statistics calibrated on `calibration` latents from the same generator.
+    the same `main.<i>` names). Otherwise random from `seed` (an int or a torch.Generator; the global torch
+    RNG is not touched), then BN running statistics calibrated on `calibration` latents from the same
+    generator. `init = "pytorch"` (default) is PyTorch's own initialisation of the layers (conv weights
+    kaiming-uniform with a = sqrt(5), BN gamma = 1, beta = 0): the statistics of the original's random
+    generator match it (mean image std 0.45 over pixels, ||Phi||_F = 12.3, singular values 1.56 .. 0.91;
+    this one gives 0.54, 16.9, 2.3 .. 1.2 at seed 0), while the DCGAN training script's `init = "dcgan"`
+    (conv ~ N(0, 0.02), BN gamma ~ N(1, 0.02)) gives a nearly constant image (0.10, 2.5, 0.34 .. 0.17).
     `ngf` and `nc` shrink the network for tests; N = nc * 32 * 32."""
 
     def __init__(
@@ -295,12 +299,15 @@ class DCGANGenerator(_TorchGenerator):
         *,
         seed: int | torch.Generator = 0,
         weights: str | Path | None = None,
+        init: Literal["pytorch", "dcgan"] = "pytorch",
         calibration: int = 128,
         batch_size: int = 1024,
     ) -> None:
         super().__init__()
         if min(nz, nc, ngf) < 1:
             raise ValueError(f"nz, nc, ngf must be >= 1, got {nz}, {nc}, {ngf}")
+        if init not in ("pytorch", "dcgan"):
+            raise ValueError(f"init must be 'pytorch' or 'dcgan', got {init!r}")
         self.D, self.N, self.nz, self.nc, self.ngf = nz, nc * 32 * 32, nz, nc, ngf
         self.batch_size = batch_size
         with torch.device("meta"):  # no global-RNG draws at construction; filled below
@@ -325,10 +332,15 @@ class DCGANGenerator(_TorchGenerator):
         else:
             gen = _torch_generator(seed)
             for m in self.modules():
-                if isinstance(m, nn.ConvTranspose2d):
+                if isinstance(m, nn.ConvTranspose2d) and init == "dcgan":
                     nn.init.normal_(m.weight, 0.0, 0.02, generator=gen)
+                elif isinstance(m, nn.ConvTranspose2d):  # what ConvTranspose2d.reset_parameters draws
+                    nn.init.kaiming_uniform_(m.weight, a=math.sqrt(5), generator=gen)
                 elif isinstance(m, nn.BatchNorm2d):
-                    nn.init.normal_(m.weight, 1.0, 0.02, generator=gen)
+                    if init == "dcgan":
+                        nn.init.normal_(m.weight, 1.0, 0.02, generator=gen)
+                    else:
+                        nn.init.ones_(m.weight)
                     nn.init.zeros_(m.bias)
             z = torch.randn(calibration, nz, generator=gen)
             _calibrate_batchnorm(self, lambda: self(z))

@@ -48,8 +48,7 @@ from ..config import Config, Strict, _format_error, apply_overrides
 from ..errors import ConfigError, LearnscopeError
 from ..probes.predictions import decode_predictions
 from ..report import save_figure
-from ..store import load_runs
-from ..sweep import run_all
+from ..sweep import run_and_load
 
 # How far the clone's seed-mean real-test accuracy may trail the baseline's before it counts as left behind.
 # On MNIST-1D (tiny scale, 2,000 test samples) the paired per-seed gap real - clone scatters by 0.011 (std
@@ -556,15 +555,7 @@ def run_study(
     (CSV, without predictions) beside the figure."""
     opts = options(scale, overrides)
     cfgs = configs(scale, overrides)
-    outcomes = run_all(cfgs, store, executor=executor, workers=workers, quiet=quiet)
-    failed = [o for o in outcomes if o.status == "failed"]
-    if failed:
-        raise LearnscopeError(
-            f"{len(failed)} of {len(outcomes)} runs failed; "
-            f"first ({failed[0].config.name}): {failed[0].error}"
-        )
-    runs = {o.path.name for o in outcomes if o.path is not None}
-    table = load_runs(store, runs)
+    table = run_and_load(cfgs, store, executor=executor, workers=workers, quiet=quiet)
     summary = summarise(table, opts.tolerance, opts.bootstrap, opts.level, order=opts.distributions)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

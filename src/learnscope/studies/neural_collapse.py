@@ -26,8 +26,7 @@ import pandas as pd
 from ..config import Config
 from ..probes.collapse import effective_depth
 from ..report import save_figure
-from ..store import load_runs
-from ..sweep import grid, run_all
+from ..sweep import grid, run_and_load
 
 # Each scale: a base config and its sweep axes. `tiny` is the reference's CPU check (digits, 70/30 stratified
 # split, MLP-L-256, 200 epochs, lr x0.1 at 50% and 75%); `paper` the README recipe of the original code
@@ -234,9 +233,7 @@ def run_study(
 ) -> tuple[pd.DataFrame, list[Path]]:
     """Run (or reuse) the sweep of a scale, then summarise it and draw its figures."""
     cfgs = configs(scale, overrides)
-    outcomes = run_all(cfgs, store, executor=executor, workers=workers, quiet=quiet)
-    runs = {o.path.name for o in outcomes if o.path is not None and o.status == "done"}
-    table = load_runs(store, runs)
+    table = run_and_load(cfgs, store, executor=executor, workers=workers, quiet=quiet)
     summary = summarise(table)
     title = f"learnscope study neural_collapse --scale {scale}"
     return summary, figures(table, summary, out_dir, title)
