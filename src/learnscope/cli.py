@@ -283,42 +283,6 @@ def theory_moments(
         )
 
 
-class _ODESpec:
-    """Names an ODE run in the store: the hash of its settings and of the contents of its inputs."""
-
-    def __init__(self, body: dict) -> None:
-        self.body = body
-
-    def to_dict(self) -> dict:
-        return dict(self.body)
-
-    def run_hash(self) -> str:
-        from .config import run_digest
-
-        return run_digest({k: v for k, v in self.body.items() if k not in ("name", "moments", "init")})
-
-
-def _ode_initial_weights(init: Path) -> dict:
-    """w, v, B, A from a weights .npz, a run directory holding init.npz, or an online-SGD simulation run
-    (its weights are re-drawn from its config, as the simulation drew them)."""
-    from .errors import DataError
-    from .theory.committee_ode import load_initial_weights
-
-    if not init.is_dir():
-        return load_initial_weights(init)
-    if (init / "init.npz").is_file():
-        return load_initial_weights(init / "init.npz")
-    try:
-        cfg = json.loads((init / "config.json").read_text())["config"]
-    except (OSError, ValueError, KeyError, TypeError):
-        raise DataError(f"--init {init}: a run directory needs init.npz or a readable config.json") from None
-    if not isinstance(cfg, dict) or cfg.get("kind") != "online_sgd":
-        raise DataError(f"--init {init}: not a committee-machine simulation run, and no init.npz in it")
-    from .online_sgd import OnlineConfig, initial_weights
-
-    return initial_weights(OnlineConfig.from_dict({k: v for k, v in cfg.items() if k != "kind"}))
-
-
 @theory_app.command("ode")
 def theory_ode(
     moments: Annotated[Path, typer.Option(help="Moments file written by `theory moments`.")],
@@ -340,80 +304,17 @@ def theory_ode(
 ) -> None:
     """Integrate the Gaussian-equivalence ODEs on a moments file, delta = D/N from its shapes, and store the
     records (t, eg, Q, R, T, v) as a run that `load_runs` reads next to simulations."""
-    import hashlib
+    from .online_sgd import ode_on_moments_file
 
-    import numpy as np
-
-    from .data.generators import load_moments
-    from .errors import ConfigError, DataError
-    from .models.committee import init_teacher_student
-    from .store import computed_run
-    from .theory.committee_ode import gaussian_equivalence_ode, ge_initial_state, log_times
-    from .ui import progress_bar
-
-    if activation not in ("erf", "linear"):
-        raise ConfigError(
-            f"--activation {activation!r}: the ODE theory exists only for erf and linear "
-            "(simulate other activations instead)"
-        )
-    if not (lr > 0 and tmax > 0 and dt > 0 and points >= 1 and seed >= 0):
-        raise ConfigError(
-            f"need --lr, --tmax, --dt > 0, --points >= 1, --seed >= 0; got {lr}, {tmax}, {dt}, {points}, "
-            f"{seed}"
-        )
-    gm = load_moments(moments)
-    N, D = gm.phi.shape
-    if init is None:
-        weights = init_teacher_student(np.random.default_rng([seed, 0]), N, D, K or 2, M or 2)
-    else:
-        weights = _ode_initial_weights(init)
-    w, v, B, A = (np.asarray(weights[k], dtype=float) for k in ("w", "v", "B", "A"))
-    if w.shape[-1] != N or B.shape[1] != D:
-        raise DataError(
-            f"--init {init}: weights for N={w.shape[-1]}, D={B.shape[1]}, but {moments} has N={N}, D={D}"
-        )
-    if (K is not None and w.shape[-2] != K) or (M is not None and B.shape[0] != M):
-        raise ConfigError(f"--K {K} --M {M} disagree with --init {init} (K={w.shape[-2]}, M={B.shape[0]})")
-    w, v = w.reshape(-1, *w.shape[-2:]), v.reshape(-1, v.shape[-1])  # (R, K, N), (R, K)
-    digest = hashlib.sha256()
-    for a in (w, v, B, A):
-        digest.update(np.ascontiguousarray(a).tobytes())
-    body = {
-        "kind": "ge_ode",
-        "name": "",
-        "method": "ode",
-        "generator": (gm.meta or {}).get("generator", "?"),
-        "moments": str(moments),
-        "moments_sha256": hashlib.sha256(moments.read_bytes()).hexdigest()[:16],
-        "init": None if init is None else str(init),
-        "weights_sha256": digest.hexdigest()[:16],
-        "D": D,
-        "N": N,
-        "delta": D / N,
-        "K": w.shape[1],
-        "M": B.shape[0],
-        "replicas": w.shape[0],
-        "g": activation,
-        "eta": lr,
-        "t_max": tmax,
-        "dt": dt,
-        "points": points,
-        "seed": seed,
-    }
-    times = log_times(tmax, points, N=N)
-
-    def compute() -> list[dict]:
-        records: list[dict] = []
-        with progress_bar(w.shape[0], f"GE ODE N={N} D={D}", quiet) as bar:
-            for r in range(w.shape[0]):
-                state = ge_initial_state(w[r], v[r], B, A, gm.moments)
-                out = gaussian_equivalence_ode(state, eta=lr, times=times, g=activation, dt=dt)
-                records += [{**rec, "step": round(rec["t"] * N), "replica": r} for rec in out]
-                bar.update(r + 1)
-        return records
-
-    result = computed_run(store, _ODESpec(body), compute)
-    print(f"{'done' if result.computed else 'done (read back)'}: {result.path}  delta = D/N = {D}/{N}")
+    result = ode_on_moments_file(
+        moments, init, K=K, M=M, seed=seed, eta=lr, t_max=tmax, dt=dt, points=points, g=activation,
+        store=store, quiet=quiet,
+    )  # fmt: skip
+    spec = json.loads((result.path / "config.json").read_text())["config"]
+    print(
+        f"{'done' if result.computed else 'done (read back)'}: {result.path}  "
+        f"delta = D/N = {spec['D']}/{spec['N']}"
+    )
     shown = [rec for rec in result.records if rec["replica"] == 0]
     for rec in shown[:: max(1, (len(shown) - 1) // 7)]:
         print(f"  t = {rec['t']:10.4g}   eg = {rec['eg']:.6f}")

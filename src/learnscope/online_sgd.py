@@ -12,6 +12,8 @@ back, never recomputed.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 from typing import Any, Literal
 
@@ -20,12 +22,13 @@ from pydantic import NonNegativeInt, PositiveFloat, PositiveInt, model_validator
 
 from .config import Strict, run_digest
 from .data.generators import GeneratorMoments, estimate_moments, load_moments, make_generator, save_moments
-from .errors import ConfigError
+from .errors import ConfigError, DataError
 from .models.committee import init_teacher_student, simulate_online_sgd
 from .store import ComputedRun, computed_run
 from .theory.committee_ode import (
     gaussian_equivalence_ode,
     ge_initial_state,
+    load_initial_weights,
     log_times,
     order_parameters,
     saad_solla_ode,
@@ -167,32 +170,57 @@ def integrate(cfg: OnlineConfig, store: str | Path | None = None, quiet: bool = 
     """The ODE of each replica from its initial weights: Saad-Solla for iid inputs, Gaussian equivalence else.
 
     delta = D/N comes from the shapes (never a default, reference §10.1) unless `force_delta` overrides it."""
-    moments = input_moments(cfg, _generator(cfg), store, quiet)
-    init = initial_weights(cfg)
-    times = cfg.times()
+    return integrate_replicas(
+        input_moments(cfg, _generator(cfg), store, quiet),
+        initial_weights(cfg),
+        eta=cfg.eta,
+        times=cfg.times(),
+        g=cfg.g,
+        train_second_layer=cfg.train_second_layer,
+        dt=cfg.dt,
+        force_delta=cfg.force_delta,
+        saad_solla=cfg.generator == "iid" and cfg.force_delta is None,
+        quiet=quiet,
+        description=f"ODE {cfg.generator} N={cfg.N}",
+    )
+
+
+def integrate_replicas(
+    moments: GeneratorMoments,
+    init: dict[str, np.ndarray],
+    *,
+    eta: float,
+    times: np.ndarray,
+    g: str = "erf",
+    train_second_layer: bool = True,
+    dt: float = 0.01,
+    force_delta: float | None = None,
+    saad_solla: bool = False,
+    quiet: bool = True,
+    description: str = "ODE",
+) -> list[dict]:
+    """One ODE per replica of `init` (w (R, K, N) or (K, N), v, B, A), all on the same moments: the
+    Gaussian-equivalence equations, or with `saad_solla` the i.i.d.-input ones (Omega = I). Records carry
+    `step` = round(t N) and `replica`, as the simulation's do."""
+    w = np.asarray(init["w"], dtype=float)
+    v = np.asarray(init["v"], dtype=float)
+    w, v = w.reshape(-1, *w.shape[-2:]), v.reshape(-1, v.shape[-1])  # (R, K, N), (R, K)
+    B, A = np.asarray(init["B"], dtype=float), np.asarray(init["A"], dtype=float)
+    N = w.shape[-1]
     records: list[dict] = []
-    with progress_bar(cfg.replicas, f"ODE {cfg.generator} N={cfg.N}", quiet) as bar:
-        for r in range(cfg.replicas):
-            w, v = init["w"][r], init["v"][r]
-            if cfg.generator == "iid" and cfg.force_delta is None:
-                Q, R, T = order_parameters(w, init["B"])
+    with progress_bar(len(w), description, quiet) as bar:
+        for r in range(len(w)):
+            if saad_solla:
+                Q, R, T = order_parameters(w[r], B)
                 out = saad_solla_ode(
-                    Q, R, T, v, init["A"], eta=cfg.eta, times=times, g=cfg.g,
-                    train_second_layer=cfg.train_second_layer, dt=cfg.dt,
-                )  # fmt: skip
+                    Q, R, T, v[r], A, eta=eta, times=times, g=g, train_second_layer=train_second_layer, dt=dt
+                )
             else:
-                state = ge_initial_state(
-                    w, v, init["B"], init["A"], moments.moments, force_delta=cfg.force_delta
-                )
+                state = ge_initial_state(w[r], v[r], B, A, moments.moments, force_delta=force_delta)
                 out = gaussian_equivalence_ode(
-                    state,
-                    eta=cfg.eta,
-                    times=times,
-                    g=cfg.g,
-                    train_second_layer=cfg.train_second_layer,
-                    dt=cfg.dt,
+                    state, eta=eta, times=times, g=g, train_second_layer=train_second_layer, dt=dt
                 )
-            records += [{**rec, "step": round(rec["t"] * cfg.N), "replica": r} for rec in out]
+            records += [{**rec, "step": round(rec["t"] * N), "replica": r} for rec in out]
             bar.update(r + 1)
     return records
 
@@ -201,3 +229,114 @@ def run_online(cfg: OnlineConfig, store: str | Path = "runs", quiet: bool = True
     """The run of `cfg` (path, records): read from the store when done, else computed once and stored."""
     compute = simulate if cfg.method == "simulation" else integrate
     return computed_run(store, cfg, lambda: compute(cfg, store, quiet))
+
+
+# --- the ODE on a moments file (`learnscope theory ode`) ---------------------------------------------------
+
+
+class MomentsFileODE:
+    """A store run spec for the ODE on a moments file: named by the hash of its settings and of the contents
+    of its inputs (the moments file, the initial weights), not by their paths."""
+
+    def __init__(self, body: dict) -> None:
+        self.body = body
+
+    def to_dict(self) -> dict:
+        return dict(self.body)
+
+    def run_hash(self) -> str:
+        return run_digest({k: v for k, v in self.body.items() if k not in ("name", "moments", "init")})
+
+
+def initial_weights_from(init: Path) -> dict[str, np.ndarray]:
+    """w, v, B, A from a weights .npz, a run directory holding init.npz, or an online-SGD simulation run
+    (its weights are re-drawn from its config, as the simulation drew them)."""
+    if not init.is_dir():
+        return load_initial_weights(init)
+    if (init / "init.npz").is_file():
+        return load_initial_weights(init / "init.npz")
+    try:
+        cfg = json.loads((init / "config.json").read_text())["config"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise DataError(f"--init {init}: a run directory needs init.npz or a readable config.json") from None
+    if not isinstance(cfg, dict) or cfg.get("kind") != "online_sgd":
+        raise DataError(f"--init {init}: not a committee-machine simulation run, and no init.npz in it")
+    return initial_weights(OnlineConfig.from_dict({k: v for k, v in cfg.items() if k != "kind"}))
+
+
+def ode_on_moments_file(
+    moments: Path,
+    init: Path | None = None,
+    *,
+    K: int | None = None,
+    M: int | None = None,
+    seed: int = 0,
+    eta: float = 0.2,
+    t_max: float = 1000.0,
+    dt: float = 0.01,
+    points: int = 41,
+    g: str = "erf",
+    store: str | Path = "runs",
+    quiet: bool = True,
+) -> ComputedRun:
+    """The Gaussian-equivalence ODE on the moments in `moments` (delta = D/N from their shapes), from the
+    weights in `init` or, without it, from weights drawn as a one-replica simulation with `seed` would; stored
+    as a run whose records `load_runs` reads next to simulations. Bad settings raise ConfigError, inputs
+    that do not fit DataError."""
+    if g not in ("erf", "linear"):
+        raise ConfigError(
+            f"--activation {g!r}: the ODE theory exists only for erf and linear (simulate other activations)"
+        )
+    if not (eta > 0 and t_max > 0 and dt > 0 and points >= 1 and seed >= 0):
+        raise ConfigError(
+            "need --lr, --tmax, --dt > 0, --points >= 1, --seed >= 0; "
+            f"got {eta}, {t_max}, {dt}, {points}, {seed}"
+        )
+    gm = load_moments(moments)
+    N, D = gm.phi.shape
+    if init is None:
+        weights = init_teacher_student(np.random.default_rng([seed, 0]), N, D, K or 2, M or 2)
+    else:
+        weights = initial_weights_from(init)
+    w, v, B, A = (np.asarray(weights[k], dtype=float) for k in ("w", "v", "B", "A"))
+    if w.shape[-1] != N or B.shape[1] != D:
+        raise DataError(
+            f"--init {init}: weights for N={w.shape[-1]}, D={B.shape[1]}, but {moments} has N={N}, D={D}"
+        )
+    if (K is not None and w.shape[-2] != K) or (M is not None and B.shape[0] != M):
+        raise ConfigError(f"--K {K} --M {M} disagree with --init {init} (K={w.shape[-2]}, M={B.shape[0]})")
+    w, v = w.reshape(-1, *w.shape[-2:]), v.reshape(-1, v.shape[-1])  # (R, K, N), (R, K)
+    digest = hashlib.sha256()
+    for a in (w, v, B, A):
+        digest.update(np.ascontiguousarray(a).tobytes())
+    body = {
+        "kind": "ge_ode",
+        "name": "",
+        "method": "ode",
+        "generator": (gm.meta or {}).get("generator", "?"),
+        "moments": str(moments),
+        "moments_sha256": hashlib.sha256(Path(moments).read_bytes()).hexdigest()[:16],
+        "init": None if init is None else str(init),
+        "weights_sha256": digest.hexdigest()[:16],
+        "D": D,
+        "N": N,
+        "delta": D / N,
+        "K": w.shape[1],
+        "M": B.shape[0],
+        "replicas": w.shape[0],
+        "g": g,
+        "eta": eta,
+        "t_max": t_max,
+        "dt": dt,
+        "points": points,
+        "seed": seed,
+    }
+    init_weights = {"w": w, "v": v, "B": B, "A": A}
+    times = log_times(t_max, points, N=N)
+    return computed_run(
+        store,
+        MomentsFileODE(body),
+        lambda: integrate_replicas(
+            gm, init_weights, eta=eta, times=times, g=g, dt=dt, quiet=quiet, description=f"GE ODE N={N} D={D}"
+        ),
+    )

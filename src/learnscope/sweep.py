@@ -107,5 +107,7 @@ def run_and_load(
     failed = [o for o in outcomes if o.status == "failed"]
     if failed:
         name = failed[0].config.name or "unnamed"
-        raise LearnscopeError(f"{len(failed)} of {len(outcomes)} runs failed; first ({name}): {failed[0].error}")
+        raise LearnscopeError(
+            f"{len(failed)} of {len(outcomes)} runs failed; first ({name}): {failed[0].error}"
+        )
     return load_runs(store, {o.path.name for o in outcomes if o.path is not None})
