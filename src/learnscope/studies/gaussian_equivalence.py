@@ -63,7 +63,7 @@ SCALES: dict[str, dict] = {
             "moment_samples": 250_000,
         },
         "settings": [{"name": "dcgan random", "generator": "dcgan", "D": 100, "N": 3072}],
-        "control_delta": None,
+        "control_delta": 0.5,
     },
     # The paper's generators to t = 10^4: DCGAN random and trained (a state dict, e.g. the original's
     # dcgan_cifar10_weights.pth: `weights=...`), real NVP.
@@ -185,7 +185,7 @@ def figures(table: pd.DataFrame, out: Path) -> list[Path]:
         sim_t = sim["t"].where(sim["t"] > 0, np.nan)  # t = 0 cannot sit on a log axis
         ax_eg.fill_between(sim_t, sim["eg_lo"], sim["eg_hi"], color="C0", alpha=0.2, lw=0)
         ax_eg.plot(sim_t, sim["eg"], "o", ms=4, color="C0", label="simulation (mean, range over replicas)")
-        ax_eg.plot(ode["t"], ode["eg"], "-", color="k", lw=1.5, label=f"ODE, delta = D/N = {D / N:g}")
+        ax_eg.plot(ode["t"], ode["eg"], "-", color="k", lw=1.5, label=f"ODE, delta = D/N = {D / N:.4g}")
         if "control" in roles:
             ctl = roles["control"]
             ax_eg.plot(ctl["t"], ctl["eg"], "--", color="C3", lw=1.2, label="ODE, delta = 0.5 (control)")
