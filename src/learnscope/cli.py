@@ -5,14 +5,14 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
 from . import __version__
 from .config import Config
-from .errors import LearnscopeError
+from .errors import ConfigError, LearnscopeError
 from .registry import load_plugins
 from .store import find_run, read_run, run_dirs
 from .ui import console
@@ -31,6 +31,19 @@ Store = Annotated[Path, typer.Option("--store", "-s", help="Run store directory.
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
 Plugin = Annotated[
     list[str], typer.Option("--plugin", help="Import this module first (registers its kinds).")
+]
+ExecutorName = Annotated[
+    str, typer.Option("--executor", help="serial | local (a process pool) | slurm (a submitit job array).")
+]
+Workers = Annotated[int, typer.Option(help="Processes for the local executor.")]
+SlurmOptions = Annotated[
+    list[str],
+    typer.Option(
+        "--slurm",
+        metavar="KEY=VALUE",
+        help="Option of the slurm executor (repeatable): slurm_partition=gpu gpus_per_node=1 timeout_min=600 "
+        "cpus_per_task=8 mem_gb=32 slurm_array_parallelism=16; cluster=local runs the jobs here.",
+    ),
 ]
 
 
@@ -85,6 +98,92 @@ def demo(
     print(f"run directory: {result.path}\nfigure: {figure}")
 
 
+def _executor_options(executor: str, items: list[str]) -> dict[str, Any] | None:
+    """The options of `--slurm KEY=VALUE ...` (values int, float, true/false or text), once the executor is
+    known to take them."""
+    from .sweep import EXECUTORS
+
+    if executor not in EXECUTORS:
+        raise ConfigError(f"--executor must be one of {', '.join(EXECUTORS)}, not {executor!r}")
+    if items and executor != "slurm":
+        raise ConfigError(f"--slurm options need --executor slurm (got --executor {executor})")
+    options = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--slurm expects KEY=VALUE (e.g. slurm_partition=gpu), not {item!r}")
+        options[key.strip()] = _option_value(value.strip())
+    return options if executor == "slurm" else None
+
+
+def _option_value(text: str) -> int | float | bool | str:
+    if text in ("true", "false"):
+        return text == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def _grid_axes(items: list[str]) -> dict[str, list[str]]:
+    """`--grid KEY=V1,V2` items as axes; a comma inside brackets belongs to a list value: lr=[1,2],[3,4]."""
+    axes = {}
+    for item in items:
+        key, sep, values = item.partition("=")
+        parts, depth, start = [], 0, 0
+        for i, char in enumerate(values):
+            depth += {"[": 1, "]": -1}.get(char, 0)
+            if char == "," and depth == 0:
+                parts.append(values[start:i])
+                start = i + 1
+        parts.append(values[start:])
+        if not sep or not key.strip() or not all(p.strip() for p in parts):
+            raise ConfigError(f"--grid expects KEY=V1,V2,... (e.g. seed=0,1,2), not {item!r}")
+        axes[key.strip()] = [p.strip() for p in parts]
+    return axes
+
+
+@app.command()
+def sweep(
+    config: Annotated[Path, typer.Argument(help="Config file (.toml or .json).")],
+    overrides: Annotated[list[str] | None, typer.Argument(help="Overrides applied to every run.")] = None,
+    axes: Annotated[
+        list[str],
+        typer.Option("--grid", metavar="KEY=V1,V2", help="An axis of the grid (repeatable): seed=0,1,2."),
+    ] = [],  # noqa: B006 (typer reads the default)
+    store: Store = Path("runs"),
+    executor: ExecutorName = "serial",
+    workers: Workers = 2,
+    slurm: SlurmOptions = [],  # noqa: B006
+    quiet: Quiet = False,
+    plugin: Plugin = [],  # noqa: B006
+) -> None:
+    """Run every combination of the --grid axes on a config (reusing finished runs), one line per run; a
+    failed run does not stop the others, and makes the exit code 2."""
+    from .sweep import grid, run_all
+
+    options = _executor_options(executor, slurm)
+    load_plugins(plugin)
+    grid_axes = _grid_axes(axes)
+    configs = grid(Config.load(config, overrides or []), grid_axes)
+    outcomes = run_all(configs, store, executor=executor, workers=workers, quiet=quiet, slurm=options)
+    for outcome in outcomes:
+        shown = " ".join(f"{key}={_dotted(outcome.config.to_dict(), key)}" for key in grid_axes)
+        error = f"  {outcome.error}" if outcome.error else ""
+        print(f"{outcome.status}: {outcome.path or '-'}  {shown}{error}".rstrip())
+    failed = sum(outcome.status == "failed" for outcome in outcomes)
+    if failed:
+        raise LearnscopeError(f"{failed} of {len(outcomes)} runs failed")
+
+
+def _dotted(body: dict[str, Any], key: str) -> Any:
+    for part in key.split("."):
+        body = body.get(part) if isinstance(body, dict) else None
+    return body
+
+
 STUDIES = ("increasing_complexity", "gaussian_equivalence", "neural_collapse")
 
 
@@ -95,8 +194,9 @@ def study(
     scale: Annotated[str, typer.Option(help="tiny (minutes on a laptop) | small | paper.")] = "tiny",
     store: Store = Path("runs"),
     out: Annotated[Path | None, typer.Option(help="Figure directory (default figures/<study>).")] = None,
-    executor: Annotated[str, typer.Option(help="serial | local (a process pool).")] = "serial",
-    workers: Annotated[int, typer.Option(help="Processes for the local executor.")] = 2,
+    executor: ExecutorName = "serial",
+    workers: Workers = 2,
+    slurm: SlurmOptions = [],  # noqa: B006 (typer reads the default)
     data: Annotated[
         str | None, typer.Option(help="Data kind for every run (= the override data=KIND).")
     ] = None,
@@ -106,17 +206,18 @@ def study(
     """Run a study's sweep at a scale (reusing finished runs), print its summary and draw its figures."""
     import importlib
 
+    from .sweep import slurm_options
+
     if name not in STUDIES:
         raise LearnscopeError(f"unknown study {name!r}; available: {', '.join(STUDIES)}")
     module = importlib.import_module(f"learnscope.studies.{name}")
     if scale not in module.SCALES:
         raise LearnscopeError(f"study {name} has no scale {scale!r}; it has: {', '.join(module.SCALES)}")
-    if executor not in ("serial", "local"):
-        raise LearnscopeError(f"--executor must be serial or local, not {executor!r}")
+    options = _executor_options(executor, slurm)
     kinds = tuple(f"{key}={kind}" for key, kind in (("data", data), ("model", model)) if kind)
-    summary, paths = module.run_study(
-        scale, store, out or Path("figures") / name, (*kinds, *(overrides or ())), executor, workers, quiet
-    )
+    everywhere, figures = (*kinds, *(overrides or ())), out or Path("figures") / name
+    with slurm_options(options):  # run_study passes the executor's name on, not its options
+        summary, paths = module.run_study(scale, store, figures, everywhere, executor, workers, quiet)
     print(module.format_summary(summary))
     print("figures: " + ", ".join(str(p) for p in paths))
 

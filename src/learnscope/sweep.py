@@ -2,27 +2,36 @@
 
 Every training run goes through `train.run` (an `OnlineConfig`, a committee simulation or ODE, through
 `online_sgd.run_online`), so a sweep skips what is done, resumes what was killed, and a failed run
-(recorded as `failed` in its directory) does not stop the others. Executors: `serial`, and `local` (a bounded
-pool of worker processes). Slurm through submitit arrives with the first paper-scale study.
+(recorded as `failed` in its directory) does not stop the others. Executors: `serial`, `local` (a bounded
+pool of worker processes) and `slurm` (one submitit job array; a preempted or timed-out job is requeued, and
+its run resumes from its own checkpoint).
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import itertools
 import multiprocessing
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import pandas as pd
 import torch
 
 from .config import Config
-from .errors import LearnscopeError
+from .errors import ConfigError, LearnscopeError
 from .online_sgd import OnlineConfig, run_online
-from .store import load_runs
+from .store import FINAL, RunDir, load_runs
 from .ui import progress_bar
+
+Executor = Literal["serial", "local", "slurm"]
+EXECUTORS: tuple[str, ...] = ("serial", "local", "slurm")
+SLURM_DEFAULTS: dict[str, Any] = {"timeout_min": 240, "name": "learnscope"}
 
 
 @dataclass
@@ -69,12 +78,27 @@ def _run_one(cfg: Config | OnlineConfig, store: str, threads: int) -> Outcome:
 def run_all(
     configs: list[Config] | list[OnlineConfig],
     store: str | Path = "runs",
-    executor: Literal["serial", "local"] = "serial",
+    executor: Executor = "serial",
     workers: int = 2,
     quiet: bool = False,
+    slurm: dict[str, Any] | None = None,
 ) -> list[Outcome]:
-    """Run every config not yet final; outcomes in the order of `configs`."""
+    """Run every config not yet final; outcomes in the order of `configs`. `workers` bounds the `local` pool.
+
+    `slurm` (else those of an enclosing `slurm_options` block): options of the `slurm` executor, which submits
+    the configs not yet final as one job array of `submitit.AutoExecutor(folder=<store>/slurm)`; a job that
+    raises or is lost is a `failed` outcome with its error on one line. They go to `update_parameters`
+    (slurm_partition, timeout_min, gpus_per_node, cpus_per_task, mem_gb, slurm_array_parallelism, ...) over
+    `SLURM_DEFAULTS`, except `cluster` ("slurm"; "local": a subprocess per job; "debug": in this process, one
+    after the other) and `slurm_max_num_timeout` (requeues after a timeout, default 3), which go to the
+    executor. Where there is no Slurm (no `srun`), AutoExecutor runs every job at once as a local subprocess:
+    on one machine, the `local` executor bounds them. A job uses `cpus_per_task` threads when given. On a
+    cluster the store must be on a filesystem that the compute nodes share."""
+    if executor not in EXECUTORS:
+        raise ConfigError(f"unknown executor {executor!r}; available: {', '.join(EXECUTORS)}")
     store = str(store)
+    if executor == "slurm":
+        return _run_on_slurm(configs, store, _slurm_options.get() if slurm is None else slurm, quiet)
     outcomes: list[Outcome | None] = [None] * len(configs)
     with progress_bar(len(configs), "sweep", quiet) as bar:
         if executor == "serial" or workers <= 1 or len(configs) <= 1:
@@ -96,14 +120,15 @@ def run_all(
 def run_and_load(
     configs: list[Config] | list[OnlineConfig],
     store: str | Path = "runs",
-    executor: Literal["serial", "local"] = "serial",
+    executor: Executor = "serial",
     workers: int = 2,
     quiet: bool = False,
+    slurm: dict[str, Any] | None = None,
 ) -> pd.DataFrame:
     """What a study does with its sweep: run every config not yet final (a failed run does not stop the
     others), then stop with one line naming the first failure, or return the table of exactly these runs
     (a diverged run is in it, with its records up to the divergence)."""
-    outcomes = run_all(configs, store, executor=executor, workers=workers, quiet=quiet)
+    outcomes = run_all(configs, store, executor=executor, workers=workers, quiet=quiet, slurm=slurm)
     failed = [o for o in outcomes if o.status == "failed"]
     if failed:
         name = failed[0].config.name or "unnamed"
@@ -111,3 +136,131 @@ def run_and_load(
             f"{len(failed)} of {len(outcomes)} runs failed; first ({name}): {failed[0].error}"
         )
     return load_runs(store, {o.path.name for o in outcomes if o.path is not None})
+
+
+# --- slurm: one submitit job array --------------------------------------------------------------------------
+
+_slurm_options: ContextVar[dict[str, Any] | None] = ContextVar("slurm_options", default=None)
+
+# submitit takes these (prefixed: slurm_max_num_timeout) in the executor's constructor, not update_parameters.
+_CONSTRUCTOR_OPTIONS = ("max_num_timeout", "max_pickle_size_gb", "python")
+
+
+@contextlib.contextmanager
+def slurm_options(options: dict[str, Any] | None) -> Iterator[None]:
+    """Options of the slurm executor for sweeps run inside the block that are not given their own, e.g. by a
+    study's `run_study`, which passes on the executor's name but not its options."""
+    token = _slurm_options.set(options)
+    try:
+        yield
+    finally:
+        _slurm_options.reset(token)
+
+
+class SlurmRun:
+    """One run of a sweep as a submitit job. Slurm signals a job that is preempted or near its time limit;
+    submitit then calls `checkpoint` and requeues the submission it returns: the same call, which resumes the
+    run from the last checkpoint in its run directory, so nothing else needs saving. (Duck-typed like
+    `submitit.helpers.Checkpointable`, which submitit recognises by its `checkpoint` method: subclassing it
+    would import submitit with this module, and a class made later could not be unpickled by the job.)"""
+
+    def __call__(self, cfg: Config | OnlineConfig, store: str, threads: int) -> Outcome:
+        return _run_one(cfg, store, threads)
+
+    def checkpoint(self, *args: Any, **kwargs: Any):
+        from submitit.helpers import DelayedSubmission
+
+        return DelayedSubmission(self, *args, **kwargs)
+
+
+def _run_on_slurm(
+    configs: list[Config] | list[OnlineConfig], store: str, options: dict[str, Any] | None, quiet: bool
+) -> list[Outcome]:
+    """The `slurm` executor of `run_all`."""
+    try:
+        import submitit
+    except ImportError:
+        raise LearnscopeError("the slurm executor needs submitit: pip install 'learnscope[slurm]'") from None
+
+    outcomes: list[Outcome | None] = [None] * len(configs)
+    pending = []
+    for i, cfg in enumerate(configs):
+        if _is_final(cfg, store):
+            outcomes[i] = _run_one(cfg, store, 0)  # read back from the store: not worth a job
+        else:
+            pending.append(i)
+    with progress_bar(len(configs), "sweep", quiet) as bar:
+        completed = len(configs) - len(pending)
+        bar.update(completed)
+        if pending:
+            # Jobs get the store's absolute path: they need not start in this directory.
+            absolute = Path(store).resolve()
+            executor, threads = _slurm_executor(submitit, absolute, options or {})
+            jobs = _submit(executor, [configs[i] for i in pending], str(absolute), threads)
+            index = {id(job): i for job, i in zip(jobs, pending, strict=True)}
+            on_slurm = executor.cluster == "slurm"
+            where = f"slurm array {jobs[0].job_id.split('_')[0]}" if on_slurm else executor.cluster
+            bar.update(completed, probe=where)
+            for job in submitit.helpers.as_completed(jobs, poll_frequency=10.0 if on_slurm else 0.5):
+                i = index[id(job)]
+                outcomes[i] = _job_outcome(job, configs[i], store)
+                completed += 1
+                bar.update(completed)
+    return [o for o in outcomes if o is not None]
+
+
+def _is_final(cfg: Config | OnlineConfig, store: str) -> bool:
+    try:
+        return RunDir(store, cfg).status()["state"] in FINAL
+    except LearnscopeError:  # an unreadable status: the job reports it
+        return False
+
+
+def _slurm_executor(submitit, store: Path, options: dict[str, Any]):
+    """The AutoExecutor of `options`, and the threads each job uses (0: torch's default)."""
+    options = {**SLURM_DEFAULTS, **options}
+    cluster = options.pop("cluster", None)
+    constructor = {
+        key: options.pop(key)
+        for key in list(options)
+        if "_" in key and key.split("_", 1)[1] in _CONSTRUCTOR_OPTIONS
+    }
+    try:
+        executor = submitit.AutoExecutor(folder=store / "slurm", cluster=cluster, **constructor)
+        executor.update_parameters(**options)
+    except (AssertionError, NameError, ValueError, TypeError) as exc:
+        # submitit lists every valid parameter over many lines: its first line names the culprit.
+        raise ConfigError(f"slurm option: {_first_line(exc)}") from None
+    return executor, int(options.get("cpus_per_task", 0))
+
+
+def _submit(executor, configs: list, store: str, threads: int) -> list:
+    try:
+        return executor.map_array(SlurmRun(), configs, [store] * len(configs), [threads] * len(configs))
+    except Exception as exc:  # sbatch refused the array (unknown partition, account, limits)
+        raise LearnscopeError(f"slurm submission failed: {type(exc).__name__}: {_first_line(exc)}") from None
+
+
+def _job_outcome(job, cfg: Config | OnlineConfig, store: str) -> Outcome:
+    try:
+        outcome = job.result()
+    except Exception as exc:  # the job raised, or died without a result (time limit, memory, node failure)
+        return Outcome(cfg, "failed", error=f"job {job.job_id}: {_job_error(exc)} (log: {job.paths.stderr})")
+    # the caller's config object and store path, not the job's copies
+    path = None if outcome.path is None else Path(store) / outcome.path.name
+    return dataclasses.replace(outcome, config=cfg, path=path)
+
+
+def _job_error(exc: Exception) -> str:
+    """One line of submitit's report: the raised exception (the line before the trace's closing rule), or the
+    head of a job that left no result ("... has not produced any output (state: TIMEOUT)")."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    rules = [i for i, line in enumerate(lines) if set(line) == {"-"}]
+    if len(rules) >= 2 and rules[1] > rules[0] + 1:
+        return lines[rules[1] - 1]
+    return f"{type(exc).__name__}: {' '.join(lines[:2])}"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

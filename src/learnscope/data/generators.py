@@ -287,8 +287,9 @@ class DCGANGenerator(_TorchGenerator):
     generator. `init = "pytorch"` (default) is PyTorch's own initialisation of the layers (conv weights
     kaiming-uniform with a = sqrt(5), BN gamma = 1, beta = 0): the statistics of the original's random
     generator match it (mean image std 0.45 over pixels, ||Phi||_F = 12.3, singular values 1.56 .. 0.91;
-    this one gives 0.54, 16.6, 2.1 .. 1.2 at seed 0 from 2.5 x 10^5 samples), while the DCGAN training script's `init = "dcgan"`
-    (conv ~ N(0, 0.02), BN gamma ~ N(1, 0.02)) gives a nearly constant image (0.10, 2.5, 0.34 .. 0.17).
+    this one gives 0.54, 16.6, 2.1 .. 1.2 at seed 0 from 2.5 x 10^5 samples), while the DCGAN training
+    script's `init = "dcgan"` (conv ~ N(0, 0.02), BN gamma ~ N(1, 0.02)) gives a nearly constant image
+    (0.10, 2.5, 0.34 .. 0.17).
     `ngf` and `nc` shrink the network for tests; N = nc * 32 * 32."""
 
     def __init__(
