@@ -206,8 +206,6 @@ def study(
     """Run a study's sweep at a scale (reusing finished runs), print its summary and draw its figures."""
     import importlib
 
-    from .sweep import slurm_options
-
     if name not in STUDIES:
         raise LearnscopeError(f"unknown study {name!r}; available: {', '.join(STUDIES)}")
     module = importlib.import_module(f"learnscope.studies.{name}")
@@ -216,8 +214,9 @@ def study(
     options = _executor_options(executor, slurm)
     kinds = tuple(f"{key}={kind}" for key, kind in (("data", data), ("model", model)) if kind)
     everywhere, figures = (*kinds, *(overrides or ())), out or Path("figures") / name
-    with slurm_options(options):  # run_study passes the executor's name on, not its options
-        summary, paths = module.run_study(scale, store, figures, everywhere, executor, workers, quiet)
+    summary, paths = module.run_study(
+        scale, store, figures, everywhere, executor, workers, quiet, slurm=options
+    )
     print(module.format_summary(summary))
     print("figures: " + ", ".join(str(p) for p in paths))
 

@@ -9,13 +9,10 @@ its run resumes from its own checkpoint).
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import itertools
 import multiprocessing
-from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -85,7 +82,7 @@ def run_all(
 ) -> list[Outcome]:
     """Run every config not yet final; outcomes in the order of `configs`. `workers` bounds the `local` pool.
 
-    `slurm` (else those of an enclosing `slurm_options` block): options of the `slurm` executor, which submits
+    `slurm`: options of the `slurm` executor, which submits
     the configs not yet final as one job array of `submitit.AutoExecutor(folder=<store>/slurm)`; a job that
     raises or is lost is a `failed` outcome with its error on one line. They go to `update_parameters`
     (slurm_partition, timeout_min, gpus_per_node, cpus_per_task, mem_gb, slurm_array_parallelism, ...) over
@@ -98,7 +95,7 @@ def run_all(
         raise ConfigError(f"unknown executor {executor!r}; available: {', '.join(EXECUTORS)}")
     store = str(store)
     if executor == "slurm":
-        return _run_on_slurm(configs, store, _slurm_options.get() if slurm is None else slurm, quiet)
+        return _run_on_slurm(configs, store, slurm, quiet)
     outcomes: list[Outcome | None] = [None] * len(configs)
     with progress_bar(len(configs), "sweep", quiet) as bar:
         if executor == "serial" or workers <= 1 or len(configs) <= 1:
@@ -140,21 +137,8 @@ def run_and_load(
 
 # --- slurm: one submitit job array --------------------------------------------------------------------------
 
-_slurm_options: ContextVar[dict[str, Any] | None] = ContextVar("slurm_options", default=None)
-
 # submitit takes these (prefixed: slurm_max_num_timeout) in the executor's constructor, not update_parameters.
 _CONSTRUCTOR_OPTIONS = ("max_num_timeout", "max_pickle_size_gb", "python")
-
-
-@contextlib.contextmanager
-def slurm_options(options: dict[str, Any] | None) -> Iterator[None]:
-    """Options of the slurm executor for sweeps run inside the block that are not given their own, e.g. by a
-    study's `run_study`, which passes on the executor's name but not its options."""
-    token = _slurm_options.set(options)
-    try:
-        yield
-    finally:
-        _slurm_options.reset(token)
 
 
 class SlurmRun:

@@ -213,8 +213,9 @@ def run_study(
     executor: str = "serial",
     workers: int = 2,
     quiet: bool = False,
+    slurm: dict | None = None,
 ) -> tuple[pd.DataFrame, list[Path]]:
     """Simulate and integrate every setting of a scale (reusing finished runs), then summarise and draw."""
     runs = configs(scale, overrides)
-    table = run_and_load(runs, store, executor=executor, workers=workers, quiet=quiet)
+    table = run_and_load(runs, store, executor=executor, workers=workers, quiet=quiet, slurm=slurm)
     return summarise(table), figures(table, Path(out))

@@ -550,12 +550,13 @@ def run_study(
     executor: str = "serial",
     workers: int = 2,
     quiet: bool = False,
+    slurm: dict | None = None,
 ) -> tuple[pd.DataFrame, list[Path]]:
     """Run (or reuse) every run of a scale, then summarise, write the summary (text and CSV) and the curves
     (CSV, without predictions) beside the figure."""
     opts = options(scale, overrides)
     cfgs = configs(scale, overrides)
-    table = run_and_load(cfgs, store, executor=executor, workers=workers, quiet=quiet)
+    table = run_and_load(cfgs, store, executor=executor, workers=workers, quiet=quiet, slurm=slurm)
     summary = summarise(table, opts.tolerance, opts.bootstrap, opts.level, order=opts.distributions)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -230,10 +230,11 @@ def run_study(
     executor: str = "serial",
     workers: int = 2,
     quiet: bool = False,
+    slurm: dict | None = None,
 ) -> tuple[pd.DataFrame, list[Path]]:
     """Run (or reuse) the sweep of a scale, then summarise it and draw its figures."""
     cfgs = configs(scale, overrides)
-    table = run_and_load(cfgs, store, executor=executor, workers=workers, quiet=quiet)
+    table = run_and_load(cfgs, store, executor=executor, workers=workers, quiet=quiet, slurm=slurm)
     summary = summarise(table)
     title = f"learnscope study neural_collapse --scale {scale}"
     return summary, figures(table, summary, out_dir, title)
