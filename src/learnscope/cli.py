@@ -184,6 +184,54 @@ def _dotted(body: dict[str, Any], key: str) -> Any:
     return body
 
 
+@app.command()
+def report(
+    runs: Annotated[
+        list[str] | None, typer.Argument(help="Runs (hash prefixes or directories); default: every run.")
+    ] = None,
+    metric: Annotated[
+        list[str],
+        typer.Option("--metric", "-m", help="A record key to plot (repeatable); default eg or test/acc."),
+    ] = [],  # noqa: B006 (typer reads the default)
+    x: Annotated[
+        str | None, typer.Option(help="The x axis: step, epoch or t (default t where runs have it).")
+    ] = None,
+    label: Annotated[
+        str | None, typer.Option(help="Config key naming each line (default: the run name).")
+    ] = None,
+    out: Annotated[Path, typer.Option(help="A .png figure, or a self-contained .html page.")] = Path(
+        "report.html"
+    ),
+    store: Store = Path("runs"),
+) -> None:
+    """Overlay runs of a store (simulations and their ODEs, seeds, sweeps): one line per run against log x,
+    replicas as mean and band; as a PNG, or an HTML page with the figure and a table of the runs."""
+    from .report import plot_curves, run_labels, write_html
+    from .store import find_run, load_runs
+
+    names = None if not runs else {find_run(store, ref).name for ref in runs}
+    table = load_runs(store, names)
+    if table.empty:
+        raise LearnscopeError(f"no runs in {store}")
+    x = x or ("t" if "t" in table and table["t"].notna().any() else "step")
+    metrics = metric or [next((m for m in ("eg", "test/acc", "train/loss") if m in table), "")]
+    for key in [x, *metrics]:
+        if key not in table:
+            keys = sorted(k for k in table.columns if "/" in k or k in ("eg", "step", "epoch", "t"))
+            raise LearnscopeError(
+                f"no record key {key!r} in these runs; some there are: {', '.join(keys[:12])}"
+            )
+    table["label"] = run_labels(table, label)
+    if out.suffix not in (".png", ".html"):
+        raise LearnscopeError(f"--out {out}: must end in .png or .html")
+    title = f"learnscope report ({table['run'].nunique()} runs in {store})"
+    figure = out if out.suffix == ".png" else out.with_suffix(".png")
+    plot_curves(table, metrics, figure, label="label", title=title, x=x)
+    if out.suffix == ".html":
+        write_html(table, [figure], metrics, out, title)
+    print(f"{out}: {table['run'].nunique()} runs, {', '.join(metrics)} against {x}")
+
+
 STUDIES = ("increasing_complexity", "gaussian_equivalence", "neural_collapse")
 
 

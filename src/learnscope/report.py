@@ -3,6 +3,8 @@ of a run's records (the original clones programme's ten-column log, CSV)."""
 
 from __future__ import annotations
 
+import base64
+import html
 import json
 from pathlib import Path
 
@@ -11,6 +13,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import pandas as pd
+
+from .errors import ConfigError
+from .store import atomic_write
 
 
 def save_figure(fig, path: Path, title: str = "") -> Path:
@@ -29,25 +34,88 @@ def plot_curves(
     path: str | Path,
     label: str = "run",
     title: str = "",
+    x: str = "step",
 ) -> Path:
-    """One panel per metric, x = step on a log axis (step 0 drawn at 0.5 so it stays visible)."""
+    """One panel per metric against `x` on a log axis (0 drawn at half the smallest positive x, so it stays
+    visible), one line per value of `label`. Runs with replicas (a `replica` column: committee simulations and
+    ODEs) are drawn as the mean over replicas with their range as a band."""
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.4), squeeze=False)
+    positive = table[x][table[x] > 0]
+    zero_at = 0.5 * float(positive.min()) if len(positive) else 0.5
     for ax, metric in zip(axes[0], metrics, strict=True):
-        for key, group in table.groupby(label, sort=False):
-            rows = group.dropna(subset=[metric]).sort_values("step")
-            ax.plot(rows["step"].clip(lower=0.5), rows[metric], marker=".", ms=3, label=str(key))
+        for i, (key, group) in enumerate(table.groupby(label, sort=False)):
+            rows = group.dropna(subset=[metric])
+            if rows.empty:
+                continue
+            by_x = rows.groupby(x, sort=True)[metric]
+            mean, color = by_x.mean(), f"C{i % 10}"
+            xs = mean.index.to_series().clip(lower=zero_at)
+            ax.plot(xs, mean.values, marker=".", ms=3, color=color, label=str(key))
+            if "replica" in rows and rows["replica"].nunique() > 1:
+                ax.fill_between(xs, by_x.min().values, by_x.max().values, color=color, alpha=0.2, lw=0)
         ax.set_xscale("log")
-        ax.set_xlabel("step (log; 0 drawn at 0.5)")
+        ax.set_xlabel(f"{x} (log; 0 drawn at {zero_at:.3g})")
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7)
-    if title:
-        fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    return save_figure(fig, path, title)
+
+
+def run_labels(table: pd.DataFrame, key: str | None = None) -> pd.Series:
+    """A legend label per row: the config value `key` (dotted) if given, else the run's name, followed where
+    runs share a name by the config values that tell them apart (e.g. `method=ode`), else the short hash."""
+    if key is not None:
+        if key not in table:
+            raise ConfigError(f"--label {key!r}: no such config key in these runs")
+        return table[key].astype(str)
+    per_run = table.groupby("run", sort=False).first()
+    names = (
+        per_run["name"].fillna("").astype(str) if "name" in per_run else pd.Series("", index=per_run.index)
+    )
+    # config columns are constant within each run; records (step, metrics) vary
+    constant = table.groupby("run", sort=False).nunique(dropna=False).max() <= 1
+    config_keys = [k for k in per_run.columns if constant.get(k, False) and k not in ("name", "status")]
+    labels = {}
+    for name, runs in per_run.groupby(names, sort=False):
+        differing = [k for k in config_keys if runs[k].astype(str).nunique() > 1]
+        for run, row in runs.iterrows():
+            extra = (
+                " ".join(f"{k}={row[k]}" for k in differing)
+                if differing
+                else (run[:8] if len(runs) > 1 else "")
+            )
+            labels[run] = f"{name} {extra}".strip() or run[:8]
+    return table["run"].map(labels)
+
+
+def write_html(table: pd.DataFrame, figures: list[Path], metrics: list[str], path: Path, title: str) -> Path:
+    """One self-contained HTML page: the figures embedded as PNG data, and a table of the runs (hash, label,
+    status, the last value of each metric). Nothing in it is fetched or executed."""
+    rows = []
+    for run, group in table.groupby("run", sort=False):
+        last = {
+            m: group[m].dropna().iloc[-1] if m in group and group[m].notna().any() else None for m in metrics
+        }
+        cells = [run[:12], group["label"].iloc[0], group.get("status", pd.Series([""])).iloc[0] or ""]
+        cells += [f"{v:.6g}" if isinstance(v, (int, float)) else "" for v in last.values()]
+        rows.append("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>")
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in ["run", "label", "status", *metrics])
+    images = "".join(
+        f'<img alt="{html.escape(f.name)}" src="data:image/png;base64,'
+        f'{base64.b64encode(f.read_bytes()).decode()}">'
+        for f in figures
+    )
+    page = f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>body{{font-family:sans-serif;margin:2em}} img{{max-width:100%}} table{{border-collapse:collapse}}
+td,th{{border:1px solid #ccc;padding:2px 8px;text-align:left;font-size:90%}}</style></head>
+<body><h1>{html.escape(title)}</h1>{images}
+<h2>Runs</h2><table><tr>{head}</tr>{"".join(rows)}</table></body></html>
+"""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda tmp: tmp.write_text(page))
     return path
 
 

@@ -1,0 +1,77 @@
+"""`learnscope report`: runs of a store overlaid (replicas as mean and band), as a PNG or one self-contained
+HTML page; labels that tell runs apart; bad input exiting 2 with one line."""
+
+from __future__ import annotations
+
+import base64
+import re
+
+from learnscope.online_sgd import OnlineConfig, run_online
+from learnscope.report import run_labels
+from learnscope.store import load_runs
+from tests.conftest import cli
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def committee_runs(store):
+    """A simulation and its ODE (i.i.d. inputs, tiny): same name, told apart by `method`."""
+    base = {"name": "iid", "generator": "iid", "D": 20, "N": 20, "t_max": 1.0, "points": 5, "replicas": 2}
+    for method in ("simulation", "ode"):
+        run_online(OnlineConfig(**base, method=method, n_test=200), store)
+
+
+def test_labels_name_a_run_and_what_tells_it_from_its_namesakes(tmp_path):
+    committee_runs(tmp_path)
+    table = load_runs(tmp_path)
+    labels = run_labels(table)
+    assert set(labels) == {"iid method=simulation", "iid method=ode"}
+    assert (labels.groupby(table["run"]).nunique() == 1).all()  # one label per run
+    assert set(run_labels(table, "method")) == {"simulation", "ode"}
+    unnamed = table.assign(name="")
+    assert set(run_labels(unnamed)) == {"method=simulation", "method=ode"}
+
+
+def test_report_overlays_runs_in_a_self_contained_page(tmp_path, capsys):
+    store = tmp_path / "runs"
+    committee_runs(store)
+    out = tmp_path / "report.html"
+    code, printed, err = cli("report", "-s", store, "--out", out, capsys=capsys)
+    assert code == 0, err
+    assert "2 runs, eg against t" in printed
+    page = out.read_text()
+    assert "<script" not in page and "http" not in page  # nothing fetched, nothing run
+    images = re.findall(r'src="data:image/png;base64,([^"]+)"', page)
+    assert len(images) == 1 and base64.b64decode(images[0]).startswith(PNG)
+    assert (tmp_path / "report.png").read_bytes().startswith(PNG)
+    table = load_runs(store)
+    for run, group in table.groupby("run"):  # a row per run, with its last eg
+        last = group["eg"].dropna().iloc[-1]
+        assert run[:12] in page and f"{last:.6g}" in page
+    # a PNG alone, chosen runs, another metric and x
+    first = table["run"].iloc[0][:6]
+    code, printed, err = cli(
+        "report", first, "-s", store, "-m", "R_00", "--x", "step", "--out", tmp_path / "r.png", capsys=capsys
+    )
+    assert code == 0, err
+    assert "1 runs, R_00 against step" in printed and (tmp_path / "r.png").read_bytes().startswith(PNG)
+
+
+def test_report_bad_input_exits_2_with_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the default --out is ./report.html
+    store = tmp_path / "runs"
+    committee_runs(store)
+    cases = {
+        "unknown metric": (["-m", "test/acc"], "test/acc"),
+        "unknown x": (["--x", "epoch"], "epoch"),
+        "bad suffix": (["--out", str(tmp_path / "r.pdf")], "r.pdf"),
+        "unknown run": (["ffffffff"], "ffffffff"),
+        "unknown label key": (["--label", "optim.lr"], "optim.lr"),
+    }
+    for what, (args, culprit) in cases.items():
+        code, _, err = cli("report", *args, "-s", store, capsys=capsys)
+        lines = err.strip().splitlines()
+        assert code == 2 and len(lines) == 1 and culprit in lines[0], (what, err)
+    code, _, err = cli("report", "-s", tmp_path / "empty", capsys=capsys)
+    assert code == 2 and "no run" in err
+    assert not list(tmp_path.glob("report.*"))  # nothing written
