@@ -96,7 +96,7 @@ def test_foreign_checkpoint_exits_2(tmp_path, store, capsys):
 
 
 def test_runs_ls_and_show(store, capsys):
-    code, out, _ = cli("runs", "ls", str(store), capsys=capsys)
+    code, out, _ = cli("runs", "ls", "-s", str(store), capsys=capsys)
     (run_dir,) = [p for p in store.iterdir() if p.is_dir()]
     assert code == 0 and run_dir.name in out and "done" in out
     code, out, _ = cli("runs", "show", run_dir.name[:6], "--store", str(store), capsys=capsys)

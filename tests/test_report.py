@@ -75,3 +75,15 @@ def test_report_bad_input_exits_2_with_one_line(tmp_path, capsys, monkeypatch):
     code, _, err = cli("report", "-s", tmp_path / "empty", capsys=capsys)
     assert code == 2 and "no run" in err
     assert not list(tmp_path.glob("report.*"))  # nothing written
+
+
+def test_runs_ls_and_show_read_committee_runs(tmp_path, capsys):
+    committee_runs(tmp_path)
+    code, out, err = cli("runs", "ls", "-s", tmp_path, capsys=capsys)
+    assert code == 0, err
+    rows = [line for line in out.splitlines() if "iid" in line]
+    assert len(rows) == 2 and "simulation" in rows[0] + rows[1] and " ode " in rows[0] + rows[1]
+    run = load_runs(tmp_path)["run"].iloc[0]
+    code, out, err = cli("runs", "show", run[:6], "-s", tmp_path, capsys=capsys)
+    assert code == 0, err
+    assert f"# run {run}" in out and 'generator = "iid"' in out and "method = " in out

@@ -270,10 +270,10 @@ def study(
 
 
 @runs_app.command("ls")
-def runs_ls(root: Annotated[Path, typer.Argument(help="Run store directory.")] = Path("runs")) -> None:
-    """One line per run: hash, status, name, data, model, last step and accuracies."""
+def runs_ls(store: Store = Path("runs")) -> None:
+    """One line per run: hash, status, name, data (or generator), model (or method), last step, test/acc."""
     table = Table("run", "status", "name", "data", "model", "step", "test/acc")
-    for path in run_dirs(root):
+    for path in run_dirs(store):
         body, status, records = read_run(path)
         cfg = body["config"]
         last = records[-1] if records else {}
@@ -308,8 +308,20 @@ def runs_show(
     print(f"# status: {json.dumps(status)}")
     print(f"# records: {len(records)}")
     if records:
-        print(f"# last: {json.dumps(records[-1])}")
-    print(Config.from_dict(body["config"]).to_toml())
+        last = {k: _short(v) for k, v in records[-1].items()}
+        print(f"# last: {json.dumps(last)}")
+    config = body["config"]
+    if "kind" in config:  # a committee simulation or ODE (online_sgd, ge_ode): its flat settings
+        import tomli_w
+
+        print(tomli_w.dumps({k: v for k, v in config.items() if v is not None}))
+    else:
+        print(Config.from_dict(config).to_toml())
+
+
+def _short(value):
+    """Long text records (encoded predictions) as their length, so a record stays one readable line."""
+    return f"<{len(value)} characters>" if isinstance(value, str) and len(value) > 40 else value
 
 
 @runs_app.command("export")
