@@ -6,7 +6,10 @@ algorithm: per batch and layer, a loop over classes gathering each class's rows 
 and squared-norm sums; then a Python loop over class pairs re-deriving both variances with `.item()` per pair;
 NCC by `cdist` to the centres. Second: the probe's share of a tiny neural-collapse run (default schedule).
 
-    .venv/bin/python benchmarks/bench_collapse.py [--batches 8] [--skip-share]
+    .venv/bin/python benchmarks/bench_collapse.py [--batches 8] [--skip-share] [--device auto|cpu|cuda]
+
+On a GPU the features live on the device and both methods are timed to a synchronise; there the original's
+per-pair `.item()` calls are host syncs, which is where the one-pass probe's advantage is meant to show.
 """
 
 from __future__ import annotations
@@ -18,14 +21,15 @@ import time
 import torch
 
 from learnscope.probes.collapse import ClassMoments, NearestCentre, cdnv
+from learnscope.train import resolve_device
 
 
 def original(layers, labels, C):
     """The reference's `analysis.py` algorithm, on precomputed features."""
-    L, d = len(layers[0]), layers[0][0].shape[1]
-    S = [torch.zeros(C, d) for _ in range(L)]
-    Q = [torch.zeros(C) for _ in range(L)]
-    N = torch.zeros(C)
+    L, d, device = len(layers[0]), layers[0][0].shape[1], layers[0][0].device
+    S = [torch.zeros(C, d, device=device) for _ in range(L)]
+    Q = [torch.zeros(C, device=device) for _ in range(L)]
+    N = torch.zeros(C, device=device)
     for feats, y in zip(layers, labels, strict=True):
         for c in range(C):
             idx = (y == c).nonzero().squeeze(1)
@@ -46,7 +50,7 @@ def original(layers, labels, C):
                 total += (var_a + var_b) / (2 * ((mu[a] - mu[b]) ** 2).sum().item())
                 pairs += 1
         cdnvs.append(total / pairs)
-    hits = torch.zeros(L)
+    hits = torch.zeros(L, device=device)
     for feats, y in zip(layers, labels, strict=True):
         for i, h in enumerate(feats):
             hits[i] += (torch.cdist(h, means[i]).argmin(1) == y).sum()
@@ -54,14 +58,14 @@ def original(layers, labels, C):
 
 
 def ours(layers, labels, C):
-    L, d = len(layers[0]), layers[0][0].shape[1]
-    moments = [ClassMoments(C, d, torch.device("cpu")) for _ in range(L)]
+    L, d, device = len(layers[0]), layers[0][0].shape[1], layers[0][0].device
+    moments = [ClassMoments(C, d, device) for _ in range(L)]
     for feats, y in zip(layers, labels, strict=True):
         for m, h in zip(moments, feats, strict=True):
             m.update(h, y)
     present = moments[0].present
     centres = [NearestCentre(m.mean, present) for m in moments]
-    hits = torch.zeros(L, dtype=torch.float64)
+    hits = torch.zeros(L, dtype=torch.float64, device=device)
     for feats, y in zip(layers, labels, strict=True):
         for i, h in enumerate(feats):
             hits[i] += (centres[i].predict(h) == y).sum()
@@ -70,19 +74,29 @@ def ours(layers, labels, C):
     return values.tolist(), (hits / n).tolist()
 
 
-def feature_stack(C: int, batches: int, layers: int = 8, batch: int = 128, d: int = 25_600, seed: int = 0):
+def feature_stack(
+    C: int, batches: int, layers: int = 8, batch: int = 128, d: int = 25_600, seed: int = 0, device="cpu"
+):
     gen = torch.Generator().manual_seed(seed)
     labels = [torch.randint(0, C, (batch,), generator=gen) for _ in range(batches)]
     centres = [torch.randn(C, d, generator=gen) * (0.02 * (i + 1)) for i in range(layers)]
     stack = [
-        [centres[i][y] + 0.1 * torch.randn(batch, d, generator=gen) for i in range(layers)] for y in labels
+        [(centres[i][y] + 0.1 * torch.randn(batch, d, generator=gen)).to(device) for i in range(layers)]
+        for y in labels
     ]
-    return stack, labels
+    return stack, [y.to(device) for y in labels]
+
+
+def synchronise() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
 
 
 def timed(fn, *args):
+    synchronise()
     t0 = time.perf_counter()
     out = fn(*args)
+    synchronise()
     return time.perf_counter() - t0, out
 
 
@@ -105,10 +119,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batches", type=int, default=8)
     parser.add_argument("--skip-share", action="store_true")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
     args = parser.parse_args()
-    print(f"# {platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}")
+    device = resolve_device(args.device)
+    where = (
+        torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} threads"
+    )
+    print(f"# {platform.machine()}, {where}, torch {torch.__version__}")
     for C in (10, 100):
-        stack, labels = feature_stack(C, args.batches)
+        stack, labels = feature_stack(C, args.batches, device=device)
         ours(stack[:1], labels[:1], C)  # warm-up
         t_ref, (cdnv_ref, ncc_ref) = timed(original, stack, labels, C)
         t_ours, (cdnv_ours, ncc_ours) = timed(ours, stack, labels, C)
