@@ -228,7 +228,9 @@ def test_dcgan_is_deterministic_batched_and_loads_its_state_dict(tmp_path):
     g1.batch_size = 7  # several forward calls of 7 give the same samples as one of 50
     x2, c2 = g1.sample(np.random.default_rng(1), 50)
     np.testing.assert_array_equal(c1, c2)
-    np.testing.assert_allclose(x1, x2, rtol=0, atol=1e-6)
+    # float32 kernels sum in a batch-size- and thread-dependent order: outputs of size ~1 after five layers
+    # differ by tens of ulps (2.7e-6 seen with 2 threads), nowhere near a real batching bug (~1e-1)
+    np.testing.assert_allclose(x1, x2, rtol=0, atol=1e-5)
     # a saved state dict (running BN statistics included) reproduces the generator exactly
     path = tmp_path / "dcgan.pth"
     torch.save(g1.state_dict(), path)
