@@ -209,6 +209,8 @@ def report(
     from .report import plot_curves, run_labels, write_html
     from .store import find_run, load_runs
 
+    if out.suffix not in (".png", ".html"):
+        raise LearnscopeError(f"--out {out}: must end in .png or .html")
     names = None if not runs else {find_run(store, ref).name for ref in runs}
     table = load_runs(store, names)
     if table.empty:
@@ -222,8 +224,6 @@ def report(
                 f"no record key {key!r} in these runs; some there are: {', '.join(keys[:12])}"
             )
     table["label"] = run_labels(table, label)
-    if out.suffix not in (".png", ".html"):
-        raise LearnscopeError(f"--out {out}: must end in .png or .html")
     title = f"learnscope report ({table['run'].nunique()} runs in {store})"
     figure = out if out.suffix == ".png" else out.with_suffix(".png")
     plot_curves(table, metrics, figure, label="label", title=title, x=x)

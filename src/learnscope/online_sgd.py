@@ -93,13 +93,15 @@ class OnlineConfig(Strict):
 
 
 def input_moments(
-    cfg: OnlineConfig, gen, store: str | Path | None = None, quiet: bool = True
+    cfg: OnlineConfig, store: str | Path | None = None, quiet: bool = True, gen=None
 ) -> GeneratorMoments:
     """Omega, Phi and the means that centre x: in closed form (iid; rand by the arcsine law or the original's
     linearisation), or estimated from `moment_samples` draws. An estimate is a property of the generator, not
     of the run: it is cached in `<store>/moments/` keyed by the generator and sample count, so the
-    simulation and the ODE of a setting (and reruns) share one estimate."""
+    simulation and the ODE of a setting (and reruns) share one estimate. The generator (`gen`, else built
+    from `cfg`) is only made when the moments are not read from the cache."""
     if cfg.moments != "estimate":
+        gen = gen if gen is not None else _generator(cfg)
         if cfg.generator == "iid":
             return gen.analytic_moments()
         if cfg.generator == "rand":
@@ -112,6 +114,7 @@ def input_moments(
     path = None if store is None else Path(store) / "moments" / f"{run_digest(key)}.npz"
     if path is not None and path.is_file():
         return load_moments(path)
+    gen = gen if gen is not None else _generator(cfg)
     rng = np.random.default_rng([cfg.generator_seed, 7])
     moments = estimate_moments(gen.sample, rng, cfg.moment_samples, quiet=quiet, description="moments")
     if path is not None:
@@ -148,7 +151,7 @@ def _generator(cfg: OnlineConfig):
 def simulate(cfg: OnlineConfig, store: str | Path | None = None, quiet: bool = True) -> list[dict]:
     """Online SGD of all replicas at once, one fresh sample per step and replica."""
     gen = _generator(cfg)
-    moments = input_moments(cfg, gen, store, quiet)
+    moments = input_moments(cfg, store, quiet, gen)
     init = initial_weights(cfg)
     return simulate_online_sgd(
         init["w"],
@@ -171,7 +174,7 @@ def integrate(cfg: OnlineConfig, store: str | Path | None = None, quiet: bool = 
 
     delta = D/N comes from the shapes (never a default, reference §10.1) unless `force_delta` overrides it."""
     return integrate_replicas(
-        input_moments(cfg, _generator(cfg), store, quiet),
+        input_moments(cfg, store, quiet),
         initial_weights(cfg),
         eta=cfg.eta,
         times=cfg.times(),
@@ -199,13 +202,10 @@ def integrate_replicas(
     quiet: bool = True,
     description: str = "ODE",
 ) -> list[dict]:
-    """One ODE per replica of `init` (w (R, K, N) or (K, N), v, B, A), all on the same moments: the
+    """One ODE per replica of `init` (w (R, K, N), v (R, K), teacher B, A), all on the same moments: the
     Gaussian-equivalence equations, or with `saad_solla` the i.i.d.-input ones (Omega = I). Records carry
     `step` = round(t N) and `replica`, as the simulation's do."""
-    w = np.asarray(init["w"], dtype=float)
-    v = np.asarray(init["v"], dtype=float)
-    w, v = w.reshape(-1, *w.shape[-2:]), v.reshape(-1, v.shape[-1])  # (R, K, N), (R, K)
-    B, A = np.asarray(init["B"], dtype=float), np.asarray(init["A"], dtype=float)
+    w, v, B, A = (init[k] for k in ("w", "v", "B", "A"))
     N = w.shape[-1]
     records: list[dict] = []
     with progress_bar(len(w), description, quiet) as bar:
