@@ -2,6 +2,7 @@
 
 import itertools
 
+import pandas as pd
 import pytest
 
 from learnscope.studies import neural_collapse
@@ -34,3 +35,28 @@ def test_tiny_scale_shows_intermediate_collapse_and_noise_raises_effective_depth
             assert row["effective_depth"] >= L - 1, row
         if row["noise"] == 0.4:
             assert max(row["ncc_test"][:-1]) > row["ncc_test"][-1]  # a lower layer generalises better
+
+
+def test_summary_and_figures_keep_a_network_whose_top_layer_misses_eps(tmp_path):
+    """A run whose top layer is not NCC-separable has no effective depth (None, not 0 or L), and the figures
+    still draw it (at L + 1) instead of failing or dropping it."""
+    rows = []
+    for run, noise, top in (("clean", 0.0, 1.0), ("noisy", 0.2, 0.9)):
+        for step in (0, 10):
+            rows.append(
+                {
+                    "run": run, "step": step, "epoch": step / 10, "seed": 0,
+                    "model.depth": 2, "data.label_noise": noise, "train/acc": 1.0, "test/acc": 0.9,
+                    "train/ncc/1": 0.8, "train/ncc/2": top, "test/ncc/1": 0.8, "test/ncc/2": 0.7,
+                    "train/cdnv/1": 1.0, "train/cdnv/2": 0.5,
+                    "train/effective_depth_lo": 2.0 if top == 1 else 3.0,
+                    "train/effective_depth_hi": 2.0 if top == 1 else 3.0,
+                }
+            )  # fmt: skip
+    table = pd.DataFrame(rows)
+    summary = neural_collapse.summarise(table)
+    depth = dict(zip(summary["run"], summary["effective_depth"], strict=True))
+    assert depth["clean"] == 2 and pd.isna(depth["noisy"])
+    paths = neural_collapse.figures(table, summary, tmp_path)
+    assert [p.name for p in paths] == ["ncc_train_per_layer.png", "cdnv_per_layer.png", "effective_depth.png"]
+    assert all(p.stat().st_size > 0 for p in paths)
