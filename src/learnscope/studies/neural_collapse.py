@@ -172,15 +172,25 @@ def figures(table: pd.DataFrame, summary: pd.DataFrame, out_dir: str | Path, tit
             "step"
         )
         colours = plt.cm.viridis(np.linspace(0, 1, depth))
-        for i in range(1, depth + 1):
-            ax.plot(rows["epoch"], rows[f"train/ncc/{i}"], color=colours[i - 1], label=f"layer {i}")
-        ax.plot(rows["epoch"], rows["train/acc"], "k--", label="network")
+        # As the paper's Fig. 1: an inset zooms on 0.97-1.0, where eps = 0.01 decides the effective depth.
+        inset = ax.inset_axes([0.52, 0.06, 0.45, 0.36])
+        for target, kwargs in ((ax, {}), (inset, {"lw": 0.8})):
+            for i in range(1, depth + 1):
+                target.plot(
+                    rows["epoch"], rows[f"train/ncc/{i}"], color=colours[i - 1], label=f"layer {i}", **kwargs
+                )
+            target.plot(rows["epoch"], rows["train/acc"], "k--", label="network", **kwargs)
+        inset.set_xscale("symlog", linthresh=1)
+        inset.set_ylim(0.97, 1.002)
+        inset.set_xlim(max(1.0, rows["epoch"].max() / 10), rows["epoch"].max())
+        inset.tick_params(labelsize=6)
+        inset.grid(alpha=0.3)
         ax.set_xscale("symlog", linthresh=1)
         ax.set_title(f"L = {depth}")
         ax.set_xlabel("epoch")
         ax.set_ylabel("NCC train accuracy")
         ax.grid(alpha=0.3)
-    axes[0][-1].legend(fontsize=6, ncol=2)
+    axes[0][-1].legend(fontsize=6, ncol=1 + depths[-1] // 9, loc="upper left", bbox_to_anchor=(1.02, 1))
     paths.append(save_figure(fig, out_dir / "ncc_train_per_layer.png", title))
 
     fig, ax = plt.subplots(figsize=(4.8, 3.6))
