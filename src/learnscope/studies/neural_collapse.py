@@ -182,7 +182,10 @@ def figures(table: pd.DataFrame, summary: pd.DataFrame, out_dir: str | Path, tit
             target.plot(rows["epoch"], rows["train/acc"], "k--", label="network", **kwargs)
         inset.set_xscale("symlog", linthresh=1)
         inset.set_ylim(0.97, 1.002)
-        inset.set_xlim(max(1.0, rows["epoch"].max() / 10), rows["epoch"].max())
+        last_epoch = max(
+            rows["epoch"].max(), 1.0
+        )  # a run probed only within its first epoch still gets a range
+        inset.set_xlim(last_epoch / 10, last_epoch)
         inset.tick_params(labelsize=6)
         inset.grid(alpha=0.3)
         ax.set_xscale("symlog", linthresh=1)
