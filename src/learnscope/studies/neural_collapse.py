@@ -29,7 +29,8 @@ from ..report import save_figure
 from ..sweep import grid, run_and_load
 
 # Each scale: a base config and its sweep axes. `tiny` is the reference's CPU check (digits, 70/30 stratified
-# split, MLP-L-256, 200 epochs, lr x0.1 at 50% and 75%); `paper` the README recipe of the original code
+# split, MLP-L-256, 200 epochs, lr x0.1 at 50% and 75%; `--data mnist1d` runs it on MNIST-1D); `small` MNIST
+# with CONV-L-64 (see its weight decay); `paper` the README recipe of the original code
 # (its settings file uses milestones 60/100/200 x0.2: `train.milestones=[60,100,200] train.gamma=0.2`).
 SCALES: dict[str, dict] = {
     "tiny": {
@@ -182,9 +183,8 @@ def figures(table: pd.DataFrame, summary: pd.DataFrame, out_dir: str | Path, tit
             target.plot(rows["epoch"], rows["train/acc"], "k--", label="network", **kwargs)
         inset.set_xscale("symlog", linthresh=1)
         inset.set_ylim(0.97, 1.002)
-        last_epoch = max(
-            rows["epoch"].max(), 1.0
-        )  # a run probed only within its first epoch still gets a range
+        # The last decade of epochs (a run probed only within its first epoch still gets a range).
+        last_epoch = max(rows["epoch"].max(), 1.0)
         inset.set_xlim(last_epoch / 10, last_epoch)
         inset.tick_params(labelsize=6)
         inset.grid(alpha=0.3)
