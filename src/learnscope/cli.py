@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 
 from . import __version__
-from .config import Config
+from .config import Config, parse_value
 from .errors import ConfigError, LearnscopeError
 from .registry import load_plugins
 from .store import find_run, read_run, run_dirs
@@ -99,12 +99,8 @@ def demo(
 
 
 def _executor_options(executor: str, items: list[str]) -> dict[str, Any] | None:
-    """The options of `--slurm KEY=VALUE ...` (values int, float, true/false or text), once the executor is
-    known to take them."""
-    from .sweep import EXECUTORS
-
-    if executor not in EXECUTORS:
-        raise ConfigError(f"--executor must be one of {', '.join(EXECUTORS)}, not {executor!r}")
+    """The options of `--slurm KEY=VALUE ...` (values parsed as override values are), once the executor is
+    known to take them (`sweep.run_all` rejects an unknown executor)."""
     if items and executor != "slurm":
         raise ConfigError(f"--slurm options need --executor slurm (got --executor {executor})")
     options = {}
@@ -112,19 +108,8 @@ def _executor_options(executor: str, items: list[str]) -> dict[str, Any] | None:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"--slurm expects KEY=VALUE (e.g. slurm_partition=gpu), not {item!r}")
-        options[key.strip()] = _option_value(value.strip())
+        options[key.strip()] = parse_value(value.strip())
     return options if executor == "slurm" else None
-
-
-def _option_value(text: str) -> int | float | bool | str:
-    if text in ("true", "false"):
-        return text == "true"
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text
 
 
 def _grid_axes(items: list[str]) -> dict[str, list[str]]:
