@@ -13,6 +13,10 @@ MNIST_DIR = SHARED / "data" / "mnist"
 
 @pytest.fixture
 def tiny_config() -> Config:
+    return tiny()
+
+
+def tiny() -> Config:
     """A few seconds of training: an MLP on digits, probes every 10 steps, checkpoints every 20."""
     return Config.from_dict(
         {

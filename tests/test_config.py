@@ -1,4 +1,8 @@
+import errno
 import json
+import math
+import os
+import re
 import tomllib
 
 import pytest
@@ -127,3 +131,59 @@ def test_steps_and_epochs_exclude_each_other():
         Config.from_dict({"train": {"steps": 3, "epochs": 2}})
     assert Config().override("train.steps=7").train.epochs is None
     assert Config().override("train.steps=7", "train.epochs=2").train.steps is None
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["optim.lr=inf"], "optim.lr: input should be a finite number (got inf)"),
+        (["optim.lr=nan"], "optim.lr: input should be a finite number (got nan)"),
+        (["optim=adam", "optim.eps=inf"], "optim.eps: input should be a finite number (got inf)"),
+        (["optim=adam", "optim.betas=[0.9, nan]"], "optim.betas.1: input should be a finite number"),
+        (["train.epochs=inf"], "train.epochs: input should be a finite number (got inf)"),
+        (["train.warmup=inf"], "train.warmup: input should be a finite number (got inf)"),
+        (["train.milestones=[10, inf]"], "train.milestones.1: input should be a finite number"),
+        (["data=clone", "data.ridge=inf"], "data.ridge: input should be a finite number (got inf)"),
+        (["probes.use=[{kind = 'collapse', ridge = inf}]"], "probes.use.0.ridge: input should be a finite"),
+    ],
+)
+def test_non_finite_floats_are_refused_in_every_block(overrides, message):
+    with pytest.raises(ConfigError) as info:
+        Config().override(*overrides)
+    assert message in str(info.value), str(info.value)
+
+
+@pytest.mark.parametrize("value", [math.inf, -math.inf, math.nan])
+def test_non_finite_floats_are_refused_in_online_and_study_configs(value):
+    from learnscope.online_sgd import OnlineConfig
+    from learnscope.studies.increasing_complexity import StudyOptions
+
+    with pytest.raises(ConfigError, match=r"^eta: input should be a finite number"):
+        OnlineConfig.from_dict({"eta": value})
+    with pytest.raises(ConfigError, match=r"^tolerance: input should be a finite number"):
+        StudyOptions.from_dict({"tolerance": value})
+
+
+def test_an_override_given_twice_is_an_error():
+    with pytest.raises(ConfigError, match=r"^override 'optim\.lr' given twice$"):
+        Config().override("optim.lr=0.1", "optim.lr=0.2")
+    with pytest.raises(ConfigError, match=r"override 'model\.kind' given twice \(also as 'model'\)"):
+        Config().override("model=conv", "model.kind=mlp")
+    # distinct keys of one section still combine, in any order
+    cfg = Config().override("model=conv", "model.width=3", "optim.lr=0.1", "optim.momentum=0.5")
+    assert (cfg.model.kind, cfg.model.width, cfg.optim.lr, cfg.optim.momentum) == ("conv", 3, 0.1, 0.5)
+
+
+def test_config_file_not_utf8_or_unreadable(tmp_path):
+    latin1 = tmp_path / "latin1.toml"
+    latin1.write_bytes('name = "caf\xe9"\n'.encode("latin-1"))
+    with pytest.raises(ConfigError, match=rf"^config file {re.escape(str(latin1))} is not UTF-8 text"):
+        Config.load(latin1)
+    reason = re.escape(os.strerror(errno.EISDIR))
+    with pytest.raises(
+        ConfigError, match=rf"^config file {re.escape(str(tmp_path))} cannot be read: {reason}$"
+    ):
+        Config.load(tmp_path)
+    utf8 = tmp_path / "utf8.toml"
+    utf8.write_bytes('name = "caf\xe9"\n'.encode())
+    assert Config.load(utf8).name == "caf\xe9"

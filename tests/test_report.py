@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import re
 
+import learnscope
 from learnscope.online_sgd import OnlineConfig, run_online
 from learnscope.report import run_labels
 from learnscope.store import load_runs
@@ -87,3 +88,35 @@ def test_runs_ls_and_show_read_committee_runs(tmp_path, capsys):
     code, out, err = cli("runs", "show", run[:6], "-s", tmp_path, capsys=capsys)
     assert code == 0, err
     assert f"# run {run}" in out and 'generator = "iid"' in out and "method = " in out
+
+
+def training_runs(store):
+    """Two tiny digits MLP runs that differ only in their seed; their configs hold `probes.use`, a list of
+    tables, which load_runs gives as a tuple of dicts."""
+    base = learnscope.Config.from_dict(
+        {
+            "name": "mlp",
+            "device": "cpu",
+            "model": {"kind": "mlp", "width": 16},
+            "train": {"steps": 20, "log_every": 10},
+            "probes": {"schedule": ["every"], "every": 10},
+        }
+    )
+    for seed in (0, 1):
+        learnscope.run(base.override(f"seed={seed}"), store, quiet=True)
+
+
+def test_labels_and_report_of_training_runs_with_unhashable_config_values(tmp_path, capsys):
+    store = tmp_path / "runs"
+    training_runs(store)
+    table = load_runs(store)
+    assert isinstance(table["probes.use"].iloc[0], tuple)  # what pandas cannot hash
+    labels = run_labels(table)
+    assert set(labels) == {"mlp seed=0", "mlp seed=1"}
+    assert (labels.groupby(table["run"]).nunique() == 1).all()
+    out = tmp_path / "r.html"
+    code, printed, err = cli("report", "--store", store, "--out", out, capsys=capsys)
+    assert code == 0, err
+    assert "2 runs, test/acc against step" in printed
+    page = out.read_text()
+    assert "mlp seed=0" in page and "mlp seed=1" in page

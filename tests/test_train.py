@@ -81,9 +81,9 @@ def test_resume_from_checkpoint_matches_an_uninterrupted_run(tmp_path, tiny_conf
     lines = (whole.path / "metrics.jsonl").read_text().splitlines()
     killed.metrics_path.write_text("\n".join(lines[:5]) + "\n" + lines[5][:17])
     killed.set_status("running", pid=0)
-    killed.save_checkpoint(
-        {k: v for k, v in _checkpoint_at(tiny_config, 20, tmp_path / "c").items() if k != "run"}
-    )
+    state = {k: v for k, v in _checkpoint_at(tiny_config, 20, tmp_path / "c").items() if k != "run"}
+    records = state.pop("records")
+    killed.save_checkpoint(state, records)
     resumed = run(tiny_config, tmp_path / "b", quiet=True)
     assert resumed.records == whole.records
     assert killed.metrics_path.read_text() == (whole.path / "metrics.jsonl").read_text()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -12,9 +13,9 @@ from rich.table import Table
 
 from . import __version__
 from .config import Config, parse_value
-from .errors import ConfigError, LearnscopeError
+from .errors import ConfigError, LearnscopeError, Terminated, describe_os_error
 from .registry import load_plugins
-from .store import find_run, read_run, run_dirs
+from .store import find_run, read_run, read_run_or_corrupt, run_dirs, shown_state
 from .ui import console
 
 app = typer.Typer(
@@ -36,6 +37,9 @@ ExecutorName = Annotated[
     str, typer.Option("--executor", help="serial | local (a process pool) | slurm (a submitit job array).")
 ]
 Workers = Annotated[int, typer.Option(help="Processes for the local executor.")]
+DryRun = Annotated[
+    bool, typer.Option("--dry-run", help="Print the runs (hash, state, name) and run nothing.")
+]
 SlurmOptions = Annotated[
     list[str],
     typer.Option(
@@ -47,11 +51,20 @@ SlurmOptions = Annotated[
 ]
 
 
-@app.callback()
-def _root(version: Annotated[bool, typer.Option("--version", help="Print the version.")] = False) -> None:
-    if version:
-        console.print(__version__)
+def _print_version(value: bool) -> None:
+    if value:
+        print(f"learnscope {__version__}")
         raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", help="Print the version.", is_eager=True, callback=_print_version),
+    ] = False,
+) -> None:
+    """Experiments on the training dynamics of neural networks."""
 
 
 @app.command()
@@ -144,6 +157,7 @@ def sweep(
     slurm: SlurmOptions = [],  # noqa: B006
     quiet: Quiet = False,
     plugin: Plugin = [],  # noqa: B006
+    dry_run: DryRun = False,
 ) -> None:
     """Run every combination of the --grid axes on a config (reusing finished runs), one line per run; a
     failed run does not stop the others, and makes the exit code 2."""
@@ -153,6 +167,9 @@ def sweep(
     load_plugins(plugin)
     grid_axes = _grid_axes(axes)
     configs = grid(Config.load(config, overrides or []), grid_axes)
+    if dry_run:
+        _print_plan(configs, store)
+        return
     outcomes = run_all(configs, store, executor=executor, workers=workers, quiet=quiet, slurm=options)
     for outcome in outcomes:
         shown = " ".join(f"{key}={_dotted(outcome.config.to_dict(), key)}" for key in grid_axes)
@@ -161,6 +178,16 @@ def sweep(
     failed = sum(outcome.status == "failed" for outcome in outcomes)
     if failed:
         raise LearnscopeError(f"{failed} of {len(outcomes)} runs failed")
+
+
+def _print_plan(configs: list, store: Path) -> None:
+    from .sweep import plan
+
+    rows = plan(configs, store)
+    for digest, state, name in rows:
+        print(f"{digest}  {state:<11}  {name}".rstrip())
+    to_run = sum(state not in ("done", "diverged") for _, state, _ in rows)
+    print(f"{len(rows)} runs in {store}: {len(rows) - to_run} finished, {to_run} to run")
 
 
 def _dotted(body: dict[str, Any], key: str) -> Any:
@@ -235,6 +262,7 @@ def study(
     ] = None,
     model: Annotated[str | None, typer.Option(help="Model kind for every run (= model=KIND).")] = None,
     quiet: Quiet = False,
+    dry_run: DryRun = False,
 ) -> None:
     """Run a study's sweep at a scale (reusing finished runs), print its summary and draw its figures."""
     import importlib
@@ -247,6 +275,9 @@ def study(
     options = _executor_options(executor, slurm)
     kinds = tuple(f"{key}={kind}" for key, kind in (("data", data), ("model", model)) if kind)
     everywhere, figures = (*kinds, *(overrides or ())), out or Path("figures") / name
+    if dry_run:
+        _print_plan(module.configs(scale, everywhere), store)
+        return
     summary, paths = module.run_study(
         scale, store, figures, everywhere, executor, workers, quiet, slurm=options
     )
@@ -256,21 +287,22 @@ def study(
 
 @runs_app.command("ls")
 def runs_ls(store: Store = Path("runs")) -> None:
-    """One line per run: hash, status, name, data (or generator), model (or method), last step, test/acc."""
+    """One line per run: hash, status, name, data (or generator), model (or method), last step, test/acc.
+    A run that cannot be read is listed as corrupt, with the reason in place of its name."""
     table = Table("run", "status", "name", "data", "model", "step", "test/acc")
     for path in run_dirs(store):
-        body, status, records = read_run(path)
+        body, status, records = read_run_or_corrupt(path)
         cfg = body["config"]
         last = records[-1] if records else {}
         acc = last.get("test/acc")
         table.add_row(
             path.name,
-            status.get("state", "?"),
-            cfg.get("name", ""),
-            cfg["data"]["kind"] if "data" in cfg else cfg.get("generator", cfg.get("kind", "?")),
-            cfg["model"]["kind"] if "model" in cfg else cfg.get("method", "?"),
+            shown_state(status),
+            status["error"] if status.get("state") == "corrupt" else cfg.get("name", ""),
+            cfg["data"]["kind"] if "data" in cfg else cfg.get("generator", cfg.get("kind", "-")),
+            cfg["model"]["kind"] if "model" in cfg else cfg.get("method", "-"),
             str(last.get("step", "-")),
-            "-" if acc is None else f"{acc:.4f}",
+            "-" if not isinstance(acc, float) else f"{acc:.4f}",
         )
     console.print(table) if console.is_terminal else print_plain(table)
 
@@ -469,19 +501,37 @@ def theory_ode(
 
 
 def main() -> None:
+    """The command: one line and exit code 2 for bad input or an error of the operating system (a full
+    disk, a read-only store); 130 after Ctrl-C and 143 after SIGTERM, the run left resumable."""
+    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)  # returns the exit code of typer.Exit (130 on Ctrl-C)
     except LearnscopeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
+    except OSError as exc:
+        print(f"error: {describe_os_error(exc)}", file=sys.stderr)
+        sys.exit(2)
+    except Terminated:
+        print("terminated: run the same command again to resume", file=sys.stderr)
+        sys.exit(143)
     except (typer.Abort, KeyboardInterrupt):
-        print("aborted", file=sys.stderr)
-        sys.exit(130)
+        code = 130
     except Exception as exc:  # click usage errors carry their own exit code
         if _is_click_exception(exc):
             exc.show()
             sys.exit(exc.exit_code)
         raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if code == 130:
+        print("interrupted: run the same command again to resume", file=sys.stderr)
+    if isinstance(code, int) and code:
+        sys.exit(code)
+
+
+def _terminate(signum, frame) -> None:
+    raise Terminated()
 
 
 def _is_click_exception(exc: Exception) -> bool:

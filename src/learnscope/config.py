@@ -35,9 +35,11 @@ from .registry import DATA, MODELS, PROBES, Registry
 
 
 class Strict(BaseModel):
-    """Frozen, no unknown keys: every config block derives from this."""
+    """Frozen, no unknown keys, finite floats: every config block derives from this."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # allow_inf_nan=False: an inf or nan learning rate, ridge or time passes range checks (inf > 0) and
+    # only fails far into a run, so every float field of every block refuses them up front.
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> Self:
@@ -55,11 +57,19 @@ def run_digest(body: dict[str, Any]) -> str:
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
-    """The table of a .toml or .json file; a missing or malformed file is a one-line ConfigError."""
+    """The table of a .toml or .json file; a missing, unreadable or malformed file: a one-line ConfigError."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
-    text = path.read_text()
+    try:
+        # TOML and JSON are UTF-8 by definition, whatever the locale says.
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"config file {path} is not UTF-8 text (byte {exc.start}: {exc.reason}); is it a config file?"
+        ) from None
+    except OSError as exc:  # a directory, no permission, an I/O error
+        raise ConfigError(f"config file {path} cannot be read: {exc.strerror or exc}") from None
     try:
         return json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
     except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
@@ -314,25 +324,29 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str] | tuple[str, ...])
     other overrides apply, so keys of the old kind do not leak into the new one."""
     raw = json.loads(json.dumps(raw))
     pairs = []
+    seen: dict[str, str] = {}
     for item in overrides:
         key, sep, text = item.partition("=")
         key = key.strip()
         if not sep or not key:
             raise ConfigError(f"override {item!r} is not of the form key=value")
+        # The same key twice would silently keep the last value, hiding a typo in a long command line;
+        # `model=conv` and `model.kind=conv` set the same key.
+        same = key.removesuffix(".kind") if key.removesuffix(".kind") in _TAGGED else key
+        if same in seen:
+            also = f" (also as {seen[same]!r})" if seen[same] != key else ""
+            raise ConfigError(f"override {key!r} given twice{also}")
+        seen[same] = key
         pairs.append((key, text))
     for key, text in pairs:
         section = key.removesuffix(".kind")
         old = raw.get(section)
         old_kind = old.get("kind") if isinstance(old, dict) else old
         new_kind = parse_value(text.strip())
-        if (
-            section in ("data", "model", "optim")
-            and key in (section, f"{section}.kind")
-            and new_kind != old_kind
-        ):
+        if section in _TAGGED and key in (section, f"{section}.kind") and new_kind != old_kind:
             raw[section] = {"kind": new_kind}
     for key, text in pairs:
-        if key in ("data", "model", "optim"):
+        if key in _TAGGED:
             continue
         node = raw
         parts = key.split(".")
@@ -349,6 +363,9 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str] | tuple[str, ...])
             node.pop(rival, None)
     return raw
 
+
+# Sections chosen by `kind`, which `section=kind` selects as `section.kind=kind` does.
+_TAGGED = ("data", "model", "optim")
 
 # Keys of which a config holds one: an override of either replaces the other.
 _EXCLUSIVE = {"train.steps": "epochs", "train.epochs": "steps"}

@@ -15,3 +15,17 @@ class DataError(LearnscopeError):
 
 class StoreError(LearnscopeError):
     """A run directory that cannot be used: locked, foreign checkpoint, unreadable files."""
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread by the CLI's handler: a run stops as after Ctrl-C, resumable."""
+
+
+INTERRUPTS = (KeyboardInterrupt, Terminated)
+
+
+def describe_os_error(exc: OSError) -> str:
+    """'<path>: <cause>' for an error of the operating system (a full disk, a read-only store, a missing
+    file): the one line the CLI prints."""
+    cause = exc.strerror or str(exc) or type(exc).__name__
+    return f"{exc.filename}: {cause}" if exc.filename is not None else cause

@@ -14,8 +14,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import pandas as pd
 
+from .atomic import atomic_write
 from .errors import ConfigError
-from .store import atomic_write
 
 
 def save_figure(fig, path: Path, title: str = "") -> Path:
@@ -74,12 +74,20 @@ def run_labels(table: pd.DataFrame, key: str | None = None) -> pd.Series:
     names = (
         per_run["name"].fillna("").astype(str) if "name" in per_run else pd.Series("", index=per_run.index)
     )
+    # Values compared in a hashable form: config lists of tables (`probes.use`) are tuples of dicts, which
+    # pandas cannot count.
+    comparable = table.assign(
+        **{k: table[k].map(_comparable) for k in table.columns if table[k].dtype == object}
+    )
     # config columns are constant within each run; records (step, metrics) vary
-    constant = table.groupby("run", sort=False).nunique(dropna=False).max() <= 1
+    constant = comparable.groupby("run", sort=False).nunique(dropna=False).max() <= 1
     config_keys = [k for k in per_run.columns if constant.get(k, False) and k not in ("name", "status")]
+    per_run_comparable = comparable.groupby("run", sort=False).first()
     labels = {}
     for name, runs in per_run.groupby(names, sort=False):
-        differing = [k for k in config_keys if runs[k].astype(str).nunique() > 1]
+        differing = [
+            k for k in config_keys if per_run_comparable.loc[runs.index, k].astype(str).nunique() > 1
+        ]
         for run, row in runs.iterrows():
             extra = (
                 " ".join(f"{k}={row[k]}" for k in differing)
@@ -88,6 +96,13 @@ def run_labels(table: pd.DataFrame, key: str | None = None) -> pd.Series:
             )
             labels[run] = f"{name} {extra}".strip() or run[:8]
     return table["run"].map(labels)
+
+
+def _comparable(value):
+    """A dict, tuple or list (which may hold dicts) as its canonical JSON; anything else as it is."""
+    if isinstance(value, dict | list | tuple):
+        return json.dumps(value, sort_keys=True, default=str)
+    return value
 
 
 def write_html(table: pd.DataFrame, figures: list[Path], metrics: list[str], path: Path, title: str) -> Path:

@@ -1,12 +1,24 @@
 """The run store: one directory per run, named by the config's hash.
 
     <root>/<hash>/config.json     the config (and, for a user-supplied model or data, its fingerprint)
-                  metrics.jsonl   a JSON record per probe step, appended, flushed; a torn last line is ignored
-                  checkpoint.pt   written to a temporary file, then renamed; loaded with weights_only=True
-                  status.json     running | done | failed | diverged, with the error or the step
+                  metrics.jsonl   one strict-JSON record per probe step, appended and flushed
+                  checkpoint.pt   model, optimiser, RNG states and the records through its step; written to a
+                                  temporary file, synced, then renamed; loaded with weights_only=True
+                  status.json     running | done | failed | diverged | interrupted, with the error or the step
                   lock            held (flock) by the process running it
 
-A `done` or `diverged` run is final: running it again returns the stored records without work.
+The invariant, kept under every fault (kill -9, Ctrl-C, SIGTERM, a full or read-only disk, a torn file):
+
+- `metrics.jsonl` holds exactly the records of the steps up to the run's last durable point, each once, in
+  order. Non-finite floats are written as the strings "NaN", "Infinity", "-Infinity" (strict JSON that any
+  reader takes) and read back as floats.
+- A checkpoint at step s carries the records through s. A run that starts (or resumes) first rewrites
+  `metrics.jsonl` atomically to exactly its checkpoint's records, or to none without a checkpoint, then
+  recomputes the rest: a torn or corrupt tail is replaced, never appended to, and no record is written twice.
+- Readers ignore a torn last line (a writer killed mid-line). A run directory that cannot be read is listed
+  as `corrupt` with the reason; it never breaks the reading of the rest of the store.
+- `done` and `diverged` are final: running the config again returns the stored records without work.
+  `failed` and `interrupted` runs (and `running` ones whose process died) resume from their checkpoint.
 """
 
 from __future__ import annotations
@@ -14,7 +26,9 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import io
 import json
+import math
 import os
 import socket
 import time
@@ -23,55 +37,91 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-import numpy as np
 import pandas as pd
 import torch
 
-from .errors import StoreError
+from .atomic import TMP_SUFFIX, atomic_text, atomic_write
+from .errors import INTERRUPTS, StoreError, describe_os_error
 
 FINAL = ("done", "diverged")
 
+# -- records: strict JSON lines ----------------------------------------------------------------------------
 
-def atomic_write(path: Path, write) -> None:
-    """`write(tmp)` then rename over `path`: a reader never sees a half-written file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+_NON_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 
 
-def atomic_savez(path: Path, arrays: dict[str, Any]) -> None:
-    """An .npz of `arrays`, written atomically (savez on an open file: a path would gain a second suffix)."""
+def _strict(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, dict):
+        return {k: _strict(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_strict(v) for v in value]
+    return value
 
-    def write(tmp: Path) -> None:
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
 
-    atomic_write(path, write)
+def encode_record(record: dict[str, Any]) -> str:
+    """One line of metrics.jsonl (with its newline)."""
+    return json.dumps(_strict(record), allow_nan=False) + "\n"
 
 
-def _atomic_text(path: Path, text: str) -> None:
-    atomic_write(path, lambda tmp: tmp.write_text(text))
+def decode_record(line: str | bytes) -> dict[str, Any]:
+    record = json.loads(line)  # also takes the bare NaN of stores written before strict JSON
+    if not isinstance(record, dict):
+        raise json.JSONDecodeError("not an object", str(line), 0)
+    return {k: _NON_FINITE.get(v, v) if isinstance(v, str) else v for k, v in record.items()}
 
 
 def read_records(path: Path) -> list[dict[str, Any]]:
-    """Records of a metrics.jsonl; a torn (unparseable) last line from a killed writer is ignored."""
-    if not path.exists():
+    """Records of a metrics.jsonl. A record is a line with its newline: a last line without one is what a
+    killed writer left (torn) and is ignored; any other unreadable line is a StoreError naming it."""
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
         return []
-    lines = path.read_text().splitlines()
+    except OSError as exc:
+        raise StoreError(describe_os_error(exc)) from None
     records = []
-    for i, line in enumerate(lines):
+    for i, line in enumerate(data.split(b"\n")[:-1]):  # the last piece is empty or torn
         if not line.strip():
             continue
         try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            if i == len(lines) - 1:
-                break
+            records.append(decode_record(line))
+        except (json.JSONDecodeError, UnicodeDecodeError):
             raise StoreError(f"{path}: line {i + 1} is not valid JSON") from None
     return records
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        body = json.loads(path.read_text())
+    except OSError as exc:
+        raise StoreError(describe_os_error(exc)) from None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise StoreError(f"{path} is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise StoreError(f"{path} is not a JSON object")
+    return body
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def shown_state(status: dict[str, Any]) -> str:
+    """The state to show: `running` whose process is gone from this host is `interrupted` (a kill -9, a
+    power cut); the next run of its config resumes it."""
+    state = status.get("state", "?")
+    pid = status.get("pid")
+    if state == "running" and isinstance(pid, int) and status.get("host") == socket.gethostname():
+        return state if pid > 0 and process_alive(pid) else "interrupted"
+    return state
 
 
 class RunSpec(Protocol):
@@ -101,19 +151,23 @@ class RunDir:
     # -- lifecycle -------------------------------------------------------------------------------------
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
-        """Exclusive use of the run: a second process gets a StoreError at once instead of a race."""
-        self.path.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+        """Exclusive use of the run: a second process gets a StoreError at once instead of a race. Temporary
+        files left by a killed writer are removed (nobody else writes here while the lock is held)."""
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise StoreError(f"cannot write the run store: {describe_os_error(exc)}") from None
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 raise StoreError(f"run {self.hash} is being run by another process ({self.path})") from None
+            for stale in self.path.glob(f".*{TMP_SUFFIX}"):
+                stale.unlink(missing_ok=True)
             yield
         finally:
-            if self._metrics_file is not None:
-                self._metrics_file.close()
-                self._metrics_file = None
+            self._close_metrics()
             os.close(fd)
 
     def write_config(self) -> None:
@@ -122,19 +176,17 @@ class RunDir:
             body["identity"] = self.identity
         path = self.path / "config.json"
         if path.exists():
-            stored = json.loads(path.read_text())
-            if stored.get("hash") != self.hash:
-                raise StoreError(f"{path} belongs to run {stored.get('hash')!r}, not {self.hash!r}")
-            return
-        _atomic_text(path, json.dumps(body, indent=2, sort_keys=True))
+            with contextlib.suppress(StoreError):  # an unreadable one is rewritten
+                stored = _read_json(path)
+                if stored.get("hash") != self.hash:
+                    raise StoreError(f"{path} belongs to run {stored.get('hash')!r}, not {self.hash!r}")
+                return
+        atomic_text(path, json.dumps(body, indent=2, sort_keys=True))
 
     def status(self) -> dict[str, Any]:
         if not self.status_path.exists():
             return {"state": "new"}
-        try:
-            return json.loads(self.status_path.read_text())
-        except json.JSONDecodeError:
-            raise StoreError(f"{self.status_path} is not valid JSON") from None
+        return _read_json(self.status_path)
 
     def set_status(self, state: str, **info: Any) -> None:
         body = {
@@ -143,26 +195,45 @@ class RunDir:
             "host": socket.gethostname(),
             **info,
         }
-        _atomic_text(self.status_path, json.dumps(body, indent=2))
+        atomic_text(self.status_path, json.dumps(_strict(body), indent=2, allow_nan=False))
+
+    def set_status_if_possible(self, state: str, **info: Any) -> None:
+        """`set_status` where the run is already failing: a status that cannot be written (the disk that
+        made the run fail is still full) leaves the old one, which `shown_state` reads as interrupted."""
+        with contextlib.suppress(OSError):
+            self.set_status(state, **info)
 
     # -- metrics ---------------------------------------------------------------------------------------
     def records(self) -> list[dict[str, Any]]:
         return read_records(self.metrics_path)
 
-    def keep_records_through(self, step: int) -> None:
-        """Drop records after `step` (written after the checkpoint a resumed run restarts from)."""
-        kept = [r for r in self.records() if r["step"] <= step]
-        _atomic_text(self.metrics_path, "".join(json.dumps(r) + "\n" for r in kept))
+    def restart_metrics(self, records: list[dict[str, Any]]) -> None:
+        """Make metrics.jsonl exactly `records` (a checkpoint's, or none), atomically, then append after them:
+        whatever a killed, failed or interrupted writer left after them is dropped."""
+        self._close_metrics()
+        atomic_text(self.metrics_path, "".join(encode_record(r) for r in records))
 
     def append(self, record: dict[str, Any]) -> None:
         if self._metrics_file is None:
             self._metrics_file = open(self.metrics_path, "a")  # noqa: SIM115 (kept open while the run lasts)
-        self._metrics_file.write(json.dumps(record) + "\n")
+        self._metrics_file.write(encode_record(record))
         self._metrics_file.flush()
 
+    def _close_metrics(self) -> None:
+        if self._metrics_file is not None:
+            with contextlib.suppress(OSError):  # a full disk: what was flushed stays, the rest is recomputed
+                self._metrics_file.close()
+            self._metrics_file = None
+
     # -- checkpoints -----------------------------------------------------------------------------------
-    def save_checkpoint(self, state: dict[str, Any]) -> None:
-        atomic_write(self.checkpoint_path, lambda tmp: torch.save({"run": self.hash, **state}, tmp))
+    def save_checkpoint(self, state: dict[str, Any], records: list[dict[str, Any]]) -> None:
+        """The training state at a step and the records through it: the run's new durable point. Serialised
+        in memory first, so a full disk is an OSError (ENOSPC) from the write, not torch's RuntimeError."""
+        if self._metrics_file is not None:
+            os.fsync(self._metrics_file.fileno())
+        buffer = io.BytesIO()
+        torch.save({"run": self.hash, **state, "records": records}, buffer)
+        atomic_write(self.checkpoint_path, lambda tmp: tmp.write_bytes(buffer.getbuffer()))
 
     def load_checkpoint(self) -> dict[str, Any] | None:
         if not self.checkpoint_path.exists():
@@ -171,7 +242,8 @@ class RunDir:
             state = torch.load(self.checkpoint_path, map_location="cpu", weights_only=True)
         except Exception as exc:  # any unreadable file: say which and why, keep it for inspection
             raise StoreError(
-                f"checkpoint {self.checkpoint_path} cannot be read ({type(exc).__name__})"
+                f"checkpoint {self.checkpoint_path} cannot be read ({type(exc).__name__}); delete it to "
+                "start the run afresh"
             ) from None
         if not isinstance(state, dict) or state.get("run") != self.hash:
             owner = state.get("run") if isinstance(state, dict) else None
@@ -191,7 +263,8 @@ def computed_run(
 ) -> ComputedRun:
     """A run that is one computation without a training loop (a simulation, an ODE): a finished one is read
     back; otherwise `compute()` runs under the run's lock and its records are written at once, then `done`.
-    A computation that raises leaves the run `failed` with the error (no records); a rerun retries it."""
+    A computation that raises leaves the run `failed` with the error (no records), an interrupt leaves it
+    `interrupted`; a rerun computes it again."""
     run_dir = RunDir(root, spec)
     if run_dir.status().get("state") == "done":
         return ComputedRun(run_dir.path, run_dir.records(), computed=False)
@@ -200,10 +273,16 @@ def computed_run(
         run_dir.set_status("running", pid=os.getpid())
         try:
             records = list(compute())
-        except Exception as exc:
-            run_dir.set_status("failed", error=f"{type(exc).__name__}: {exc}")
+            run_dir.restart_metrics(records)
+        except INTERRUPTS:
+            run_dir.set_status_if_possible("interrupted")
             raise
-        _atomic_text(run_dir.metrics_path, "".join(json.dumps(r) + "\n" for r in records))
+        except OSError as exc:
+            run_dir.set_status_if_possible("failed", error=describe_os_error(exc))
+            raise StoreError(describe_os_error(exc)) from None
+        except Exception as exc:
+            run_dir.set_status_if_possible("failed", error=f"{type(exc).__name__}: {exc}")
+            raise
         run_dir.set_status("done", records=len(records))
     return ComputedRun(run_dir.path, records, computed=True)
 
@@ -212,6 +291,7 @@ def computed_run(
 
 
 def run_dirs(root: str | Path) -> list[Path]:
+    """The run directories of a store (or the one run `root` is)."""
     root = Path(root)
     if (root / "config.json").exists():
         return [root]
@@ -226,31 +306,50 @@ def find_run(root: str | Path, ref: str) -> Path:
     if (path / "config.json").exists():
         return path
     matches = [p for p in run_dirs(root) if p.name.startswith(ref)]
-    if len(matches) != 1:
-        found = "no run" if not matches else f"{len(matches)} runs"
-        raise StoreError(f"{found} in {root} matches {ref!r}")
+    if not matches:
+        raise StoreError(f"no run in {root} matches {ref!r}")
+    if len(matches) > 1:
+        shown = ", ".join(p.name for p in matches[:8]) + (", ..." if len(matches) > 8 else "")
+        raise StoreError(f"{len(matches)} runs in {root} match {ref!r}: {shown}; give more of the hash")
     return matches[0]
 
 
 def read_run(path: Path) -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]:
-    """(config.json body, status, records) of one run directory."""
-    body = json.loads((path / "config.json").read_text())
+    """(config.json body, status, records) of one run directory; a StoreError names what cannot be read."""
+    path = Path(path)
+    body = _read_json(path / "config.json")
+    if not isinstance(body.get("config"), dict) or "hash" not in body:
+        raise StoreError(f"{path / 'config.json'} is not a run config (no 'config' or 'hash')")
     status_path = path / "status.json"
-    status = json.loads(status_path.read_text()) if status_path.exists() else {"state": "new"}
+    status = _read_json(status_path) if status_path.exists() else {"state": "new"}
     return body, status, read_records(path / "metrics.jsonl")
+
+
+def read_run_or_corrupt(path: Path) -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]:
+    """`read_run`, except that an unreadable run is (its hash, status `corrupt` with the reason, no records):
+    what readers of a whole store use, so one bad directory does not hide the others."""
+    try:
+        return read_run(path)
+    except StoreError as exc:
+        return {"config": {}, "hash": Path(path).name}, {"state": "corrupt", "error": str(exc)}, []
 
 
 def load_runs(root: str | Path, runs: Iterable[str] | None = None) -> pd.DataFrame:
     """One table of every run under `root` (or only of the `runs` named by hash): a row per record, with the
-    run's config as dotted columns."""
+    run's config as dotted columns. A run that cannot be read is one row with status `corrupt` and its
+    `error`."""
     frames = []
     paths = run_dirs(root) if runs is None else [Path(root) / name for name in sorted(runs)]
     for path in paths:
-        body, status, records = read_run(path)
-        meta = pd.json_normalize(body["config"], sep=".").iloc[0].to_dict()
+        body, status, records = read_run_or_corrupt(path)
+        meta = pd.json_normalize(body["config"], sep=".").iloc[0].to_dict() if body["config"] else {}
         meta = {k: (tuple(v) if isinstance(v, list) else v) for k, v in meta.items()}
         frame = pd.DataFrame(records) if records else pd.DataFrame({"step": pd.Series(dtype=int)})
-        for key, value in {"run": body["hash"], "status": status.get("state"), **meta}.items():
+        columns = {"run": body["hash"], "status": shown_state(status), **meta}
+        if status.get("state") == "corrupt":
+            frame = pd.DataFrame({"step": [pd.NA]})
+            columns["error"] = status["error"]
+        for key, value in columns.items():
             frame[key] = [value] * len(frame)
         frames.append(frame)
     if not frames:

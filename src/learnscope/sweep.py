@@ -9,9 +9,13 @@ its run resumes from its own checkpoint).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import multiprocessing
+import os
+import signal
+import sys
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,9 +25,9 @@ import pandas as pd
 import torch
 
 from .config import Config
-from .errors import ConfigError, LearnscopeError
+from .errors import ConfigError, LearnscopeError, Terminated
 from .online_sgd import OnlineConfig, run_online
-from .store import FINAL, RunDir, load_runs
+from .store import FINAL, RunDir, load_runs, shown_state
 from .ui import progress_bar
 
 Executor = Literal["serial", "local", "slurm"]
@@ -106,12 +110,75 @@ def run_all(
             # spawn, not fork: a forked child of a process that has used torch's thread pool can hang.
             threads = max(1, torch.get_num_threads() // workers)
             context = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-                futures = {pool.submit(_run_one, cfg, store, threads): i for i, cfg in enumerate(configs)}
+            pool = ProcessPoolExecutor(
+                max_workers=workers, mp_context=context, initializer=_worker_init, initargs=(os.getpid(),)
+            )
+            try:
+                futures = {
+                    pool.submit(_run_in_worker, cfg, store, threads): i for i, cfg in enumerate(configs)
+                }
                 for done, future in enumerate(as_completed(futures), start=1):
                     outcomes[futures[future]] = future.result()
                     bar.update(done)
+            except BaseException:  # Ctrl-C, SIGTERM: stop the workers (their runs become `interrupted`)
+                _stop_workers(pool)
+                raise
+            pool.shutdown()
     return [o for o in outcomes if o is not None]
+
+
+def _worker_init(parent: int) -> None:
+    """A pool worker ends with its parent, even a parent killed with -9 (Linux: PR_SET_PDEATHSIG), and
+    turns SIGTERM into `Terminated`, so the run it was doing is left `interrupted`, ready to resume."""
+    signal.signal(signal.SIGTERM, _raise_terminated)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which stops the workers
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+    if os.getppid() != parent:  # the parent died before the line above took effect
+        os._exit(143)
+
+
+def _run_in_worker(cfg: Config | OnlineConfig, store: str, threads: int) -> Outcome:
+    try:
+        return _run_one(cfg, store, threads)
+    except Terminated:  # the run is marked interrupted; take no further work from the pool's queue
+        os._exit(143)
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated()
+
+
+def _stop_workers(pool: ProcessPoolExecutor) -> None:
+    """SIGTERM to every worker, then wait for them to mark their runs and exit. (concurrent.futures has no
+    public way to stop running workers: `_processes` is its table of them.)"""
+    processes = list(getattr(pool, "_processes", {}).values())
+    for process in processes:
+        with contextlib.suppress(OSError, ValueError):
+            process.terminate()
+    for process in processes:
+        process.join(timeout=30)
+    pool.shutdown(wait=False, cancel_futures=True)
+
+
+def plan(
+    configs: list[Config] | list[OnlineConfig], store: str | Path = "runs"
+) -> list[tuple[str, str, str]]:
+    """(hash, state, name) of each config in `store` without running anything: what a sweep would do
+    (`done`/`diverged` are reused, the others run)."""
+    rows = []
+    for cfg in configs:
+        run_dir = RunDir(store, cfg)
+        try:
+            state = shown_state(run_dir.status())
+        except LearnscopeError as exc:
+            state = f"unreadable ({exc})"
+        rows.append((run_dir.hash, state, cfg.name))
+    return rows
 
 
 def run_and_load(

@@ -8,6 +8,7 @@ where a non-finite loss is noticed (and pinned to its exact step) and the progre
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import math
 import os
@@ -24,8 +25,8 @@ import torch
 from torch import nn
 
 from .config import Config
-from .data import BatchLoader, Dataset, build_data
-from .errors import DataError, LearnscopeError
+from .data import BatchLoader, Dataset, build_data, validate_dataset
+from .errors import INTERRUPTS, LearnscopeError, StoreError, describe_os_error
 from .optim import Schedule, build_optimizer, loss_function, set_lr
 from .probes import ProbeContext, build_probes, probe_steps
 from .registry import MODELS
@@ -95,38 +96,73 @@ def run(
     """Run `cfg` (resuming from its checkpoint if one exists) or return its stored result if it is final.
 
     `model` and `data` replace what the config would build (any nn.Module, any Dataset); the run directory
-    is then named by the config and a fingerprint of them. With `store=None` nothing is written.
+    is then named by the config and a fingerprint of them. The caller's `model` is copied, not trained in
+    place, so two calls start from the same weights. With `store=None` nothing is written.
+
+    Bad data or model input fails before anything is written. Ctrl-C (or SIGTERM through the CLI) leaves the
+    run `interrupted`; an error of the operating system (a full disk, a read-only store) is a one-line
+    StoreError and leaves the run `failed`; both resume from the last checkpoint when run again.
     """
+    if model is not None:
+        model = copy.deepcopy(model)
     if store is None:
         data = data if data is not None else build_data(cfg.data)
+        validate_dataset(data)
         model = model if model is not None else build_model(cfg, data)
         return train(cfg, model, data, None, quiet=quiet)
 
     run_dir = RunDir(store, cfg, fingerprint(model, data))
-    if run_dir.status()["state"] in FINAL:
+    if _state(run_dir) in FINAL:
         return _stored(run_dir)
-    # Bad data or model input fails here, before anything is written.
     data = data if data is not None else build_data(cfg.data)
+    validate_dataset(data)
     model = model if model is not None else build_model(cfg, data)
-    with run_dir.lock():
-        if run_dir.status()["state"] in FINAL:  # finished by another process meanwhile
-            return _stored(run_dir)
-        checkpoint = run_dir.load_checkpoint()  # fails early (and harmlessly) on a foreign checkpoint
-        run_dir.write_config()
-        run_dir.set_status("running", pid=os.getpid())
-        try:
-            result = train(cfg, model, data, run_dir, checkpoint, quiet=quiet)
-        except LearnscopeError as exc:
-            run_dir.set_status("failed", error=str(exc))
-            raise
-        except BaseException as exc:
-            run_dir.set_status(
-                "failed", error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc()
-            )
-            raise
-        run_dir.set_status(result.status, **result.info)
-        result.path = run_dir.path
-        return result
+    try:
+        with run_dir.lock():
+            if _state(run_dir) in FINAL:  # finished by another process meanwhile
+                return _stored(run_dir)
+            checkpoint = run_dir.load_checkpoint()  # fails early (and harmlessly) on a foreign checkpoint
+            run_dir.write_config()
+            run_dir.set_status("running", pid=os.getpid())
+            try:
+                result = train(cfg, model, data, run_dir, checkpoint, quiet=quiet)
+            except INTERRUPTS:
+                run_dir.set_status_if_possible("interrupted")
+                raise
+            except OSError as exc:
+                run_dir.set_status_if_possible("failed", error=describe_os_error(exc))
+                raise
+            except LearnscopeError as exc:
+                run_dir.set_status_if_possible("failed", error=str(exc))
+                raise
+            except Exception as exc:
+                run_dir.set_status_if_possible(
+                    "failed", error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc()
+                )
+                raise
+            run_dir.set_status(result.status, **result.info)
+    except OSError as exc:
+        raise StoreError(describe_os_error(exc)) from None
+    result.path = run_dir.path
+    return result
+
+
+def _state(run_dir: RunDir) -> str:
+    """The run's state; an unreadable status.json counts as not final (the run is computed again)."""
+    try:
+        return run_dir.status()["state"]
+    except StoreError:
+        return "unreadable"
+
+
+def environment(device: torch.device) -> dict[str, Any]:
+    """What decides the numbers of a run beside its config (see the README on reproducibility)."""
+    return {
+        "torch": str(torch.__version__),
+        "numpy": str(np.__version__),
+        "threads": torch.get_num_threads(),
+        "device": device.type,
+    }
 
 
 def _stored(run_dir: RunDir) -> RunResult:
@@ -144,9 +180,8 @@ def train(
 ) -> RunResult:
     """The loop: draw a batch, step the optimiser, run probes at scheduled steps, checkpoint, repeat."""
     t0 = time.perf_counter()
-    if len(data.train) == 0:
-        raise DataError("the training split is empty")
     device = resolve_device(cfg.device)
+    env = environment(device)
     data = data.to(device)
     model.to(device)
     tc = cfg.train
@@ -172,6 +207,8 @@ def train(
     window = torch.zeros(tc.log_every + 1, device=device)  # batch losses since the last read-back
     host = {"loss_sum": 0.0, "loss_count": 0, "last_sync": 0}  # loss read back since the last record
     step, resumed_at = 0, None
+    status, info = "done", {"env": env}
+    envs = [{**env, "from_step": 0}]  # the environment of each stretch of the run, kept in its checkpoints
     if checkpoint is not None:
         step = resumed_at = checkpoint["step"]
         model.load_state_dict(checkpoint["model"])
@@ -179,9 +216,17 @@ def train(
         loader.load_state_dict(checkpoint["loader"])
         set_rng_state(checkpoint["rng"])
         host = dict(checkpoint["host"])
-        run_dir.keep_records_through(step)
-        records = run_dir.records()
-    status, info = "done", {}
+        if "records" in checkpoint:
+            records = list(checkpoint["records"])
+        else:  # a checkpoint of an older learnscope: the records it covers are those in the file
+            records = [r for r in run_dir.records() if r["step"] <= step]
+        envs = list(checkpoint.get("envs", envs))
+        if {k: v for k, v in envs[-1].items() if k != "from_step"} != env:
+            envs.append({**env, "from_step": step})  # resumed elsewhere: the numbers may differ from here on
+    if len(envs) > 1:
+        info["env_history"] = envs
+    if run_dir is not None:  # the store's invariant: the checkpoint's records, or none, and nothing after
+        run_dir.restart_metrics(records)
     model.train()
     with progress_bar(total, cfg.name or "train", quiet) as bar:
         bar.update(step)
@@ -208,7 +253,9 @@ def train(
                             "loader": loader.state_dict(),
                             "rng": get_rng_state(),
                             "host": host,
-                        }
+                            "envs": envs,
+                        },
+                        records,
                     )
             if step >= total:
                 break
@@ -228,7 +275,7 @@ def train(
                 bad = [i for i, v in enumerate(losses) if not math.isfinite(v)]
                 if bad:
                     status = "diverged"
-                    info = {"step": host["last_sync"] + bad[0] + 1, "loss": str(losses[bad[0]])}
+                    info.update(step=host["last_sync"] + bad[0] + 1, loss=str(losses[bad[0]]))
                     break
                 host["loss_sum"] += sum(losses)
                 host["loss_count"] += len(losses)

@@ -473,3 +473,27 @@ def test_bad_moments_files_are_one_line_data_errors(tmp_path):
             load_moments(tmp_path / name)
         assert "\n" not in str(info.value), name
     assert not marker.exists()
+
+
+def test_omega_symmetry_tolerance_follows_the_stored_precision(tmp_path):
+    """A float32 Omega, as the original programme saves it, is symmetric only to float32 rounding (~2.4e-7
+    relative): accepted. The same asymmetry in float64, or a real one in float32, is refused."""
+    good = RandomSignGenerator(3, 5, 1, rng=0).analytic_moments()
+    arrays = dict(np.load(save_moments(tmp_path / "ok.npz", good), allow_pickle=False))
+    omega = arrays["omega"]
+    scale = np.abs(omega).max()
+
+    def skewed(name, dtype, relative):
+        skew = omega.copy()
+        skew[0, 1] += relative * scale
+        np.savez(tmp_path / name, **{**arrays, "omega": skew.astype(dtype)})
+        return tmp_path / name
+
+    rounded = skewed("f32.npz", np.float32, 2.4e-7)
+    stored = np.load(rounded)["omega"]
+    assert stored.dtype == np.float32 and (stored != stored.T).any()  # the asymmetry survives float32
+    back = load_moments(rounded)
+    np.testing.assert_allclose(back.omega, omega, rtol=1e-6, atol=1e-6)
+    for name, dtype, relative in (("f64.npz", np.float64, 2.4e-7), ("f32_asym.npz", np.float32, 1e-3)):
+        with pytest.raises(DataError, match=rf"omega is not symmetric .*{np.dtype(dtype).name} precision"):
+            load_moments(skewed(name, dtype, relative))

@@ -49,8 +49,8 @@ def test_norms_probe_on_a_user_model_matches_torch():
     )
     x = torch.randn(40, 1, 8, 8)
     y = torch.arange(40) % 10
-    model = user_model()
-    result = run(cfg, None, model=model, data=from_tensors(x, y, x, y), quiet=True)
+    result = run(cfg, None, model=user_model(), data=from_tensors(x, y, x, y), quiet=True)
+    model = result.model  # the trained copy (the caller's module is left as it was)
     last = result.records[-1]
     assert last["norm/1"] == pytest.approx(model[1].weight.norm().item(), rel=1e-6)
     total = torch.cat([p.flatten() for p in model.parameters()]).norm().item()

@@ -41,10 +41,10 @@ from pydantic import (
     model_validator,
 )
 
+from ..atomic import atomic_savez, atomic_write
 from ..config import DataConfig, _registered
 from ..errors import ConfigError, DataError
 from ..registry import DATA
-from ..store import atomic_savez, atomic_write
 from .dataset import Augment, Dataset, FiniteDataConfig, Split, normalise_and_view
 
 __all__ = [

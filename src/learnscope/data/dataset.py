@@ -106,8 +106,28 @@ def from_tensors(
             f"train inputs {tuple(x_train.shape[1:])} and test inputs {tuple(x_test.shape[1:])} differ"
         )
     train = Split(x_train.float(), y_train.long())
-    num_classes = int(max(y_train.max(), y_test.max())) + 1
+    # max() of an empty tensor raises: count classes over the labels there are, and leave an empty split to
+    # validate_dataset, which names it.
+    labels = [y.max() for y in (y_train, y_test) if y.numel()]
+    num_classes = int(max(labels)) + 1 if labels else 0
     return Dataset(train, {"train": train, "test": Split(x_test.float(), y_test.long())}, num_classes)
+
+
+def validate_dataset(data: Dataset) -> None:
+    """DataError naming the split if one is empty or holds a non-finite input (or float target): a NaN
+    pixel otherwise surfaces only as a diverged loss, many steps into a run. One pass per tensor, on any
+    device; the bad values are counted only on failure."""
+    splits = [("the training split", "train", data.train)]
+    splits += [(f"evaluation set {name!r}", name, s) for name, s in data.evals.items() if s is not data.train]
+    for what, name, split in splits:
+        if split.x.shape[0] == 0 or len(split) == 0:
+            raise DataError(f"data: {what} is empty")
+        for tensor, role, key in ((split.x, "inputs", f"x_{name}"), (split.y, "targets", f"y_{name}")):
+            if not tensor.is_floating_point() or bool(torch.isfinite(tensor).all()):
+                continue  # integer labels are finite by construction
+            bad = int((~torch.isfinite(tensor)).sum())
+            plural = "s" if bad != 1 else ""
+            raise DataError(f"data: {bad} non-finite value{plural} in the {role} of {what} ({key})")
 
 
 def prepare(

@@ -335,6 +335,12 @@ def load_npz(path: str | Path) -> dict[str, np.ndarray]:
             )
         if len(x) != len(y):
             raise DataError(f"{path}: x_{split} has {len(x)} rows but y_{split} has {len(y)}")
+        if len(x) == 0:  # caught here, or the label range of an empty array fails with a numpy traceback
+            raise DataError(f"{path}: x_{split} has 0 rows (the {split} split is empty)")
+        # Counted in the file, before normalisation spreads one NaN over a whole channel.
+        if x.dtype.kind in "fc" and not np.isfinite(x).all():
+            bad = int(np.size(x) - np.count_nonzero(np.isfinite(x)))
+            raise DataError(f"{path}: {bad} non-finite value{'s' if bad != 1 else ''} in x_{split}")
         if y.dtype.kind not in "iu":
             raise DataError(f"{path}: y_{split} must hold integer labels, got {y.dtype}")
         if len(y) and y.min() < 0:
