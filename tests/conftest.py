@@ -7,8 +7,6 @@ from learnscope.cli import main
 from learnscope.config import Config
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
-MNIST_DIR = SHARED / "data" / "mnist"
 
 
 @pytest.fixture
@@ -26,12 +24,6 @@ def tiny() -> Config:
             "train": {"steps": 60, "checkpoint_every": 20, "log_every": 7},
             "probes": {"schedule": ["every"], "every": 10},
         }
-    )
-
-
-def needs_mnist():
-    return pytest.mark.skipif(
-        not (MNIST_DIR / "t10k-images-idx3-ubyte.gz").exists(), reason="shared MNIST absent"
     )
 
 

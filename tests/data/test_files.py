@@ -16,9 +16,10 @@ import numpy as np
 import pytest
 
 from learnscope.data.files import find_idx_pair, load_cifar, load_npz, read_idx
+from learnscope.data.real import BUNDLED_MNIST
 from learnscope.errors import DataError
 
-MNIST_DIR = Path(__file__).resolve().parents[3] / "shared" / "data" / "mnist"
+MNIST_DIR = BUNDLED_MNIST  # the official test split, shipped in the package
 # Known MNIST test-set facts: per-class counts (8 has 974, 9 has 1009) and the first ten labels.
 MNIST_TEST_CLASS_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
 MNIST_TEST_FIRST_LABELS = [7, 2, 1, 0, 4, 1, 4, 9, 5, 9]
@@ -143,8 +144,6 @@ def test_find_idx_pair_alternative_spelling_and_errors(tmp_path: Path) -> None:
 
 
 def test_real_mnist_test_split() -> None:
-    if not (MNIST_DIR / "t10k-images-idx3-ubyte.gz").is_file():
-        pytest.skip(f"real MNIST test split not present at {MNIST_DIR}")
     x, y = find_idx_pair(MNIST_DIR, "t10k")
     assert x.shape == (10000, 28, 28) and x.dtype == np.uint8
     assert y.shape == (10000,) and y.dtype == np.int64

@@ -10,9 +10,8 @@ import torch
 from learnscope.config import Config
 from learnscope.data import build_data
 from learnscope.data.dataset import add_label_noise, data_rng, from_tensors
-from learnscope.data.real import digits_arrays
+from learnscope.data.real import BUNDLED_MNIST, digits_arrays
 from learnscope.errors import DataError
-from tests.conftest import MNIST_DIR, needs_mnist
 
 
 def data(**fields):
@@ -121,16 +120,28 @@ def test_npz_nhwc_is_transposed():
     assert d.train.x[1, 2, 4, 3].item() == pytest.approx(x[1, 4, 3, 2] / 255)
 
 
-@needs_mnist()
-def test_mnist_from_the_test_split_alone():
-    d = build_data(
-        Config()
-        .override("data=mnist", f"data.path={MNIST_DIR}", "data.train_prefix=t10k", "data.split_at=8000")
-        .data
-    )
+def test_mnist_from_the_bundled_test_split_alone():
+    d = build_data(Config().override("data=mnist", "data.train_prefix=t10k", "data.split_at=8000").data)
     assert len(d.train) == 8000 and len(d.evals["test"]) == 2000 and d.input_shape == (1, 28, 28)
+    with pytest.raises(DataError, match="bundled MNIST is the official test split only"):
+        build_data(Config().override("data=mnist").data)
     with pytest.raises(DataError, match="train-images"):  # only the t10k files are there
-        build_data(Config().override("data=mnist", f"data.path={MNIST_DIR}").data)
+        build_data(Config().override("data=mnist", f"data.path={BUNDLED_MNIST}").data)
+    with pytest.raises(DataError, match=r"data\.path is required for fashion_mnist"):
+        build_data(Config().override("data=fashion_mnist").data)
+
+
+def test_the_bundled_mnist_is_the_official_files_listed_in_its_readme():
+    import hashlib
+
+    listed = dict(
+        reversed(line.split())
+        for line in (BUNDLED_MNIST / "README.md").read_text().splitlines()
+        if line.strip().endswith(".gz")
+    )
+    assert set(listed) == {"t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"}
+    for name, digest in listed.items():
+        assert hashlib.sha256((BUNDLED_MNIST / name).read_bytes()).hexdigest() == digest
 
 
 def test_missing_and_truncated_idx_files(tmp_path):

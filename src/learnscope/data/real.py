@@ -98,25 +98,44 @@ def mnist1d(cfg: MNIST1DConfig) -> Dataset:
     return prepare(cfg, x[:, None], y, xt[:, None], yt, num_classes=10)
 
 
+# MNIST's official test split ships inside the package (source, licence, checksums: its README.md there).
+BUNDLED_MNIST = Path(__file__).parent / "bundled" / "mnist"
+
+
 class IDXConfig(FiniteDataConfig):
     """MNIST or Fashion-MNIST from IDX files (raw or .gz) in `path`.
 
     `train_prefix`/`test_prefix` name the file pairs (`train-images-idx3-ubyte`, ...). When both name the same
     pair, `split_at` cuts it: the first `split_at` samples train, the rest test (MNIST's test split alone).
+    Without `path`, MNIST reads the official test split bundled with learnscope (t10k only).
     """
 
     kind: Literal["mnist", "fashion_mnist"] = "mnist"
-    path: Path
+    path: Path | None = None
     train_prefix: str = "train"
     test_prefix: str = "t10k"
     split_at: PositiveInt | None = None
 
 
+def _idx_folder(cfg: IDXConfig) -> Path:
+    if cfg.path is not None:
+        return cfg.path
+    if cfg.kind != "mnist":
+        raise DataError(f"data.path is required for {cfg.kind} (only MNIST's test split is bundled)")
+    if "t10k" not in (cfg.train_prefix, cfg.test_prefix) or cfg.train_prefix != cfg.test_prefix:
+        raise DataError(
+            "the bundled MNIST is the official test split only: set data.train_prefix = data.test_prefix = "
+            '"t10k" and data.split_at (e.g. 8000), or data.path to a folder with the training files'
+        )
+    return BUNDLED_MNIST
+
+
 def _idx(cfg: IDXConfig) -> Dataset:
+    folder = _idx_folder(cfg)
     if cfg.train_prefix == cfg.test_prefix:
         if cfg.split_at is None:
             raise DataError(f"data.split_at is needed when train and test both read {cfg.train_prefix!r}")
-        x, y = files.find_idx_pair(cfg.path, cfg.train_prefix)
+        x, y = files.find_idx_pair(folder, cfg.train_prefix)
         if not 0 < cfg.split_at < len(y):
             raise DataError(f"data.split_at={cfg.split_at} must lie in (0, {len(y)})")
         x_train, y_train, x_test, y_test = (
@@ -128,8 +147,8 @@ def _idx(cfg: IDXConfig) -> Dataset:
     else:
         if cfg.split_at is not None:
             raise DataError("data.split_at applies only when train_prefix equals test_prefix")
-        x_train, y_train = files.find_idx_pair(cfg.path, cfg.train_prefix)
-        x_test, y_test = files.find_idx_pair(cfg.path, cfg.test_prefix)
+        x_train, y_train = files.find_idx_pair(folder, cfg.train_prefix)
+        x_test, y_test = files.find_idx_pair(folder, cfg.test_prefix)
     return prepare(cfg, x_train[:, None], y_train, x_test[:, None], y_test, num_classes=10)
 
 

@@ -114,14 +114,13 @@ SCALES: dict[str, dict] = {
         "study": {"distributions": ["real", "gaussian", "isotropic"], "real_train": True, "clone_test": 2000},
         "clone": {"labels": "uniform"},
     },
-    # The real MNIST split in shared/ (first 8,000 of t10k train, the rest test), padded to 32x32 for the
+    # The bundled MNIST test split (first 8,000 of t10k train, the rest test), padded to 32x32 for the
     # original's LeNet, with the original's recipe: SGD(0.05, 0.9, 5e-4), cosine stepped per epoch.
     "small": {
         "base": {
             "name": "increasing_complexity/small",
             "data": {
                 "kind": "mnist",
-                "path": "../shared/data/mnist",
                 "train_prefix": "t10k",
                 "split_at": 8000,
                 "pad": 2,

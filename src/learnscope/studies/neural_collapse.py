@@ -62,7 +62,6 @@ SCALES: dict[str, dict] = {
             "name": "neural_collapse/small",
             "data": {
                 "kind": "mnist",
-                "path": "../shared/data/mnist",
                 "train_prefix": "t10k",
                 "split_at": 8000,
                 "subset_per_class": 200,
