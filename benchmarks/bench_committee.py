@@ -1,11 +1,12 @@
 """Committee-machine speed claims, each a ratio against a reference measured in the same run.
 
 (a) `gaussian_equivalence_ode` (N = 3072, K = M = 2, dt = 0.01, Omega, Phi from the `rand` generator's
-    analytic moments at D = 100, L = 4) against a straightforward integrator of the same equations (reference
-    gaussian_equivalence.md §4.3) with a Python loop over the N eigenvalues. The loop is timed on a few steps
-    and extrapolated per step; both are checked to give the same Q, R, v after those steps.
+    analytic moments at D = 100, L = 4) against a straightforward integrator of the same equations
+    (docs/studies/gaussian_equivalence.md Eqs. (5.3)-(5.6)) with a Python loop over the N eigenvalues. The
+    loop is timed on a few steps and extrapolated per step; both are checked to give the same Q, R, v after
+    those steps.
     The original compiled C++ integrator took 7.3 s for t = 100 at N = 3072
-    (reference §11; a reference figure, not measured here).
+    (docs/studies/gaussian_equivalence.md §8; a quoted figure, not measured here).
 (b) `simulate_online_sgd` with R = 16 replicas at N = 1000 (K = M = 2, erf, eta = 0.2, rand inputs D = 100,
     L = 4) against a one-sample-per-step PyTorch float64 loop like the original (one replica, autograd), in
     replica-steps per second. Both draw inputs from the same sign network (batched generation in both).
@@ -38,12 +39,14 @@ def header() -> None:
 
 
 # ---------------------------------------------------------------------------------------------------------
-# (a) reference integrator: component form of §4.3 for the tau-independent coefficients, then a loop over tau
+# (a) reference integrator: component form of Eq. (5.3) of docs/studies/gaussian_equivalence.md for the
+# tau-independent coefficients, then a loop over tau
 # ---------------------------------------------------------------------------------------------------------
 
 
 def _coefficients(Q, R, T, v, A):
-    """G (K, K), H (K, M), V (K, K) and dv of §4.3, written out entry by entry with scalar i2/i3/i4 calls."""
+    """G (K, K), H (K, M), V (K, K) and dv of Eqs. (5.3), (5.6), written out entry by entry with scalar
+    i2/i3/i4 calls."""
     K, M = R.shape
     C = np.block([[Q, R], [R.T, T]])
     u = np.concatenate([-v, A])
@@ -77,7 +80,8 @@ def _coefficients(Q, R, T, v, A):
 
 
 def reference_euler(s: GEState, eta: float, dt: float, n_steps: int):
-    """Forward Euler of §4.3 with a Python loop over the N eigenvalues (as the C++ loops, unparallelised)."""
+    """Forward Euler of Eqs. (5.4)-(5.6) with a Python loop over the N eigenvalues (as the C++ loops,
+    unparallelised)."""
     N = s.N
     q, r, v = s.q.copy(), s.r.copy(), s.v.copy()
     isd = 1 / math.sqrt(s.delta)
@@ -144,7 +148,10 @@ def bench_ode(small: bool) -> None:
         else f"    ratio loop/learnscope per step = {ref_step / fast_step:.0f}x (target >= 20x); "
         f"learnscope t to 100: {fast_total:.2f} s"
     )
-    print("    original compiled C++ (Armadillo/OpenMP, 2 cores), reference §11, not measured here: 7.3 s")
+    print(
+        "    original compiled C++ (Armadillo/OpenMP, 2 cores), docs/studies/gaussian_equivalence.md §8, "
+        "not measured here: 7.3 s"
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -213,7 +220,7 @@ def bench_sim(small: bool) -> None:
     print(f"    PyTorch one-sample loop (autograd, float64), {steps_torch} steps: {slow:,.0f} steps/s")
     print(
         f"    ratio = {fast / slow:.1f}x (target >= 10x); "
-        "original script: ~1,300 steps/s at N=500 (reference §11)"
+        "original script: ~1,300 steps/s at N=500 (docs/studies/gaussian_equivalence.md §8)"
     )
 
 

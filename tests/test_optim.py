@@ -4,8 +4,10 @@ import pytest
 import torch
 from torch import nn
 
-from learnscope.config import AdamConfig, SGDConfig, TrainConfig
-from learnscope.optim import Schedule, build_optimizer, loss_function
+from learnscope import load_runs
+from learnscope.config import TrainConfig
+from learnscope.optim import AdamConfig, Schedule, SGDConfig, build_optimizer, loss_function
+from tests.conftest import cli
 
 
 def torch_lrs(make_scheduler, steps: int, lr: float = 1.0) -> list[float]:
@@ -101,3 +103,68 @@ def test_adamw_kind_builds_adamw():
     model = nn.Linear(2, 2)
     assert isinstance(build_optimizer(AdamConfig(kind="adamw", weight_decay=0.01), model), torch.optim.AdamW)
     assert isinstance(build_optimizer(AdamConfig(), model), torch.optim.Adam)
+
+
+PLUGIN = """
+from typing import Literal
+
+import torch
+
+from learnscope import OPTIMISERS
+from learnscope.optim import param_groups
+from learnscope.sections import OptimConfig
+
+
+class SignSGDConfig(OptimConfig):
+    kind: Literal["sign_sgd"] = "sign_sgd"
+    lr: float = 0.01
+
+
+class SignSGD(torch.optim.Optimizer):
+    def __init__(self, params, lr):
+        super().__init__(params, {"lr": lr})
+
+    @torch.no_grad()
+    def step(self):
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is not None:
+                    p.add_(p.grad.sign(), alpha=-group["lr"])
+
+
+@OPTIMISERS.register("sign_sgd", SignSGDConfig)
+def sign_sgd(cfg, model):
+    return SignSGD(param_groups(model, 0.0), cfg.lr)
+"""
+
+
+def test_a_toy_optimiser_registered_by_a_plugin_trains_through_learnscope_run(tmp_path, monkeypatch, capsys):
+    (tmp_path / "toy_optimiser.py").write_text(PLUGIN)
+    monkeypatch.syspath_prepend(tmp_path)
+    config = tmp_path / "sign.toml"
+    config.write_text(
+        'device = "cpu"\n[optim]\nkind = "sign_sgd"\nlr = 0.002\n[train]\nsteps = 200\n'
+        '[probes]\nschedule = ["every"]\nevery = 100\n'
+    )
+    store = tmp_path / "runs"
+    code, _, err = cli("run", config, "--plugin", "toy_optimiser", "--quiet", "--store", store, capsys=capsys)
+    assert code == 0, err
+    records = load_runs(store)
+    assert records["optim.kind"].iloc[0] == "sign_sgd"
+    assert records["test/acc"].iloc[-1] > 0.85 > records["test/acc"].iloc[0]
+    # one step by hand: w <- w - lr sign(grad), from the same initial weights and first batch
+    from toy_optimiser import SignSGD
+
+    from learnscope import Config
+
+    torch.manual_seed(0)
+    model = nn.Linear(4, 2)
+    x, y = torch.randn(8, 4), torch.randint(0, 2, (8,))
+    cfg = Config.load(config).optim
+    optimizer = build_optimizer(cfg, model)
+    assert isinstance(optimizer, SignSGD)
+    before = model.weight.detach().clone()
+    nn.functional.cross_entropy(model(x), y).backward()
+    expected = before - 0.002 * model.weight.grad.sign()
+    optimizer.step()
+    assert torch.equal(model.weight.detach(), expected)

@@ -6,15 +6,18 @@ result = run(Config().override("optim.lr=0.1"), store="runs")
 
 __version__ = "0.1.0"
 
+# The built-in kinds register themselves when their packages are imported, here, before any registry lookup.
+from . import data, models, probes  # noqa: F401
 from .config import Config
 from .data import Dataset, Split, from_tensors
-from .registry import DATA, MODELS, PROBES
+from .registry import DATA, MODELS, OPTIMISERS, PROBES
 from .store import load_runs
 from .train import RunResult, run
 
 __all__ = [
     "DATA",
     "MODELS",
+    "OPTIMISERS",
     "PROBES",
     "Config",
     "Dataset",

@@ -327,13 +327,19 @@ def runs_show(
     if records:
         last = {k: _short(v) for k, v in records[-1].items()}
         print(f"# last: {json.dumps(last)}")
-    config = body["config"]
-    if "kind" in config:  # a committee simulation or ODE (online_sgd, ge_ode): its flat settings
-        import tomli_w
+    # The stored config as it is (not validated again: a run of a plugin's kind shows without the plugin).
+    import tomli_w
 
-        print(tomli_w.dumps({k: v for k, v in config.items() if v is not None}))
-    else:
-        print(Config.from_dict(config).to_toml())
+    print(tomli_w.dumps(_without_none(body["config"])))
+
+
+def _without_none(value):
+    """TOML has no null: keys whose value is None are left out (as `Config.to_dict` does)."""
+    if isinstance(value, dict):
+        return {k: _without_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_none(v) for v in value]
+    return value
 
 
 def _short(value):
@@ -395,7 +401,7 @@ def data_fit_clone(
     print(f"train on it: {' '.join(file_clone_overrides(cfg, out))}")
 
 
-# --- theory: generator moments and the Gaussian-equivalence ODE (reference/gaussian_equivalence.md) ---------
+# --- theory: generator moments and the Gaussian-equivalence ODE (docs/studies/gaussian_equivalence.md) -----
 
 theory_app = typer.Typer(no_args_is_help=True, help="Generator moments and the committee-machine ODEs.")
 app.add_typer(theory_app, name="theory")

@@ -12,42 +12,34 @@ import hashlib
 import json
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, Literal
 
 import tomli_w
 from pydantic import (
-    BaseModel,
     BeforeValidator,
-    ConfigDict,
     Field,
     NonNegativeFloat,
     NonNegativeInt,
     PositiveFloat,
     PositiveInt,
     SerializeAsAny,
-    ValidationError,
     field_validator,
     model_validator,
 )
 
 from .errors import ConfigError
-from .registry import DATA, MODELS, PROBES, Registry
-
-
-class Strict(BaseModel):
-    """Frozen, no unknown keys, finite floats: every config block derives from this."""
-
-    # allow_inf_nan=False: an inf or nan learning rate, ridge or time passes range checks (inf > 0) and
-    # only fails far into a run, so every float field of every block refuses them up front.
-    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
-
-    @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> Self:
-        """Validated, or a one-line ConfigError naming the key, what is wrong and what is allowed."""
-        try:
-            return cls.model_validate(raw)
-        except ValidationError as exc:
-            raise ConfigError(_format_error(exc, "", cls)) from None
+from .registry import DATA, MODELS, OPTIMISERS, PROBES
+from .sections import (  # noqa: F401 (DataConfig, ModelConfig, ProbeConfig: the bases plugins derive from)
+    DataConfig,
+    ModelConfig,
+    OptimConfig,
+    ProbeConfig,
+    Section,
+    Strict,
+    format_error,
+    registered,
+    registered_list,
+)
 
 
 def run_digest(body: dict[str, Any]) -> str:
@@ -78,139 +70,7 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         ) from None
 
 
-class Section(Strict):
-    """A config block whose variants are registered builders, selected by `kind`."""
-
-    kind: str
-
-
-# --- registered sections: base classes that builders' config classes derive from ---------------------------
-
-
-class DataConfig(Section):
-    """Any data source. Finite datasets derive from `FiniteDataConfig` (see data/real.py)."""
-
-
-class ModelConfig(Section):
-    """Any model."""
-
-
-class ProbeConfig(Section):
-    """Any probe."""
-
-
-# --- error reporting ---------------------------------------------------------------------------------------
-
-
-def _format_error(exc: ValidationError, prefix: str = "", model: type[BaseModel] | None = None) -> str:
-    """One line for the first error: the dotted key, what is wrong, what is allowed."""
-    err = exc.errors()[0]
-    parts = _without_union_tags(model, err["loc"]) if model else err["loc"]
-    loc = ".".join(str(p) for p in (prefix, *parts) if p != "")
-    if err["type"] == "extra_forbidden":
-        allowed = _allowed_keys(model, parts[:-1]) if model else []
-        hint = f"; allowed: {', '.join(allowed)}" if allowed else ""
-        return f"unknown config key {loc!r}{hint}"
-    if err["type"] == "missing":
-        return f"{loc}: required key is missing"
-    got = err.get("input")
-    shown = f" (got {got!r})" if got is not None and not isinstance(got, dict) else ""
-    msg = err["msg"]
-    msg = msg[0].lower() + msg[1:]
-    return f"{loc}: {msg}{shown}"
-
-
-def _without_union_tags(model: type[BaseModel], loc: tuple) -> tuple:
-    """pydantic puts the tag of a tagged union in the location (optim.sgd.lr): drop it (optim.lr)."""
-    if len(loc) > 2 and loc[0] == "optim" and loc[1] in ("sgd", "adam", "adamw"):
-        return (loc[0], *loc[2:])
-    return tuple(loc)
-
-
-def _allowed_keys(model: type[BaseModel], loc: tuple) -> list[str]:
-    for part in loc:
-        field = model.model_fields.get(str(part))
-        ann = getattr(field, "annotation", None)
-        if isinstance(ann, type) and issubclass(ann, BaseModel):
-            model = ann
-        else:
-            return []
-    return list(model.model_fields)
-
-
-def _registered(registry: Registry, prefix: str):
-    """Before-validator that turns a dict with `kind` into the config class registered for that kind."""
-
-    def validate(value: Any) -> Any:
-        if isinstance(value, Section):
-            return value
-        if isinstance(value, str):  # shorthand: data = "digits"
-            value = {"kind": value}
-        if not isinstance(value, dict):
-            raise ConfigError(f"{prefix}: expected a table with a 'kind' key, got {value!r}")
-        if "kind" not in value:
-            raise ConfigError(
-                f"{prefix}.kind: required key is missing; allowed: {', '.join(registry.kinds())}"
-            )
-        try:
-            cls = registry.params(value["kind"])
-        except ConfigError:
-            raise ConfigError(
-                f"{prefix}.kind: unknown {value['kind']!r}; allowed: {', '.join(registry.kinds())}"
-            ) from None
-        try:
-            return cls.model_validate(value)
-        except ValidationError as exc:
-            raise ConfigError(_format_error(exc, prefix, cls)) from None
-
-    return validate
-
-
-def _registered_list(registry: Registry, prefix: str):
-    one = _registered(registry, prefix)
-
-    def validate(value: Any) -> Any:
-        if not isinstance(value, list | tuple):
-            raise ConfigError(f"{prefix}: expected a list, got {value!r}")
-        out = []
-        for i, item in enumerate(value):
-            try:
-                out.append(one(item))
-            except ConfigError as exc:
-                raise ConfigError(str(exc).replace(prefix, f"{prefix}.{i}", 1)) from None
-        return out
-
-    return validate
-
-
 # --- fixed sections -----------------------------------------------------------------------------------------
-
-
-class SGDConfig(Strict):
-    kind: Literal["sgd"] = "sgd"
-    lr: PositiveFloat = 0.05
-    momentum: Annotated[float, Field(ge=0, lt=1)] = 0.9
-    nesterov: bool = False
-    weight_decay: NonNegativeFloat = 5e-4
-    decay_norm_and_bias: bool = True  # False: no weight decay on biases and normalisation parameters
-
-
-class AdamConfig(Strict):
-    kind: Literal["adam", "adamw"] = "adam"
-    lr: PositiveFloat = 1e-3
-    betas: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] = (0.9, 0.999)
-    eps: PositiveFloat = 1e-8
-    weight_decay: NonNegativeFloat = 0.0
-    decay_norm_and_bias: bool = True
-
-
-def _sgd_unless_named(value: Any) -> Any:
-    return {"kind": "sgd", **value} if isinstance(value, dict) and "kind" not in value else value
-
-
-OptimConfig = Annotated[
-    SGDConfig | AdamConfig, Field(discriminator="kind"), BeforeValidator(_sgd_unless_named)
-]
 
 
 class TrainConfig(Strict):
@@ -250,8 +110,8 @@ class ProbesConfig(Strict):
     every: PositiveInt = 100  # every: a probe each k steps
     batch_size: PositiveInt = 1000  # evaluation batch
     use: Annotated[
-        list[SerializeAsAny[ProbeConfig]], BeforeValidator(_registered_list(PROBES, "probes.use"))
-    ] = Field(default_factory=lambda: _registered_list(PROBES, "probes.use")(["evaluation"]))
+        list[SerializeAsAny[ProbeConfig]], BeforeValidator(registered_list(PROBES, "probes.use"))
+    ] = Field(default_factory=lambda: registered_list(PROBES, "probes.use")(["evaluation"]))
 
     @field_validator("schedule", mode="before")
     @classmethod
@@ -260,11 +120,15 @@ class ProbesConfig(Strict):
 
 
 def _default_data() -> DataConfig:
-    return _registered(DATA, "data")({"kind": "digits"})
+    return registered(DATA, "data")({"kind": "digits"})
+
+
+def _default_optim() -> OptimConfig:
+    return registered(OPTIMISERS, "optim")({"kind": "sgd"})
 
 
 def _default_model() -> ModelConfig:
-    return _registered(MODELS, "model")({"kind": "mlp"})
+    return registered(MODELS, "model")({"kind": "mlp"})
 
 
 class Config(Strict):
@@ -273,15 +137,17 @@ class Config(Strict):
     name: str = ""
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    data: Annotated[SerializeAsAny[DataConfig], BeforeValidator(_registered(DATA, "data"))] = Field(
+    data: Annotated[SerializeAsAny[DataConfig], BeforeValidator(registered(DATA, "data"))] = Field(
         default_factory=_default_data
     )
-    model: Annotated[SerializeAsAny[ModelConfig], BeforeValidator(_registered(MODELS, "model"))] = Field(
+    model: Annotated[SerializeAsAny[ModelConfig], BeforeValidator(registered(MODELS, "model"))] = Field(
         default_factory=_default_model
     )
-    optim: OptimConfig = SGDConfig()
+    optim: Annotated[
+        SerializeAsAny[OptimConfig], BeforeValidator(registered(OPTIMISERS, "optim", default_kind="sgd"))
+    ] = Field(default_factory=_default_optim)
     train: TrainConfig = TrainConfig(epochs=30)
-    probes: ProbesConfig = ProbesConfig()
+    probes: ProbesConfig = Field(default_factory=ProbesConfig)
 
     # -- construction ------------------------------------------------------------------------------------
     @classmethod

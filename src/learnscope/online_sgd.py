@@ -1,13 +1,13 @@
 """Online SGD of two-layer committee machines on generator inputs, and the ODEs that predict it: store runs.
 
-One `OnlineConfig` is one setting of the Gaussian-equivalence experiments (reference gaussian_equivalence.md
-§2, §8): a generator x = G(c) and the moments of its inputs, a teacher acting on the latent c, R student
-replicas, the learning rate and the log-spaced times. With `method = "simulation"` the replicas are trained
-by online SGD (models/committee.py); with `method = "ode"` the Gaussian-equivalence ODEs
-(theory/committee_ode.py) are integrated from the same initial weights, one integration per replica, so each
-ODE line predicts the simulation replica that starts where it starts. Both write the same records (t, step,
-replica, eg, Q, R, T, v) into a run directory of the store named by the config's hash: a finished run is read
-back, never recomputed.
+One `OnlineConfig` is one setting of the Gaussian-equivalence experiments (Goldt et al. 2020, Sec. 3; model
+and defaults in docs/studies/gaussian_equivalence.md §2, §6): a generator x = G(c) and the moments of its
+inputs, a teacher acting on the latent c, R student replicas, the learning rate and the log-spaced times. With
+`method = "simulation"` the replicas are trained by online SGD (models/committee.py); with `method = "ode"`
+the Gaussian-equivalence ODEs (theory/committee_ode.py) are integrated from the same initial weights, one
+integration per replica, so each ODE line predicts the simulation replica that starts where it starts. Both
+write the same records (t, step, replica, eg, Q, R, T, v) into a run directory of the store named by the
+config's hash: a finished run is read back, never recomputed.
 """
 
 from __future__ import annotations
@@ -124,7 +124,8 @@ def input_moments(
 
 
 def centred(sample, mean_x: np.ndarray):
-    """x - E[x], as the original centres inputs (reference §2); the teacher still sees the raw latent."""
+    """x - E[x], as the original centres inputs (docs/studies/gaussian_equivalence.md §2, §7.3); the teacher
+    still sees the raw latent."""
     if not np.any(mean_x):
         return sample
 
@@ -172,7 +173,8 @@ def simulate(cfg: OnlineConfig, store: str | Path | None = None, quiet: bool = T
 def integrate(cfg: OnlineConfig, store: str | Path | None = None, quiet: bool = True) -> list[dict]:
     """The ODE of each replica from its initial weights: Saad-Solla for iid inputs, Gaussian equivalence else.
 
-    delta = D/N comes from the shapes (never a default, reference §10.1) unless `force_delta` overrides it."""
+    delta = D/N comes from the shapes (never a default: docs/studies/gaussian_equivalence.md §7.1) unless
+    `force_delta` overrides it."""
     return integrate_replicas(
         input_moments(cfg, store, quiet),
         initial_weights(cfg),

@@ -1,5 +1,8 @@
 """Losses, optimisers and learning-rate schedules.
 
+Optimisers are a registry like models: a config class derived from `OptimConfig` and a builder
+`(cfg, model) -> torch.optim.Optimizer`, one decorator (`@OPTIMISERS.register("name", NameConfig)`).
+
 The schedule is a pure function of the step: `lr_factor(step)` multiplies each group's base lr. It has no
 state of its own, so a checkpoint needs only the step to restore it.
 """
@@ -9,12 +12,16 @@ from __future__ import annotations
 import bisect
 import math
 from collections.abc import Callable
+from typing import Annotated, Literal
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field, NonNegativeFloat, PositiveFloat
 from torch import nn
 
-from .config import AdamConfig, SGDConfig, TrainConfig
+from .config import TrainConfig
+from .registry import OPTIMISERS
+from .sections import OptimConfig
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -35,22 +42,57 @@ def loss_function(name: str, reduction: str = "mean") -> LossFn:
     raise ValueError(f"unknown loss {name!r}")
 
 
-def build_optimizer(cfg: SGDConfig | AdamConfig, model: nn.Module) -> torch.optim.Optimizer:
-    """The optimiser, with biases and normalisation parameters (1-D tensors) exempt from decay if asked."""
+class SGDConfig(OptimConfig):
+    kind: Literal["sgd"] = "sgd"
+    lr: PositiveFloat = 0.05
+    momentum: Annotated[float, Field(ge=0, lt=1)] = 0.9
+    nesterov: bool = False
+    weight_decay: NonNegativeFloat = 5e-4
+    decay_norm_and_bias: bool = True  # False: no weight decay on biases and normalisation parameters
+
+
+class AdamConfig(OptimConfig):
+    kind: Literal["adam", "adamw"] = "adam"
+    lr: PositiveFloat = 1e-3
+    betas: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] = (0.9, 0.999)
+    eps: PositiveFloat = 1e-8
+    weight_decay: NonNegativeFloat = 0.0
+    decay_norm_and_bias: bool = True
+
+
+def build_optimizer(cfg: OptimConfig, model: nn.Module) -> torch.optim.Optimizer:
+    """The optimiser of the registered kind `cfg.kind` over the model's trainable parameters."""
+    return OPTIMISERS.builder(cfg.kind)(cfg, model)
+
+
+def param_groups(model: nn.Module, weight_decay: float, decay_norm_and_bias: bool = True) -> list[dict]:
+    """The trainable parameters as param groups, biases and normalisation parameters (1-D tensors) exempt
+    from weight decay unless `decay_norm_and_bias`: what every optimiser kind here (and a plugin's) uses."""
     params = [p for p in model.parameters() if p.requires_grad]
-    if cfg.decay_norm_and_bias or cfg.weight_decay == 0:
-        groups: list[dict] = [{"params": params}]
-    else:
-        groups = [
-            {"params": [p for p in params if p.ndim > 1]},
-            {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0},
-        ]
-    if cfg.kind == "sgd":
-        return torch.optim.SGD(
-            groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=cfg.weight_decay
-        )
+    if decay_norm_and_bias or weight_decay == 0:
+        return [{"params": params}]
+    return [
+        {"params": [p for p in params if p.ndim > 1]},
+        {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0},
+    ]
+
+
+@OPTIMISERS.register("sgd", SGDConfig)
+def sgd(cfg: SGDConfig, model: nn.Module) -> torch.optim.Optimizer:
+    groups = param_groups(model, cfg.weight_decay, cfg.decay_norm_and_bias)
+    return torch.optim.SGD(
+        groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=cfg.weight_decay
+    )
+
+
+def adam(cfg: AdamConfig, model: nn.Module) -> torch.optim.Optimizer:
     cls = torch.optim.AdamW if cfg.kind == "adamw" else torch.optim.Adam
+    groups = param_groups(model, cfg.weight_decay, cfg.decay_norm_and_bias)
     return cls(groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay)
+
+
+OPTIMISERS.register("adam", AdamConfig)(adam)
+OPTIMISERS.register("adamw", AdamConfig)(adam)
 
 
 class Schedule:

@@ -6,12 +6,15 @@ A new dataset, model or probe is one function and one decorator:
     def my_mlp(cfg: MyMLPConfig, input_shape, num_classes) -> nn.Module: ...
 
 Plugins found under the entry-point group `learnscope.plugins` (or imported with `--plugin`) register
-themselves the same way when imported.
+themselves the same way when imported. This module imports nothing of the package but its errors: the
+package (`learnscope/__init__.py`) imports the built-in kinds, so they are registered before any lookup.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 from collections.abc import Callable
 from importlib.metadata import entry_points
 from typing import Any
@@ -21,14 +24,12 @@ from .errors import ConfigError
 _plugins_loaded = False
 
 
-def _load_builtins() -> None:
-    """Import the packages whose modules register the built-in kinds (idempotent)."""
-    from . import data, models, probes  # noqa: F401
-
-
 def load_plugins(modules: list[str] | tuple[str, ...] = ()) -> None:
-    """Import plugin modules (by name) and, once, every entry point of the group `learnscope.plugins`."""
+    """Import plugin modules (by name: installed, on PYTHONPATH or in the current directory) and, once,
+    every entry point of the group `learnscope.plugins`."""
     global _plugins_loaded
+    if modules and "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())  # a plugin next to the config, as `python -m` would find it
     for name in modules:
         try:
             importlib.import_module(name)
@@ -57,11 +58,9 @@ class Registry:
         return decorator
 
     def kinds(self) -> list[str]:
-        _load_builtins()
         return sorted(self._entries)
 
     def _entry(self, kind: str) -> tuple[type, Callable[..., Any]]:
-        _load_builtins()
         if kind not in self._entries:
             load_plugins()
         if kind not in self._entries:
@@ -81,3 +80,4 @@ class Registry:
 DATA = Registry("data")
 MODELS = Registry("model")
 PROBES = Registry("probes")
+OPTIMISERS = Registry("optim")

@@ -9,22 +9,30 @@ import json
 from pathlib import Path
 
 import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
 from .atomic import atomic_write
 from .errors import ConfigError
 
 
-def save_figure(fig, path: Path, title: str = "") -> Path:
-    """Small title (it carries the command), tight layout, 120 dpi, closed: how every study saves figures."""
+def new_figure(nrows: int = 1, ncols: int = 1, *, figsize: tuple[float, float] | None = None, **subplots):
+    """A figure and its axes (as `Figure.subplots` returns them) on its own Agg canvas: how every figure of
+    the library is made. Neither `matplotlib.use` nor pyplot is involved, so the user's backend (a notebook's
+    inline one, say) is left as it is and no figure is registered with pyplot's figure manager; the figure is
+    freed with its last reference."""
+    fig = Figure(figsize=figsize)
+    FigureCanvasAgg(fig)
+    return fig, fig.subplots(nrows, ncols, **subplots)
+
+
+def save_figure(fig: Figure, path: Path, title: str = "") -> Path:
+    """Small title (it carries the command), tight layout, 120 dpi: how every study saves figures."""
     if title:
         fig.suptitle(title, fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
     return path
 
 
@@ -39,7 +47,7 @@ def plot_curves(
     """One panel per metric against `x` on a log axis (0 drawn at half the smallest positive x, so it stays
     visible), one line per value of `label`. Runs with replicas (a `replica` column: committee simulations and
     ODEs) are drawn as the mean over replicas with their range as a band."""
-    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.4), squeeze=False)
+    fig, axes = new_figure(1, len(metrics), figsize=(4.2 * len(metrics), 3.4), squeeze=False)
     positive = table[x][table[x] > 0]
     zero_at = 0.5 * float(positive.min()) if len(positive) else 0.5
     for ax, metric in zip(axes[0], metrics, strict=True):
@@ -170,11 +178,11 @@ def plot_sample_grid(
                 top, left = k * (h + gap), j * (w + gap)
                 mosaic[top : top + h, left : left + w] = (cell - lo) / scale
         cell_in = min(0.8, 10 / max(per_class * (w + gap), 1) * w)  # inches per image, at most 10 in wide
-        fig, ax = plt.subplots(figsize=(cell_in * per_class + 0.5, cell_in * num_classes + 0.2 + head))
+        fig, ax = new_figure(figsize=(cell_in * per_class + 0.5, cell_in * num_classes + 0.2 + head))
         if rgb:
             ax.imshow(np.where(np.isnan(mosaic), 1.0, np.clip(mosaic, 0, 1)), interpolation="nearest")
         else:
-            cmap = plt.get_cmap("gray").with_extremes(bad="white")
+            cmap = matplotlib.colormaps["gray"].with_extremes(bad="white")
             ax.imshow(mosaic[:, :, 0], cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
         ax.set_xticks([])
         ax.set_yticks([k * (h + gap) + (h - 1) / 2 for k in range(num_classes)], map(str, range(num_classes)))
@@ -186,7 +194,7 @@ def plot_sample_grid(
         rows = [signals[y == k][:per_class] for k in range(num_classes)]
         length = signals.shape[-1]
         gap = max(1, length // 8)
-        fig, axes = plt.subplots(
+        fig, axes = new_figure(
             num_classes, 1, figsize=(1.3 * per_class + 0.5, 0.7 * num_classes + 0.2 + head), squeeze=False
         )
         for k, (ax, samples) in enumerate(zip(axes[:, 0], rows, strict=True)):
@@ -206,13 +214,12 @@ def plot_sample_grid(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path
 
 
 # -- export of a run's records -----------------------------------------------------------------------------
 
-# The original programme's log (reference/increasing_complexity.md §1.8): ten comma-separated columns.
+# The original programme's log (docs/studies/increasing_complexity.md §5.3): ten comma-separated columns.
 DIC_COLUMNS = (
     "epoch",
     "step",

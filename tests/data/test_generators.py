@@ -1,5 +1,5 @@
-"""Generators and their moments (reference/gaussian_equivalence.md §3, §5, §6): the `rand` sign generator
-vs Monte Carlo; DCGAN and real NVP against the reference architecture, autograd and np.cov; moments files.
+"""Generators and their moments (docs/studies/gaussian_equivalence.md §3-4): the `rand` sign generator vs
+Monte Carlo; DCGAN and real NVP against the original architecture, autograd and np.cov; moments files.
 
 Tolerances come from the Monte-Carlo standard error. For +-1 outputs the per-entry variances are exact:
 Var(x_i x_j) = 1 - Omega_ij^2 and Var(x_i c_a) = E[c_a^2] - Phi_ia^2 = 1 - Phi_ia^2, Var(x_i) = 1, so
@@ -84,7 +84,8 @@ def test_rand_generator_outputs_and_determinism():
 
 
 def test_arcsine_moments_exact_for_one_layer(mc):
-    """L = 1: the arcsine law and Stein's lemma are exact (reference §3): every entry within 5 SE."""
+    """L = 1: the arcsine law and Stein's lemma are exact (docs/studies/gaussian_equivalence.md Eq. (4.1)):
+    every entry within 5 SE."""
     gen, est = mc(20, 50, 1)
     zo, zp, zm = _z(gen.analytic_moments("arcsine"), est, P)
     assert np.abs(zo).max() < 5 and np.abs(zp).max() < 5 and np.abs(zm).max() < 5
@@ -179,7 +180,8 @@ def test_estimator_tolerance_doubles_samples():
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Deep generators (reference §6): DCGAN and real NVP as torch modules, the registry, moments files
+# Deep generators (docs/studies/gaussian_equivalence.md §3): DCGAN and real NVP as torch modules, the
+# registry, moments files
 # ----------------------------------------------------------------------------------------------------------
 
 
@@ -199,7 +201,8 @@ def test_dcgan_has_the_reference_architecture_and_parameter_count():
     before = torch.random.get_rng_state()
     gen = DCGANGenerator()  # nz = 100, nc = 3, ngf = 64, random from seed 0
     assert torch.equal(torch.random.get_rng_state(), before)  # seeded by its own generator only
-    # 819,200 + 2,097,152 + 524,288 + 131,072 + 192 conv weights + 1,920 BN affine (reference §6)
+    # 819,200 + 2,097,152 + 524,288 + 131,072 + 192 conv weights + 1,920 BN affine
+    # (docs/studies/gaussian_equivalence.md §3)
     assert sum(p.numel() for p in gen.parameters()) == 3_573_824
     assert all(p.dtype == torch.float32 and not p.requires_grad for p in gen.parameters())
     state = gen.state_dict()  # the original's state-dict names, so its trained files load as they are
@@ -309,7 +312,8 @@ def _tiny_nvp(**kw):
 
 def test_realnvp_inverts_exactly_and_its_log_determinant_matches_autograd():
     nvp = _tiny_nvp().double()  # float64 to compare with autograd at 1e-10
-    assert len(nvp.s1_ckbd) == 3 and len(nvp.s1_chan) == 3 and len(nvp.s2_ckbd) == 4  # reference §6
+    # 3 checkerboard, 3 channel-wise, then 4 checkerboard couplings (docs/studies/gaussian_equivalence.md §3)
+    assert len(nvp.s1_ckbd) == 3 and len(nvp.s1_chan) == 3 and len(nvp.s2_ckbd) == 4
     z = torch.randn(3, 32, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     with torch.no_grad():
         x, logdet = nvp.forward_and_logdet(z)

@@ -1,4 +1,4 @@
-"""Online SGD simulator of committee machines (reference/gaussian_equivalence.md §2-3): the vectorised
+"""Online SGD simulator of committee machines (docs/studies/gaussian_equivalence.md §2): the vectorised
 update against autograd, the analytic eg against the test error, the simulation against the Saad-Solla ODE."""
 
 import math
@@ -22,7 +22,7 @@ from learnscope.theory.committee_ode import Moments, log_times, order_parameters
 @pytest.mark.parametrize("g", ["erf", "linear", "relu"])
 def test_sgd_step_matches_autograd_per_replica(g):
     """One step for R = 3 replicas equals torch SGD on 1/2 (y - yhat)^2 with lr eta for w and eta/N for v,
-    fields w.x/sqrt(N), done replica by replica (reference §2)."""
+    fields w.x/sqrt(N), done replica by replica (docs/studies/gaussian_equivalence.md Eq. (2.2))."""
     rng = np.random.default_rng(0)
     R, K, N, eta = 3, 4, 50, 0.7
     w, v = rng.standard_normal((R, K, N)), rng.standard_normal((R, K))
@@ -74,7 +74,8 @@ def _simulate_small(seed, moments, g="erf", R=3):
 @pytest.mark.parametrize("moments", [Moments.iid(), None], ids=["exact", "test-set"])
 def test_analytic_eg_matches_test_error(moments):
     """For every replica and time, |eg (test set) - eg_analytic| <= 4 standard errors of the test mean, with
-    order parameters exact (w w'/N) or estimated on the test set as the original (reference §3)."""
+    order parameters exact (w w'/N) or estimated on the test set as the original
+    (docs/studies/gaussian_equivalence.md §2)."""
     recs = _simulate_small(2, moments)
     assert len(recs) == 3 * 7
     for r in recs:
@@ -108,7 +109,8 @@ def test_records_and_replica_layout():
 
 
 def _sim_vs_ode(R, t_max, num):
-    """N = 1000, K = M = 2, eta = 0.2 (reference defaults), all replicas from the same initial weights."""
+    """N = 1000, K = M = 2, eta = 0.2 (the original's defaults, docs/studies/gaussian_equivalence.md §6), all
+    replicas from the same initial weights."""
     N, eta = 1000, 0.2
     rng = np.random.default_rng(0)
     ws = init_teacher_student(rng, N, N, K=2, M=2)

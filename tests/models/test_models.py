@@ -171,7 +171,7 @@ def test_probe_layers_exist_and_fire_in_order(kind):
     ],
 )
 def test_probe_layers_are_the_reference_choice(kind, fields, names, module_type):
-    """MLP/CONV probe the pre-BN linear/conv output (reference/neural_collapse.md §1.1-1.2)."""
+    """MLP/CONV probe the pre-BN linear/conv output (docs/studies/neural_collapse.md §2)."""
     model = build(kind, (3, 8, 8), **fields)
     assert model.probe_layers() == names
     modules = dict(model.named_modules())

@@ -1,6 +1,6 @@
-"""Committee-machine ODEs (reference/gaussian_equivalence.md §4): closed-form integrals against Monte Carlo,
-the analytic eg against an empirical half-MSE, the Gaussian-equivalence ODE against the Saad-Solla ODE in
-limits where they must agree exactly, and Euler against an adaptive integrator."""
+"""Committee-machine ODEs (docs/studies/gaussian_equivalence.md §5): closed-form integrals against Monte
+Carlo, the analytic eg against an empirical half-MSE, the Gaussian-equivalence ODE against the Saad-Solla ODE
+in limits where they must agree exactly, and Euler against an adaptive integrator."""
 
 import math
 
@@ -123,7 +123,8 @@ def _max_diff(recs_a, recs_b):
 )
 def test_gaussian_equivalence_with_identity_moments_is_saad_solla(g, train_v, K, M):
     """Omega = I, Phi = I (x = c, delta = 1): the GE ODE (Gaussian-regression G/H form over N eigenvalues) and
-    the Saad-Solla ODE (direct I3/I4 sums) agree to 1e-10 along a trajectory to t = 20 (reference §4.3)."""
+    the Saad-Solla ODE (direct I3/I4 sums) agree to 1e-10 along a trajectory to t = 20
+    (docs/studies/gaussian_equivalence.md §5.3)."""
     rng = np.random.default_rng(5)
     N = 40
     w, v, B, A = _weights(rng, K, M, N, N)
@@ -142,7 +143,8 @@ def test_gaussian_equivalence_with_identity_moments_is_saad_solla(g, train_v, K,
 def test_delta_is_d_over_n_and_wrong_delta_fails():
     """x = (c, independent noise) in R^N, D < N: Omega = I_N, Phi = [I_D; 0]. This is Saad-Solla with a
     teacher padded by zeros, so the GE ODE must reproduce it exactly with delta = D/N = 0.4 derived from the
-    shapes. Negative control: the original's default delta = 0.5 (reference §0, §8) misses by far more."""
+    shapes. Negative control: the original's default delta = 0.5 (docs/studies/gaussian_equivalence.md §7.1)
+    misses by far more."""
     rng = np.random.default_rng(6)
     K, M, N, D = 3, 2, 50, 20
     w, v, B, A = _weights(rng, K, M, N, D)
@@ -161,7 +163,8 @@ def test_delta_is_d_over_n_and_wrong_delta_fails():
 
 
 def test_ge_state_reproduces_order_parameters_from_weights():
-    """Q = (1/N) sum rho q, R = (1/(N sqrt delta)) sum r equal w Omega w'/N and w Phi B'/sqrt(ND) (§4.2)."""
+    """Q = (1/N) sum rho q, R = (1/(N sqrt delta)) sum r equal w Omega w'/N and w Phi B'/sqrt(ND)
+    (Eq. (5.2) of docs/studies/gaussian_equivalence.md)."""
     rng = np.random.default_rng(7)
     K, M, N, D = 2, 3, 30, 12
     w, v, B, A = _weights(rng, K, M, N, D)
@@ -188,8 +191,9 @@ def test_shape_checks():
 
 
 def test_euler_agrees_with_adaptive_solver():
-    """Forward Euler at dt = 0.01 vs solve_ivp (RK45, rtol 1e-9): eg within 2e-3 to t = 30 (the reference
-    found dt = 0.001 changes eg by < 1%); halving dt moves Euler towards the adaptive solution."""
+    """Forward Euler at dt = 0.01 vs solve_ivp (RK45, rtol 1e-9): eg within 2e-3 to t = 30 (dt = 0.001
+    changes eg by < 1%: docs/studies/gaussian_equivalence.md §5.5); halving dt moves Euler towards the
+    adaptive solution."""
     rng = np.random.default_rng(9)
     w, v, B, A = _weights(rng, 2, 2, 100, 100)
     args = (*order_parameters(w, B), v, A)

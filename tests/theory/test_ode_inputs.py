@@ -1,7 +1,7 @@
 """What the Gaussian-equivalence ODE reads from disk: a moments file (data.generators.save_moments) and the
 initial weights of a simulation (committee_ode.save_initial_weights). delta = D/N must come from the file's
 shapes, and the state built from a loaded file must reproduce the overlaps computed directly from the weights
-(reference/gaussian_equivalence.md §4.2, §10.1)."""
+(docs/studies/gaussian_equivalence.md Eq. (5.2), §7.1)."""
 
 import numpy as np
 import pytest

@@ -42,10 +42,10 @@ from pydantic import (
 )
 
 from ..atomic import atomic_savez, atomic_write
-from ..config import DataConfig, _registered
 from ..errors import ConfigError, DataError
 from ..registry import DATA
-from .dataset import Augment, Dataset, FiniteDataConfig, Split, normalise_and_view
+from ..sections import DataConfig, registered
+from .dataset import Augment, Dataset, FiniteDataConfig, Split, build_data, normalise_and_view
 
 __all__ = [
     "CloneConfig",
@@ -64,10 +64,10 @@ __all__ = [
 FitMethod = Literal["mean", "isotropic", "diagonal", "gaussian", "gmm"]
 FIT_METHODS = ("mean", "isotropic", "diagonal", "gaussian", "gmm")
 
-# The reference adds 1e-3 * I to each covariance of raw 0..255 pixels. Fits here run on the source's values
-# before normalisation, where an 8-bit image is x / 255, so the same ridge is 1e-3 / 255^2 in those units (on
-# data normalised per channel by std s_c it would be 1e-3 / (255 s_c)^2). Sources not made of 8-bit pixels
-# get the same 1.5e-8: negligible jitter against unit-scale variances, as 1e-3 is against CIFAR's ~4e3.
+# The original code adds 1e-3 * I to each covariance of raw 0..255 pixels. Fits here run on the source's
+# values before normalisation, where an 8-bit image is x / 255, so the same ridge is 1e-3 / 255^2 in those
+# units (on data normalised per channel by std s_c it would be 1e-3 / (255 s_c)^2). Sources not made of 8-bit
+# pixels get the same 1.5e-8: negligible jitter against unit-scale variances, as 1e-3 is against CIFAR's ~4e3.
 GREY_LEVEL = 1 / 255
 DEFAULT_RIDGE = 1e-3 * GREY_LEVEL**2
 
@@ -198,9 +198,10 @@ def fit_clone(
 ) -> CloneFit:
     """Fit the class-wise statistics of `method` to x (N, C, H, W), (N, C, L) or (N, D) with labels y.
 
-    Covariances are unbiased (n_k - 1) plus `ridge` I, as the reference (§2.1); `per_channel` makes channels
-    independent given the class (each with its own spatial covariance, as the original), else one joint
-    covariance. gmm: `components` full-covariance Gaussians per class by EM (k-means++ init from `seed`).
+    Covariances are unbiased (n_k - 1) plus `ridge` I, as the original code
+    (docs/studies/increasing_complexity.md §3); `per_channel` makes channels independent given the class
+    (each with its own spatial covariance, as the original), else one joint covariance. gmm: `components`
+    full-covariance Gaussians per class by EM (k-means++ init from `seed`).
     """
     if method not in FIT_METHODS:
         raise DataError(f"clone: unknown fit method {method!r}; allowed: {', '.join(FIT_METHODS)}")
@@ -571,7 +572,7 @@ def load_clone_file(
 # --- the registered data kind -------------------------------------------------------------------------------
 
 
-_validate_source = _registered(DATA, "data.source")
+_validate_source = registered(DATA, "data.source")
 
 
 def _source(value: Any) -> Any:
@@ -595,7 +596,7 @@ class CloneConfig(DataConfig):
     method: Literal["mean", "isotropic", "diagonal", "gaussian", "gmm", "coarse", "file"] = "gaussian"
     per_channel: bool = True  # gaussian/gmm/coarse: channels independent given the class (the original)
     components: PositiveInt = 2  # gmm: Gaussians per class
-    ridge: NonNegativeFloat = 1e-3  # added to covariances, in (8-bit grey levels)^2 as the reference
+    ridge: NonNegativeFloat = 1e-3  # added to covariances, in (8-bit grey levels)^2 as the original code
     em_iters: PositiveInt = 100  # gmm: most EM iterations
     clamp: bool = True  # clip samples to the source's per-channel range
     labels: Literal["counts", "uniform"] = "counts"  # sample labels: the source's class counts, or uniform
@@ -694,7 +695,6 @@ def make_clone(cfg: CloneConfig) -> CloneResult:
     The fit and the sample live in the source's scale before normalisation (8-bit pixels in [0, 1], like the
     original's raw pixels); then clone, real train and real test are normalised with the real train split's
     per-channel statistics and flattened exactly as the source's own preparation would."""
-    from . import build_data
 
     src = cfg.source
     raw_cfg = src.model_copy(update={"normalize": False, "flatten": False, "crop_padding": 0, "flip": False})
@@ -817,7 +817,7 @@ def load_clone_config(args: list[str] | tuple[str, ...] = ()) -> CloneConfig:
     section.setdefault("kind", "clone")
     if section["kind"] != "clone":
         raise ConfigError(f"data.kind: fit-clone fits a clone (kind 'clone'), not {section['kind']!r}")
-    return _registered(DATA, "data")(section)
+    return registered(DATA, "data")(section)
 
 
 def format_clone_report(result: CloneResult) -> str:

@@ -16,8 +16,9 @@ import numpy as np
 import torch
 from pydantic import Field, NonNegativeInt, PositiveInt
 
-from ..config import DataConfig
 from ..errors import DataError
+from ..registry import DATA
+from ..sections import DataConfig
 
 # Independent streams derived from data.seed (numpy SeedSequence spawn keys).
 _SUBSET, _NOISE, _SPLIT = 0, 1, 2
@@ -92,6 +93,11 @@ class Dataset:
             true_train_labels=None if self.true_train_labels is None else self.true_train_labels.to(device),
             noisy=None if self.noisy is None else self.noisy.to(device),
         )
+
+
+def build_data(cfg: DataConfig) -> Dataset:
+    """The dataset a `data` config section describes."""
+    return DATA.builder(cfg.kind)(cfg)
 
 
 def from_tensors(

@@ -1,18 +1,19 @@
 """Generative models x = G(c) of the Gaussian-equivalence study, and their input moments (numpy float64).
 
-Reference: reference/gaussian_equivalence.md (Goldt et al. 2020). The latent is c ~ N(0, I_D); the student
-sees x = G(c) in R^N, the teacher acts on c (§2). The ODEs need the moments Omega = Cov(x) (N, N) and
-Phi = Cov(x, c) (N, D) and the mean of x (§2, §10.3), returned here as `committee_ode.Moments` plus the means.
+Goldt et al. 2020, as documented in docs/studies/gaussian_equivalence.md (the § below are of that page). The
+latent is c ~ N(0, I_D); the student sees x = G(c) in R^N, the teacher acts on c (§2). The ODEs need the
+moments Omega = Cov(x) (N, N) and Phi = Cov(x, c) (N, D) and the mean of x (§2, §7.3), returned here as
+`committee_ode.Moments` plus the means.
 
-* `RandomSignGenerator`: the `rand` generator (§6), an L-layer fully connected sign network D -> N with
-  Gaussian weights N(0, 1/fan_in), and its analytic moments (§3).
-* `DCGANGenerator`: the DCGAN generator of §6 (latent 100 -> 3x32x32, 3,573,824 parameters), random (the
+* `RandomSignGenerator`: the `rand` generator (§3), an L-layer fully connected sign network D -> N with
+  Gaussian weights N(0, 1/fan_in), and its analytic moments (§4.2).
+* `DCGANGenerator`: the DCGAN generator of §3 (latent 100 -> 3x32x32, 3,573,824 parameters), random (the
   DCGAN initialisation, seeded) or a trained state dict (the original's `dcgan_*_weights.pth` load as is).
-* `RealNVPGenerator`: the real NVP flow of §6 (CIFAR-10 architecture: two scales of affine couplings),
+* `RealNVPGenerator`: the real NVP flow of §3 (CIFAR-10 architecture: two scales of affine couplings),
   random (seeded) or a state dict of ours; invertible with an exact log-determinant.
 * `IIDGenerator`: x = c ~ N(0, I) (the Saad-Solla setting), for symmetry.
 * `make_generator(name, D, N, L, seed, weights)`: the registry shared by the CLI and the studies.
-* `estimate_moments`: a streaming, batched Monte-Carlo estimator for any sampler (§5, improved as in §9.6:
+* `estimate_moments`: a streaming, batched Monte-Carlo estimator for any sampler (§4.1: unlike the original's,
   exact Chan/Welford merges in float64, with a convergence measure and a progress bar).
 * `save_moments` / `load_moments`: a moments file (.npz, no pickles) that the ODEs consume.
 
@@ -88,7 +89,8 @@ def _sign(u: np.ndarray) -> np.ndarray:
 
 
 class RandomSignGenerator:
-    """The `rand` generator (reference §6): x = sign(F_L sign(... sign(F_1 c))), c ~ N(0, I_D).
+    """The `rand` generator: x = sign(F_L sign(... sign(F_1 c))), c ~ N(0, I_D)
+    (docs/studies/gaussian_equivalence.md §3).
 
     Widths [D]*L + [N] (default L = 4: D -> D -> D -> D -> N), no biases, weights F_l ~ N(0, 1/fan_in) drawn
     from `rng` (an int seed or a numpy Generator). Outputs are +-1 with mean exactly 0 (x is odd in c) and
@@ -121,16 +123,16 @@ class RandomSignGenerator:
     def analytic_moments(self, method: MomentMethod = "arcsine") -> GeneratorMoments:
         """Omega = Cov(x), Phi = Cov(x, c) and the mean (0 for both x and c), in closed form.
 
-        "arcsine" (reference §3, "For exact single-layer moments"): the arcsine law for sign units of a
+        "arcsine" (docs/studies/gaussian_equivalence.md Eq. (4.1)): the arcsine law for sign units of a
         Gaussian pre-activation u with covariance S, E[sign u_i sign u_j] = (2/pi) asin(S_ij/sqrt(S_ii S_jj)),
         and Stein's lemma E[sign(u_i) c] = sqrt(2/pi) Cov(u_i, c)/sqrt(S_ii), applied layer by layer with
         S = F Omega_{l-1} F', Cov(u, c) = F Phi_{l-1}, Omega_0 = Phi_0 = I_D. Exact for L = 1; for L >= 2 the
         pre-activations F h of the +-1 hidden units are only approximately Gaussian (a Gaussian closure, error
         shrinking with D; at D = 100, L = 4 a few per cent, see tests/data/test_generators.py).
-        "linearised": the original script's recursion (§3), b = sqrt(2/pi): Omega = b^2 F_1 F_1', Phi = b F_1,
-        then Omega <- b^2 F_l ((1 - b^2) I + Omega) F_l', Phi <- b F_l Phi, finally diag(Omega) := 1. It
-        ignores the row norms of F and is off by 10-30 % (relative Frobenius) even for L = 1; kept to
-        reproduce the original.
+        "linearised": the original script's recursion (Eq. (4.2) there), b = sqrt(2/pi): Omega = b^2 F_1 F_1',
+        Phi = b F_1, then Omega <- b^2 F_l ((1 - b^2) I + Omega) F_l', Phi <- b F_l Phi, finally
+        diag(Omega) := 1. It ignores the row norms of F and is off by 10-30 % (relative Frobenius) even for
+        L = 1; kept to reproduce the original.
         """
         D = self.D
         if method == "arcsine":
@@ -276,7 +278,8 @@ class _TorchGenerator(nn.Module):
 
 
 class DCGANGenerator(_TorchGenerator):
-    """The DCGAN generator of reference §6 (pytorch/examples, ngf = 64, nz = 100, nc = 3): c (B, nz) ->
+    """The DCGAN generator of docs/studies/gaussian_equivalence.md §3 (pytorch/examples, ngf = 64, nz = 100,
+    nc = 3): c (B, nz) ->
     ConvT(nz, 8ngf, 4, 1, 0) BN ReLU -> 4x4, ConvT(8ngf, 4ngf, 4, 2, 1) BN ReLU -> 8x8, ConvT(4ngf, 2ngf)
     BN ReLU -> 16x16, ConvT(2ngf, ngf) BN ReLU -> 32x32, ConvT(ngf, nc, 1, 1, 0) tanh -> (B, nc, 32, 32);
     no conv bias, 3,573,824 parameters at the defaults. Used in eval mode (BN with running statistics).
@@ -492,9 +495,9 @@ class _AffineCoupling(nn.Module):
 
 
 class RealNVPGenerator(_TorchGenerator):
-    """The real NVP flow of reference §6 (fmu2/realNVP, CIFAR-10 architecture), as the generator
-    x = g(c): c ~ N(0, I_D) reshaped to (channels, size, size), D = N = channels * size^2 (3072 at the
-    defaults, so delta = 1).
+    """The real NVP flow of docs/studies/gaussian_equivalence.md §3 (fmu2/realNVP, CIFAR-10 architecture), as
+    the generator x = g(c): c ~ N(0, I_D) reshaped to (channels, size, size), D = N = channels * size^2
+    (3072 at the defaults, so delta = 1).
 
     f (data -> latent): scale 1 on C x S x S, 3 checkerboard couplings (parities 1, 0, 1), squeeze, 3
     channel-wise couplings on 4C x S/2 x S/2 (0, 1, 0), unsqueeze, factor out half (one checkerboard colour);
@@ -502,11 +505,11 @@ class RealNVPGenerator(_TorchGenerator):
     Couplings are affine, s = scale tanh(.) + scale_shift, with ResNet conditioners (`base_dim` channels,
     `res_blocks` blocks) and BatchNorm, used in eval mode. Differences from the original: no weight norm
     (a reparametrisation that matters only for training), no coupling-output BatchNorm; the trained
-    original is a whole pickled object (reference §1) that is never unpickled here, and its
+    original is a whole pickled object (§7.9 there) that is never unpickled here, and its
     hyper-parameters are unknown, so `weights` is a state dict of this class. Random weights: convs
     ~ N(0, 1/fan_in) from `seed`, scale = `init_scale` (the original's zero would make a random flow
     volume-preserving), shift 0, BN statistics calibrated on a batch of latents. x stays in the flow's
-    output space (the original's logit space, §6)."""
+    output space (the original's logit space)."""
 
     def __init__(
         self,
@@ -654,7 +657,7 @@ def make_generator(
 class _Accumulator:
     """Exact streaming means and (cross-)covariances in float64: each batch's centred sums are merged with
     Chan et al.'s pairwise update, so no catastrophic cancellation (the original accumulated an approximate
-    Welford update in float32, reference §5)."""
+    Welford update in float32: docs/studies/gaussian_equivalence.md §4.1)."""
 
     def __init__(self, N: int, D: int) -> None:
         self.n = 0
@@ -697,7 +700,8 @@ def estimate_moments(
     quiet: bool = False,
     description: str = "moments",
 ) -> GeneratorMoments:
-    """Monte-Carlo Omega = Cov(x), Phi = Cov(x, c), E[x], E[c] of any sampler (reference §5), streaming.
+    """Monte-Carlo Omega = Cov(x), Phi = Cov(x, c), E[x], E[c] of any sampler, streaming
+    (docs/studies/gaussian_equivalence.md §4.1).
 
     Draws `sample(rng, batch)` in batches (the last one trimmed so exactly n_samples are used) and merges
     them exactly in float64. The estimate at half the samples is kept, and `rel_change` reports

@@ -1,8 +1,9 @@
 """Two-layer committee machines and online SGD on a teacher, simulated for R replicas at once (numpy float64).
 
-Setting of reference/gaussian_equivalence.md §2 (Goldt et al. 2020): latent c ~ N(0, I_D), input x = G(c) in
-R^N, teacher y = sum_m A_m g(b_m.c/sqrt D) acting on the latent, student yhat = sum_k v_k g(w_k.x/sqrt N),
-loss 1/2 (y - yhat)^2, one fresh sample per step, learning rate eta for w and eta/N for v, time t = steps/N.
+Setting of Goldt et al. 2020 (docs/studies/gaussian_equivalence.md §2): latent c ~ N(0, I_D), input
+x = G(c) in R^N, teacher y = sum_m A_m g(b_m.c/sqrt D) acting on the latent, student
+yhat = sum_k v_k g(w_k.x/sqrt N), loss 1/2 (y - yhat)^2, one fresh sample per step, learning rate eta for w
+and eta/N for v, time t = steps/N.
 The records match `learnscope.theory.committee_ode`'s, so simulation and ODE overlay.
 """
 
@@ -62,7 +63,8 @@ _ACTIVATIONS = {"erf": (_erf_g, _erf_dg), "linear": (_lin_g, _lin_dg), "relu": (
 
 
 def activation(name: str) -> tuple[Callable[[np.ndarray], np.ndarray], Callable[[np.ndarray], np.ndarray]]:
-    """(g, g') for "erf" (g(u) = erf(u/sqrt 2), reference §2), "linear" or "relu"."""
+    """(g, g') for "erf" (g(u) = erf(u/sqrt 2), docs/studies/gaussian_equivalence.md Eq. (2.1)), "linear" or
+    "relu"."""
     if name not in _ACTIVATIONS:
         raise ValueError(f"g={name!r}: allowed {', '.join(_ACTIVATIONS)}")
     return _ACTIVATIONS[name]
@@ -109,9 +111,9 @@ def init_teacher_student(
     w_std: float = 1.0,
     v_std: float = 1.0,
 ) -> dict[str, np.ndarray]:
-    """Initial weights as the original (reference §2): w ~ N(0, w_std^2), v ~ N(0, v_std^2), B ~ N(0, 1),
-    A = 1. With n_replicas the student is drawn independently per replica ((R, K, N), (R, K)); the teacher is
-    shared."""
+    """Initial weights as the original (docs/studies/gaussian_equivalence.md §2): w ~ N(0, w_std^2),
+    v ~ N(0, v_std^2), B ~ N(0, 1), A = 1. With n_replicas the student is drawn independently per replica
+    ((R, K, N), (R, K)); the teacher is shared."""
     lead = () if n_replicas is None else (n_replicas,)
     w = w_std * rng.standard_normal((*lead, K, N))
     v = v_std * rng.standard_normal((*lead, K))
@@ -128,9 +130,10 @@ def sgd_step(
     g: Activation = "erf",
     train_second_layer: bool = True,
 ) -> None:
-    """One online SGD step on 1/2 (y - yhat)^2 for R replicas at once, in place (reference §2):
-    w_k += (eta/sqrt N) v_k g'(lambda_k) e x and v_k += (eta/N) e g(lambda_k), e = y - yhat, both gradients
-    at the old weights. w (R, K, N), v (R, K), x (R, N), y (R,)."""
+    """One online SGD step on 1/2 (y - yhat)^2 for R replicas at once, in place (Eq. (2.2) of
+    docs/studies/gaussian_equivalence.md): w_k += (eta/sqrt N) v_k g'(lambda_k) e x and
+    v_k += (eta/N) e g(lambda_k), e = y - yhat, both gradients at the old weights. w (R, K, N), v (R, K),
+    x (R, N), y (R,)."""
     gfun, dgfun = activation(g)
     N = w.shape[-1]
     lam = np.matmul(w, x[:, :, None])[:, :, 0] / math.sqrt(N)  # (R, K)
@@ -165,7 +168,8 @@ def simulate_online_sgd(
     moments: Moments | None = None,
     chunk: int | None = None,
 ) -> list[dict]:
-    """Online SGD of R student replicas on one teacher, one fresh sample per step per replica (reference §2).
+    """Online SGD of R student replicas on one teacher, one fresh sample per step per replica (Goldt et al.
+    2020; docs/studies/gaussian_equivalence.md §2).
 
     w (K, N) or (R, K, N), v (K,) or (R, K): student initial weights (copied; a single one is shared by all
     n_replicas). B (M, D), A (M,): teacher, fixed. `sample(rng, n) -> (x (n, N), c (n, D))` draws inputs and
@@ -173,8 +177,9 @@ def simulate_online_sgd(
     `chunk` steps at a time (batched generation, as a deep generator needs; default: ~2M numbers a chunk).
 
     Logged at t = step/N for each step = round(t * N) of `times`, per replica:
-      eg: 1/2 mean (yhat - y)^2 on the test set (§3), eg_sem its standard error;
-      eg_analytic: the closed form (§2) on the order parameters (NaN for relu);
+      eg: 1/2 mean (yhat - y)^2 on the test set (docs/studies/gaussian_equivalence.md §2), eg_sem its
+      standard error;
+      eg_analytic: the closed form, Eq. (2.4) there, on the order parameters (NaN for relu);
       Q, R, T, v: with `moments` (Omega, Phi; `Moments.iid()` for x = c) the exact Q = w Omega w'/N,
       R = w Phi B'/sqrt(ND); without, estimated on the test set as the original (Q = lambda lambda'/n,
       R = lambda nu'/n); T = B B'/D.

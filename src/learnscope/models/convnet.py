@@ -1,5 +1,5 @@
-"""Convolutional models: CONV-L-W of Galanti et al. (TMLR 2023, §1.2 of reference/neural_collapse.md) and the
-PyTorch-tutorial LeNet of Refinetti et al. 2023 (§1.3 of reference/increasing_complexity.md), made
+"""Convolutional models: CONV-L-W of Galanti et al. (TMLR 2023; docs/studies/neural_collapse.md §2) and the
+PyTorch-tutorial LeNet of Refinetti et al. 2023 (docs/studies/increasing_complexity.md §4), made
 dimension-generic so that the same LeNet is the small 1-D CNN for MNIST-1D.
 
 PyTorch default initialisation throughout; the caller seeds the global RNG.
@@ -13,9 +13,9 @@ from typing import Literal
 from pydantic import PositiveInt
 from torch import Tensor, nn
 
-from ..config import ModelConfig
 from ..errors import ConfigError
 from ..registry import MODELS
+from ..sections import ModelConfig
 
 
 def image_shape(model: str, input_shape: tuple[int, ...], multiple: int = 1) -> tuple[int, int, int]:

@@ -1,4 +1,4 @@
-"""Fully connected models: MLP-L-W of Galanti et al. (TMLR 2023, §1.1 of reference/neural_collapse.md) and a
+"""Fully connected models: MLP-L-W of Galanti et al. (TMLR 2023; docs/studies/neural_collapse.md §2) and a
 linear classifier.
 
 With depth 1 and width 512 the MLP is the two-layer "MLP D-512-C" of Refinetti et al. 2023 (e.g. 40-512-10
@@ -14,8 +14,8 @@ from typing import Literal
 from pydantic import PositiveInt
 from torch import Tensor, nn
 
-from ..config import ModelConfig
 from ..registry import MODELS
+from ..sections import ModelConfig
 
 
 class MLPConfig(ModelConfig):

@@ -1,5 +1,5 @@
 """ResNet-18, CIFAR variant: a 3x3 stride-1 stem and no max-pool (He et al. 2016; as in kuangliu/pytorch-cifar
-and the timm model Refinetti et al. 2023 patch, §1.3 of reference/increasing_complexity.md).
+and the timm model Refinetti et al. 2023 patch: docs/studies/increasing_complexity.md §4).
 
 PyTorch default initialisation; the caller seeds the global RNG.
 """
@@ -12,8 +12,8 @@ from typing import Literal
 from pydantic import PositiveInt
 from torch import Tensor, nn
 
-from ..config import ModelConfig
 from ..registry import MODELS
+from ..sections import ModelConfig
 from .convnet import image_shape
 
 

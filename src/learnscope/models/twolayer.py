@@ -1,4 +1,4 @@
-"""The two-layer network `TwoLayer` of Refinetti et al. 2023 (§1.3 of reference/increasing_complexity.md).
+"""The two-layer network `TwoLayer` of Refinetti et al. 2023 (docs/studies/increasing_complexity.md §4).
 
 flatten -> Linear(D, K) -> ReLU -> Linear(K, C), both layers with biases, PyTorch default initialisation (the
 caller seeds the global RNG). The original feeds grayscale 32x32 CIFAR images flattened to D = 1024 (here:
@@ -15,8 +15,8 @@ from typing import Literal
 from pydantic import PositiveInt
 from torch import Tensor, nn
 
-from ..config import ModelConfig
 from ..registry import MODELS
+from ..sections import ModelConfig
 
 
 class TwoLayerConfig(ModelConfig):

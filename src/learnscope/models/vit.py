@@ -1,5 +1,5 @@
-"""A small vision transformer: the lucidrains-style ViT of Refinetti et al. 2023 (§1.3 of
-reference/increasing_complexity.md), without einops.
+"""A small vision transformer: the lucidrains-style ViT of Refinetti et al. 2023
+(docs/studies/increasing_complexity.md §4, §7.5), without einops.
 
 Patches of p x p pixels, each flattened as (p1 p2 c) and embedded linearly; a learned CLS token and learned
 positional embeddings (both N(0, 1) at init); `depth` pre-LayerNorm blocks of multi-head self-attention
@@ -22,8 +22,8 @@ import torch
 from pydantic import Field, PositiveInt
 from torch import Tensor, nn
 
-from ..config import ModelConfig
 from ..registry import MODELS
+from ..sections import ModelConfig
 from .convnet import image_shape
 
 

@@ -7,36 +7,15 @@ A probe kind is a builder registered with its config class; the builder returns 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
-import torch
-from torch import nn
 
 from ..config import ProbesConfig
-from ..data.dataset import Dataset
 from ..registry import PROBES
+from . import collapse, evaluation, norms, predictions  # noqa: F401 (registers the built-in probes)
+from .context import ProbeContext
 
-
-@dataclass
-class ProbeContext:
-    model: nn.Module
-    data: Dataset
-    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # summed over the batch
-    step: int
-    batch_size: int  # evaluation batch
-    # What one probe computed at a step for others at the same step (e.g. the evaluation probe's argmax
-    # predictions, read by the predictions probe): key -> (step, value). Entries of other steps are stale.
-    shared: dict[Any, tuple[int, Any]] = field(default_factory=dict)
-
-    def publish(self, key: Any, value: Any) -> None:
-        self.shared[key] = (self.step, value)
-
-    def lookup(self, key: Any) -> Any:
-        """What was published under `key` at the current step, else None."""
-        step, value = self.shared.get(key, (None, None))
-        return value if step == self.step else None
+__all__ = ["Probe", "ProbeContext", "build_probes", "log_spaced_steps", "probe_steps"]
 
 
 Probe = Callable[[ProbeContext], dict[str, float]]
@@ -64,6 +43,3 @@ def log_spaced_steps(last: int, points: int) -> list[int]:
         return [0]
     grid = np.unique(np.round(np.logspace(0, np.log10(last), points)).astype(int))
     return [0, *grid.tolist()]
-
-
-from . import collapse, evaluation, norms, predictions  # noqa: E402,F401  (registers the built-in probes)

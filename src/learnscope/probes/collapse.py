@@ -21,10 +21,10 @@ import numpy as np
 import torch
 from pydantic import Field, NonNegativeInt
 
-from ..config import ProbeConfig
 from ..errors import ConfigError
 from ..registry import PROBES
-from . import ProbeContext
+from ..sections import ProbeConfig
+from .context import ProbeContext
 from .hooks import capture, layer_names
 
 
@@ -75,7 +75,7 @@ class ClassMoments:
 
     @property
     def variance(self) -> torch.Tensor:
-        """E ||h - mu_c||^2 per class (population normalisation, as the reference)."""
+        """E ||h - mu_c||^2 per class (population normalisation, as the original code of Galanti et al.)."""
         return self.m2 / self.count.clamp_min(1)
 
     @property

@@ -6,10 +6,10 @@ from typing import Literal
 
 import torch
 
-from ..config import ProbeConfig
 from ..errors import ConfigError
 from ..registry import PROBES
-from . import ProbeContext
+from ..sections import ProbeConfig
+from .context import ProbeContext
 
 
 class EvaluationConfig(ProbeConfig):

@@ -6,9 +6,9 @@ from typing import Literal
 
 import torch
 
-from ..config import ProbeConfig
 from ..registry import PROBES
-from . import ProbeContext
+from ..sections import ProbeConfig
+from .context import ProbeContext
 from .hooks import layer_names
 
 

@@ -18,10 +18,10 @@ from typing import Literal
 import numpy as np
 import torch
 
-from ..config import ProbeConfig
 from ..errors import ConfigError
 from ..registry import PROBES
-from . import ProbeContext
+from ..sections import ProbeConfig
+from .context import ProbeContext
 
 _DTYPES = {"u1": np.dtype(np.uint8), "u2": np.dtype("<u2")}
 

@@ -8,7 +8,7 @@ R = w Phi B'/sqrt(ND) follow ODEs that depend on G only through Omega = Cov(x) a
 delta = D/N. For every generator we simulate R student replicas and integrate the ODE from each replica's
 initial weights, then compare: test error vs t = steps/N (log x), the ODE line over the simulation's points.
 A negative control integrates the same ODE with the original code's default delta = 0.5, which is wrong
-unless D/N = 0.5 (reference §0, §8), to show that the comparison can fail.
+unless D/N = 0.5 (docs/studies/gaussian_equivalence.md §6, §7.1), to show that the comparison can fail.
 
 Runs go through `online_sgd.run_online` and the store, so rerunning a study reuses finished runs.
 """
@@ -17,23 +17,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
 from ..config import apply_overrides
 from ..online_sgd import OnlineConfig
-from ..report import save_figure
+from ..report import new_figure, save_figure
 from ..sweep import run_and_load
 
 # Each scale: the settings (one per generator) sharing `common`, and the negative control's forced delta.
-# `tiny` is the reference's CPU acceptance experiment (§8): rand L = 4, D = 100, N = 500, K = M = 2,
-# eta = 0.2, t <= 1000, 41 log-spaced points; each ODE starts from its replica's weights, delta = D/N = 0.2.
-# Its moments are estimated (10^6 samples, as for every other generator): the arcsine law is exact for one
-# sign layer only, and with it the late sim-ODE gap grows from 0.006 to 0.008 (README).
+# `tiny` is the CPU acceptance experiment (docs/studies/gaussian_equivalence.md §6): rand L = 4, D = 100,
+# N = 500, K = M = 2, eta = 0.2, t <= 1000, 41 log-spaced points; each ODE starts from its replica's weights,
+# delta = D/N = 0.2. Its moments are estimated (10^6 samples, as for every other generator): the arcsine law
+# is exact for one sign layer only, and with it the late sim-ODE gap grows from 0.006 to 0.008 (README).
 SCALES: dict[str, dict] = {
     "tiny": {
         "common": {
@@ -93,7 +89,8 @@ SCALES: dict[str, dict] = {
     },
 }
 
-# Times before this are compared loosely: there single-run and finite-N noise dominate (reference §8).
+# Times before this are compared loosely: there single-run and finite-N noise dominate
+# (docs/studies/gaussian_equivalence.md §6).
 T_COMPARE = 3.0
 
 
@@ -181,7 +178,7 @@ def figures(table: pd.DataFrame, out: Path) -> list[Path]:
     for (gen, D, N, L, seed, weights), part in c.groupby(SETTING):
         roles = {role: frame for role, frame in part.groupby("role")}
         sim, ode = roles["simulation"], roles["ode"]
-        fig, (ax_eg, ax_op) = plt.subplots(1, 2, figsize=(11, 4))
+        fig, (ax_eg, ax_op) = new_figure(1, 2, figsize=(11, 4))
         sim_t = sim["t"].where(sim["t"] > 0, np.nan)  # t = 0 cannot sit on a log axis
         ax_eg.fill_between(sim_t, sim["eg_lo"], sim["eg_hi"], color="C0", alpha=0.2, lw=0)
         ax_eg.plot(sim_t, sim["eg"], "o", ms=4, color="C0", label="simulation (mean, range over replicas)")

@@ -37,17 +37,15 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from pydantic import Field, NonNegativeFloat, PositiveInt, ValidationError, field_validator
 
-from ..config import Config, Strict, _format_error, apply_overrides
+from ..config import Config, Strict, apply_overrides
 from ..errors import ConfigError, LearnscopeError
 from ..probes.predictions import decode_predictions
-from ..report import save_figure
+from ..report import new_figure, save_figure
+from ..sections import format_error
 from ..sweep import run_and_load
 
 # How far the clone's seed-mean real-test accuracy may trail the baseline's before it counts as left behind.
@@ -95,8 +93,9 @@ class StudyOptions(Strict):
 # Each scale: the real-data config (every clone wraps its `data` as its source), the study's options, and the
 # options shared by every clone. Clone labels are uniform i.i.d. draws, as the original's.
 SCALES: dict[str, dict] = {
-    # The reference's CPU check (§4.3-4.4): MNIST-1D (12,000 generated samples, 10,000 train / 2,000 test,
-    # standardised), MLP 40-512-10, SGD(0.05, 0.9, wd 5e-4), batch 128, 4,000 steps at a constant rate.
+    # The CPU check (docs/studies/increasing_complexity.md §6): MNIST-1D (12,000 generated samples, 10,000
+    # train / 2,000 test, standardised), MLP 40-512-10, SGD(0.05, 0.9, wd 5e-4), batch 128, 4,000 steps at a
+    # constant rate.
     "tiny": {
         "base": {
             "name": "increasing_complexity/tiny",
@@ -144,9 +143,10 @@ SCALES: dict[str, dict] = {
         "study": {"distributions": ["real", "gaussian", "diagonal", "isotropic"], "clone_test": 2000},
         "clone": {"labels": "uniform"},
     },
-    # The README figure (§1, §3.1): ResNet-18 on CIFAR-10, SGD(0.05, 0.9, wd 5e-4), batch 128, cosine over
-    # 50 epochs stepped per epoch (19,550 steps), random crop (padding 4) and flip on real and clone images
-    # alike, evaluation at ~100 log-spaced steps; the clone's own test set of 10,000 as the original logs it.
+    # The README figure (docs/studies/increasing_complexity.md §5-6): ResNet-18 on CIFAR-10, SGD(0.05, 0.9,
+    # wd 5e-4), batch 128, cosine over 50 epochs stepped per epoch (19,550 steps), random crop (padding 4) and
+    # flip on real and clone images alike, evaluation at ~100 log-spaced steps; the clone's own test set of
+    # 10,000 as the original logs it.
     # Add the WGAN or cifar5m samples with `study.distributions=[real, gaussian, isotropic, file:<path>]`.
     "paper": {
         "base": {
@@ -213,7 +213,7 @@ def options(scale: str = "tiny", overrides: tuple[str, ...] = ()) -> StudyOption
     try:
         return StudyOptions.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(_format_error(exc, "study", StudyOptions)) from None
+        raise ConfigError(format_error(exc, "study", StudyOptions)) from None
 
 
 def configs(scale: str = "tiny", overrides: tuple[str, ...] = ()) -> list[Config]:
@@ -349,7 +349,7 @@ def bootstrap_horizon(
 def agreement_curves(curves: pd.DataFrame, baseline: str = "real") -> pd.DataFrame:
     """Per clone, seed and step: the fraction of real test samples on which the clone-trained network and the
     baseline network of the same seed predict the same class. Rows named `<baseline> (seeds)`: the mean over
-    pairs of different seeds of the baseline, the agreement of two real-trained networks (a reference)."""
+    pairs of different seeds of the baseline, the agreement of two real-trained networks (a yardstick)."""
     if curves["pred"].isna().all():
         return pd.DataFrame(columns=["distribution", "seed", "step", "agreement"])
     decoded = {
@@ -395,7 +395,7 @@ def summarise(
     """One row per training distribution: seeds, final real-test accuracy (seed mean and std), the real train
     and own-test accuracies where measured, and for clones the tracking horizon with its bootstrap interval,
     the final gap to the baseline and the prediction agreement with it at the horizon and at the end. The
-    baseline's row holds, as agreement, that of real-trained networks of different seeds (a reference)."""
+    baseline's row holds, as agreement, that of real-trained networks of different seeds (a yardstick)."""
     data = curves(table)
     agree = agreement_curves(data)
     names = list(dict.fromkeys([*(order or []), *data["distribution"].unique()]))
@@ -499,9 +499,10 @@ def figures(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     names = list(summary["distribution"])
-    colours = {n: ("black" if n == "real" else plt.cm.tab10(i % 10)) for i, n in enumerate(names)}
+    tab10 = matplotlib.colormaps["tab10"]
+    colours = {n: ("black" if n == "real" else tab10(i % 10)) for i, n in enumerate(names)}
     agree = agreement_curves(data)
-    fig, axes = plt.subplots(1, 2, figsize=(10.5, 3.9))
+    fig, axes = new_figure(1, 2, figsize=(10.5, 3.9))
     ax = axes[0]
     for name in names:
         m = accuracy_matrix(data, name)

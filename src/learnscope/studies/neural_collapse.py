@@ -17,21 +17,18 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
 from ..config import Config
 from ..probes.collapse import effective_depth
-from ..report import save_figure
+from ..report import new_figure, save_figure
 from ..sweep import grid, run_and_load
 
-# Each scale: a base config and its sweep axes. `tiny` is the reference's CPU check (digits, 70/30 stratified
-# split, MLP-L-256, 200 epochs, lr x0.1 at 50% and 75%; `--data mnist1d` runs it on MNIST-1D); `small` MNIST
-# with CONV-L-64 (see its weight decay); `paper` the README recipe of the original code
-# (its settings file uses milestones 60/100/200 x0.2: `train.milestones=[60,100,200] train.gamma=0.2`).
+# Each scale: a base config and its sweep axes (docs/studies/neural_collapse.md §4-5). `tiny` is the CPU check
+# (digits, 70/30 stratified split, MLP-L-256, 200 epochs, lr x0.1 at 50% and 75%; `--data mnist1d` runs it on
+# MNIST-1D); `small` MNIST with CONV-L-64 (see its weight decay); `paper` the README recipe of the original
+# code (its settings file uses milestones 60/100/200 x0.2: `train.milestones=[60,100,200] train.gamma=0.2`).
 SCALES: dict[str, dict] = {
     "tiny": {
         "base": {
@@ -166,12 +163,12 @@ def figures(table: pd.DataFrame, summary: pd.DataFrame, out_dir: str | Path, tit
 
     clean = table[table["data.label_noise"] == 0.0]
     depths = sorted(clean["model.depth"].unique())
-    fig, axes = plt.subplots(1, len(depths), figsize=(4.2 * len(depths), 3.4), squeeze=False)
+    fig, axes = new_figure(1, len(depths), figsize=(4.2 * len(depths), 3.4), squeeze=False)
     for ax, depth in zip(axes[0], depths, strict=True):
         rows = clean[(clean["model.depth"] == depth) & (clean["seed"] == clean["seed"].min())].sort_values(
             "step"
         )
-        colours = plt.cm.viridis(np.linspace(0, 1, depth))
+        colours = matplotlib.colormaps["viridis"](np.linspace(0, 1, depth))
         # As the paper's Fig. 1: an inset zooms on 0.97-1.0, where eps = 0.01 decides the effective depth.
         inset = ax.inset_axes([0.52, 0.06, 0.45, 0.36])
         for target, kwargs in ((ax, {}), (inset, {"lw": 0.8})):
@@ -195,7 +192,7 @@ def figures(table: pd.DataFrame, summary: pd.DataFrame, out_dir: str | Path, tit
     axes[0][-1].legend(fontsize=6, ncol=1 + depths[-1] // 9, loc="upper left", bbox_to_anchor=(1.02, 1))
     paths.append(save_figure(fig, out_dir / "ncc_train_per_layer.png", title))
 
-    fig, ax = plt.subplots(figsize=(4.8, 3.6))
+    fig, ax = new_figure(figsize=(4.8, 3.6))
     for _, row in summary.iterrows():
         style = "-" if row["noise"] == 0 else ":"
         ax.plot(
@@ -219,7 +216,7 @@ def figures(table: pd.DataFrame, summary: pd.DataFrame, out_dir: str | Path, tit
         reached=summary["effective_depth"].notna(),
         effective_depth=summary["effective_depth"].fillna(summary["L"] + 1),
     )
-    fig, axes = plt.subplots(1, 2, figsize=(8.4, 3.4))
+    fig, axes = new_figure(1, 2, figsize=(8.4, 3.4))
     for noise, group in shown.groupby("noise"):
         agg = group.groupby("L")[["effective_depth", "depth_lo", "depth_hi"]].mean()
         err = [agg["effective_depth"] - agg["depth_lo"], agg["depth_hi"] - agg["effective_depth"]]

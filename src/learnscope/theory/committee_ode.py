@@ -1,13 +1,15 @@
 """Order-parameter ODEs of online SGD in two-layer committee machines (soft committee, erf or linear units).
 
-Two systems, both in the conventions of reference/gaussian_equivalence.md (Goldt et al. 2020):
+Two systems, both in the conventions of Goldt et al. 2020 as docs/studies/gaussian_equivalence.md writes them
+(equation and section numbers in this module are that page's):
 
-* `saad_solla_ode`: i.i.d. Gaussian inputs x = c (N = D); state Q, R, v (Saad & Solla 1995).
+* `saad_solla_ode`: i.i.d. Gaussian inputs x = c (N = D); state Q, R, v (Saad & Solla 1995; Eq. (5.7)).
 * `gaussian_equivalence_ode`: inputs x = G(c) with covariances Omega = Cov(x), Phi = Cov(x, c); state the
-  per-eigenvalue densities q_tau, r_tau, t~_tau of Omega's eigenbasis plus v (reference §4.2-4.3).
+  per-eigenvalue densities q_tau, r_tau, t~_tau of Omega's eigenbasis plus v (Eqs. (5.1)-(5.6)).
 
-Conventions (reference §2): student yhat = sum_k v_k g(w_k.x/sqrt N), teacher y = sum_n A_n g(b_n.c/sqrt D),
-loss 1/2 (y - yhat)^2, learning rate eta for w and eta/N for v, time t = steps/N, g(u) = erf(u/sqrt 2).
+Conventions (§2, Eqs. (2.1)-(2.3)): student yhat = sum_k v_k g(w_k.x/sqrt N), teacher
+y = sum_n A_n g(b_n.c/sqrt D), loss 1/2 (y - yhat)^2, learning rate eta for w and eta/N for v, time
+t = steps/N, g(u) = erf(u/sqrt 2).
 Both integrators return flat records {"t", "eg", "Q_kl", "R_kn", "T_nm", "v_k"} that overlay the simulator's
 (`learnscope.models.committee`). Pure numpy float64; the sum over the N eigenvalues is one matrix product.
 """
@@ -52,12 +54,13 @@ def _check_g(g: str) -> None:
     if g not in _ACTIVATIONS:
         raise ValueError(
             f"g={g!r}: the ODEs have closed-form integrals only for {', '.join(_ACTIVATIONS)} "
-            "(reference §4.4); simulate other activations with learnscope.models.committee"
+            "(docs/studies/gaussian_equivalence.md §5.4); simulate other activations with "
+            "learnscope.models.committee"
         )
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Closed-form Gaussian integrals (reference §4.4). The entry-wise kernels take arrays of covariance entries
+# Closed-form Gaussian integrals (Eqs. (5.8)-(5.10)). The entry-wise kernels take arrays of covariance entries
 # that broadcast against each other, so a whole block (e.g. all (k, a, b) index triples) is one call.
 # ----------------------------------------------------------------------------------------------------------
 
@@ -90,21 +93,21 @@ def _i4(c00, c01, c02, c03, c11, c12, c13, c22, c23, c33, g: str):
 
 
 def i2(C: np.ndarray, g: Activation = "erf") -> np.ndarray:
-    """I2 = E[g(u0) g(u1)] for u ~ N(0, C); C has shape (..., 2, 2) (reference §4.4)."""
+    """I2 = E[g(u0) g(u1)] for u ~ N(0, C); C has shape (..., 2, 2) (Eq. (5.8))."""
     _check_g(g)
     C = np.asarray(C, dtype=float)
     return _i2(C[..., 0, 0], C[..., 0, 1], C[..., 1, 1], g)
 
 
 def i3(C: np.ndarray, g: Activation = "erf") -> np.ndarray:
-    """I3 = E[g'(u0) u1 g(u2)] for u ~ N(0, C); C has shape (..., 3, 3) (reference §4.4)."""
+    """I3 = E[g'(u0) u1 g(u2)] for u ~ N(0, C); C has shape (..., 3, 3) (Eq. (5.9))."""
     _check_g(g)
     C = np.asarray(C, dtype=float)
     return np.asarray(_i3(C[..., 0, 0], C[..., 0, 1], C[..., 0, 2], C[..., 1, 2], C[..., 2, 2], g))
 
 
 def i4(C: np.ndarray, g: Activation = "erf") -> np.ndarray:
-    """I4 = E[g'(u0) g'(u1) g(u2) g(u3)] for u ~ N(0, C); C has shape (..., 4, 4) (reference §4.4)."""
+    """I4 = E[g'(u0) g'(u1) g(u2) g(u3)] for u ~ N(0, C); C has shape (..., 4, 4) (Eq. (5.10))."""
     _check_g(g)
     C = np.asarray(C, dtype=float)
     e = {f"c{i}{j}": C[..., i, j] for i in range(4) for j in range(i, 4)}
@@ -159,7 +162,7 @@ def _joint_cov(Q: np.ndarray, R: np.ndarray, T: np.ndarray) -> np.ndarray:
 
 
 def eg_analytic(Q, R, T, v, A, g: Activation = "erf") -> np.ndarray:
-    """Generalisation error 1/2 E[(y - yhat)^2] from the order parameters (reference §2, half-MSE convention).
+    """Generalisation error 1/2 E[(y - yhat)^2] from the order parameters (Eq. (2.4), half-MSE convention).
 
     erf: eg = (1/pi)[sum v v asin(Q_kl/sqrt((1+Q_kk)(1+Q_ll))) + sum A A asin(T..) - 2 sum v A asin(R..)];
     linear: eg = 1/2 (v'Qv + A'TA - 2 v'RA). Leading batch dimensions (e.g. replicas) broadcast:
@@ -184,7 +187,7 @@ class Moments:
     """Second moments of the inputs: omega = Cov(x) (N, N), phi = Cov(x, c) (N, D).
 
     None stands for the identity (i.i.d. Gaussian inputs x = c: omega = I_N, phi = I with N = D), which the
-    code then never materialises. Centre x with the same mean used to estimate them (reference §10.3)."""
+    code then never materialises. Centre x with the same mean used to estimate them (§7.3)."""
 
     omega: np.ndarray | None = None
     phi: np.ndarray | None = None
@@ -198,7 +201,7 @@ class Moments:
 def order_parameters(
     w: np.ndarray, B: np.ndarray, moments: Moments | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Q = w Omega w'/N, R = w Phi B'/sqrt(N D), T = B B'/D (reference §2); w (..., K, N), B (..., M, D)."""
+    """Q = w Omega w'/N, R = w Phi B'/sqrt(N D), T = B B'/D (Eq. (2.3)); w (..., K, N), B (..., M, D)."""
     w, B = np.asarray(w, dtype=float), np.asarray(B, dtype=float)
     m = moments or Moments()
     N, D = w.shape[-1], B.shape[-1]
@@ -246,7 +249,7 @@ def log_times(
 
 
 def _saad_solla_rhs(Q, R, T, v, A, eta: float, g: str, train_v: bool):
-    """Saad-Solla ODEs in their direct form (reference §4.3 with Omega = I): with e = sum_b u_b g(z_b),
+    """Saad-Solla ODEs in their direct form (Eq. (5.7), §5.3): with e = sum_b u_b g(z_b),
     u = (-v, A), z = (lambda, nu),
       dQ_kl/dt = eta [v_k E g'(l_k) l_l e + (k<->l)] + eta^2 v_k v_l E g'(l_k) g'(l_l) e^2,
       dR_kn/dt = eta v_k E g'(l_k) nu_n e,   dv_k/dt = eta E g(l_k) e   (eta/N per step, N steps per unit t).
@@ -262,7 +265,7 @@ def _saad_solla_rhs(Q, R, T, v, A, eta: float, g: str, train_v: bool):
 
 
 def _regression_coefficients(C: np.ndarray, v: np.ndarray, A: np.ndarray, I3t: np.ndarray):
-    """The tau-independent matrices G (K, K) and H (K, M) of the compact GE equations (reference §4.3):
+    """The tau-independent matrices G (K, K) and H (K, M) of the compact GE equations (Eq. (5.3)):
     v_k E[g'(lambda_k) e z] = sum_j G_kj Cov(z, lambda_j) + sum_n H_kn Cov(z, nu_n) for any z jointly Gaussian
     with the fields, from the Gaussian regression of z on each pair (lambda_k, z_a)."""
     K = v.shape[0]
@@ -274,7 +277,7 @@ def _regression_coefficients(C: np.ndarray, v: np.ndarray, A: np.ndarray, I3t: n
     J_kaa = np.diagonal(I3t, axis1=1, axis2=2)  # I3(k, a, a)   (K, L)
     self_pair = np.zeros(Ck.shape, dtype=bool)
     self_pair[kk, kk] = True
-    # det of the (lambda_k, z_a) covariance. Pitfall (reference §10.6): it must stay positive; it vanishes
+    # det of the (lambda_k, z_a) covariance. Pitfall (§7.7): it must stay positive; it vanishes
     # when a student unit aligns perfectly with a teacher unit, where these equations become 0/0 (the original
     # stops at eg < 1e-14). The Saad-Solla form above has no such denominator.
     det = np.where(self_pair, 1.0, dk[:, None] * d[None, :] - Ck**2)
@@ -307,7 +310,7 @@ def _integrate(
 ) -> list[dict]:
     """Integrate dy/dt = rhs(y) from t = 0 and observe y at `times`.
 
-    method="euler": forward Euler as the original (reference §4.5); each interval between requested times is
+    method="euler": forward Euler as the original (§5.5); each interval between requested times is
     cut into ceil(interval/dt) equal steps (<= dt), so records sit exactly at the requested t (the original
     printed the accumulated Euler time, overshooting by up to dt). Any other method name (RK45, LSODA, ...)
     goes to scipy's solve_ivp.
@@ -326,7 +329,7 @@ def _integrate(
                 if n > 0:
                     h = (t - t_now) / n
                     for _ in range(n):
-                        dy = rhs(y)  # all of q, r, v advance from the same old state (reference §4.5)
+                        dy = rhs(y)  # all of q, r, v advance from the same old state (§5.5)
                         dy *= h
                         y += dy
                 t_now = float(t)
@@ -377,10 +380,11 @@ def saad_solla_ode(
     rtol: float = 1e-8,
     atol: float = 1e-10,
 ) -> list[dict]:
-    """Saad-Solla ODEs for i.i.d. Gaussian inputs (the Omega = I, Phi = I, delta = 1 limit of reference §4.3).
+    """Saad-Solla ODEs for i.i.d. Gaussian inputs: the Omega = I, Phi = I, delta = 1 limit of Eqs. (5.4)-(5.6)
+    (§5.3).
 
     Initial overlaps Q (K, K), R (K, M), T (M, M) (fixed), v (K,), A (M,) (fixed); from weights use
-    `order_parameters(w, B)`. Returns one record per requested time: t, eg (half-MSE, reference §2), Q, R, T,
+    `order_parameters(w, B)`. Returns one record per requested time: t, eg (half-MSE, Eq. (2.4)), Q, R, T,
     v.
     """
     _check_g(g)
@@ -412,13 +416,12 @@ def saad_solla_ode(
 
 @dataclass(frozen=True)
 class GEState:
-    """State of the Gaussian-equivalence ODEs (reference §4.2): eigenvalues rho (N,) of Omega and
-    per-eigenvalue densities q (N, K, K), r (N, K, M), t~ (N, M, M) (constant), plus v (K,), A (M,) and
-    T = B B'/D (M, M).
+    """State of the Gaussian-equivalence ODEs (Eq. (5.1)): eigenvalues rho (N,) of Omega and per-eigenvalue
+    densities q (N, K, K), r (N, K, M), t~ (N, M, M) (constant), plus v (K,), A (M,) and T = B B'/D (M, M).
 
-    D is the latent dimension; delta = D/N is derived from it and the number of eigenvalues. Pitfall
-    (reference §0, §4.1, §8): the original ODE takes `--delta` with default 0.5, wrong unless D/N = 0.5, and
-    then visibly disagrees with simulation. Here delta is never defaulted; `force_delta` overrides it only so
+    D is the latent dimension; delta = D/N is derived from it and the number of eigenvalues. Pitfall (§7.1,
+    §6): the original ODE takes `--delta` with default 0.5, wrong unless D/N = 0.5, and then visibly disagrees
+    with simulation. Here delta is never defaulted; `force_delta` overrides it only so
     that a negative control can reproduce that mistake."""
 
     rho: np.ndarray
@@ -449,11 +452,11 @@ class GEState:
 
     @property
     def delta(self) -> float:
-        """D/N (reference §10.1), unless forced for a negative control."""
+        """D/N (§7.1), unless forced for a negative control."""
         return float(self.force_delta) if self.force_delta is not None else self.D / self.N
 
     def overlaps(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Q = (1/N) sum rho q_tau, R = (1/(N sqrt delta)) sum r_tau (reference §4.2), and T."""
+        """Q = (1/N) sum rho q_tau, R = (1/(N sqrt delta)) sum r_tau (Eq. (5.2)), and T."""
         Q = np.einsum("t,tkl->kl", self.rho, self.q) / self.N
         R = self.r.sum(axis=0) / (self.N * math.sqrt(self.delta))
         return Q, R, self.T
@@ -472,9 +475,8 @@ def ge_initial_state(
 
     With U the unit-norm eigenvectors of Omega (columns, numpy.linalg.eigh; the original's torch.symeig is
     gone), Gw = w U and GB = B Phi' U, and q_tau = Gw_tau Gw_tau', r_tau = Gw_tau GB_tau',
-    t~_tau = GB_tau GB_tau'
-    (reference §3 "--store"). The original wrote these to files only with `--store` (reference §0, second
-    pitfall); here they are computed in memory from the same weights the simulation starts from.
+    t~_tau = GB_tau GB_tau' (Eq. (5.1)). The original wrote these to files only with `--store` (§7.2); here
+    they are computed in memory from the same weights the simulation starts from.
     """
     w, v, B, A = (np.asarray(a, dtype=float) for a in (w, v, B, A))
     m = moments or Moments()
@@ -500,7 +502,7 @@ def save_initial_weights(
     path: str | Path, w: np.ndarray, v: np.ndarray, B: np.ndarray, A: np.ndarray
 ) -> Path:
     """Write the initial weights of a simulation to an .npz (temporary file, then renamed), so that an ODE can
-    start from the same w, v, B (reference §4.2, the original's `--store` files): w (K, N) or (R, K, N) for R
+    start from the same w, v, B (§5.1, §7.2: the original's `--store` files): w (K, N) or (R, K, N) for R
     replicas, v (K,) or (R, K), teacher B (M, D), A (M,), all float64. Read back with `load_initial_weights`.
     """
     path = Path(path)
@@ -565,15 +567,15 @@ def gaussian_equivalence_ode(
     rtol: float = 1e-8,
     atol: float = 1e-10,
 ) -> list[dict]:
-    """Gaussian-equivalence ODEs in Omega's eigenbasis, compact form of reference §4.3:
+    """Gaussian-equivalence ODEs in Omega's eigenbasis, compact form (Eqs. (5.3)-(5.6)):
 
       dq_tau/dt = eta [rho_tau (G q_tau + q_tau G') + delta^{-1/2} (H r_tau' + r_tau H')] + eta^2 rho_tau V
       dr_tau/dt = eta [rho_tau G r_tau + delta^{-1/2} H t~_tau]
       dv/dt     = eta [I2(lambda, nu) A - I2(lambda, lambda) v]
 
-    with Q = (1/N) sum rho q, R = (1/(N sqrt delta)) sum r rebuilt from the state at every step (§4.2) and
-    V_kl = v_k v_l sum_ab u_a u_b I4(k, l, a, b), u = (-v, A). The q equation carries both the k- and the
-    l-part (pitfall §10.5). The densities are stored as one (K^2 + KM, N) array and the tau-independent
+    with Q = (1/N) sum rho q, R = (1/(N sqrt delta)) sum r rebuilt from the state at every step (Eq. (5.2))
+    and V_kl = v_k v_l sum_ab u_a u_b I4(k, l, a, b), u = (-v, A). The q equation carries both the k- and the
+    l-part (pitfall §7.6). The densities are stored as one (K^2 + KM, N) array and the tau-independent
     coefficients act on it as Kronecker-structured (K^2 + KM)-square matrices: one matrix product per step
     covers all N eigenvalues. Returns the same records as `saad_solla_ode`.
     """
