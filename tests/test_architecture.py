@@ -65,3 +65,19 @@ def test_nothing_refers_to_a_path_outside_the_repository():
                     if outside.search(line) and path.name != "test_architecture.py":
                         hits.append(f"{path.relative_to(REPO)}:{number}: {line.strip()}")
     assert not hits, "\n".join(hits)
+
+
+def test_one_study_driver_and_every_study_module_registered_with_buildable_scales(capsys):
+    from learnscope.studies import STUDIES
+    from tests.conftest import cli
+
+    drivers = sorted(str(p.relative_to(SRC)) for p in SRC.rglob("*.py") if "def run_study(" in p.read_text())
+    assert drivers == ["studies/base.py"]
+    modules = {p.stem for p in (SRC / "studies").glob("*.py")} - {"__init__", "base"}
+    assert set(STUDIES) == modules
+    for name, cls in STUDIES.items():
+        assert {"tiny", "small", "paper"} <= set(cls.scales), name
+        for scale in cls.scales:
+            assert cls(scale).configs(), (name, scale)
+    code, out, _ = cli("study", "list", capsys=capsys)
+    assert code == 0 and all(name in out for name in STUDIES)

@@ -10,6 +10,7 @@ from learnscope.models.committee import simulate_online_sgd
 from learnscope.online_sgd import OnlineConfig, initial_weights, run_online
 from learnscope.store import load_runs
 from learnscope.studies import gaussian_equivalence as ge
+from learnscope.studies import run_study
 from learnscope.theory.committee_ode import eg_analytic, order_parameters
 
 MICRO = (
@@ -58,8 +59,10 @@ def test_initial_weights_are_shared_by_simulation_and_ode():
 
 
 def test_micro_study_runs_once_and_ode_starts_where_the_simulation_starts(tmp_path):
-    summary, paths = ge.run_study("tiny", tmp_path / "runs", tmp_path / "fig", MICRO, quiet=True)
-    assert [p.name for p in paths] == ["eg_rand_L2_D20_N50_s0.png"] and paths[0].stat().st_size > 10_000
+    result = run_study("gaussian_equivalence", "tiny", MICRO, tmp_path / "runs", tmp_path / "fig", quiet=True)
+    summary, paths = result.summary, result.paths
+    assert paths[0].name == "eg_rand_L2_D20_N50_s0.png" and paths[0].stat().st_size > 10_000
+    assert [p.name for p in paths[1:]] == ["summary.json", "summary.txt", "runs.csv"]
     assert len(summary) == 1 and summary["delta"].iloc[0] == pytest.approx(20 / 50)
 
     table = load_runs(tmp_path / "runs")
@@ -75,7 +78,7 @@ def test_micro_study_runs_once_and_ode_starts_where_the_simulation_starts(tmp_pa
 
     # a second study run computes nothing: every run is read back unchanged
     before = {p: p.read_bytes() for p in (tmp_path / "runs").rglob("metrics.jsonl")}
-    ge.run_study("tiny", tmp_path / "runs", tmp_path / "fig", MICRO, quiet=True)
+    run_study("gaussian_equivalence", "tiny", MICRO, tmp_path / "runs", tmp_path / "fig", quiet=True)
     assert {p: p.read_bytes() for p in (tmp_path / "runs").rglob("metrics.jsonl")} == before
 
 

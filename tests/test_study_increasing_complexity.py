@@ -3,6 +3,7 @@ hand-made curves, agreement on hand-made predictions, the configs of every scale
 training distributions, the same augmentation for clones), a micro study end to end, and the issue's
 acceptance criteria at the tiny scale (slow)."""
 
+import json
 import time
 
 import numpy as np
@@ -16,6 +17,7 @@ from learnscope.errors import ConfigError
 from learnscope.probes.predictions import encode_predictions
 from learnscope.store import load_runs
 from learnscope.studies import increasing_complexity as ic
+from learnscope.studies import run_study
 from learnscope.train import build_model
 
 
@@ -227,9 +229,18 @@ MICRO = (
 
 
 def test_a_micro_study_writes_summary_and_figure_and_starts_all_curves_together(tmp_path):
-    summary, paths = ic.run_study("tiny", tmp_path / "runs", tmp_path / "out", MICRO, quiet=True)
+    result = run_study(
+        "increasing_complexity", "tiny", MICRO, tmp_path / "runs", tmp_path / "out", quiet=True
+    )
+    summary, paths = result.summary, result.paths
     assert all(p.exists() and p.stat().st_size > 0 for p in paths)
-    assert {p.name for p in paths} >= {"accuracy_vs_step.png", "summary.txt", "summary.csv", "curves.csv"}
+    assert {p.name for p in paths} == {
+        "accuracy_vs_step.png", "summary.json", "summary.txt", "runs.csv", "curves.csv"
+    }  # fmt: skip
+    body = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert body["study"] == "increasing_complexity" and len(body["runs"]) == 4
+    assert [row["distribution"] for row in body["summary"]] == ["real", "isotropic"]
+    assert len(pd.read_csv(tmp_path / "out" / "runs.csv")) == 4
     assert list(summary["distribution"]) == ["real", "isotropic"] and (summary["seeds"] == 2).all()
     iso = summary.set_index("distribution").loc["isotropic"]
     assert 0 <= iso["horizon_lo"] <= iso["horizon"] <= iso["horizon_hi"] <= 40
@@ -244,8 +255,8 @@ def test_a_micro_study_writes_summary_and_figure_and_starts_all_curves_together(
     at_start = agree[(agree["distribution"] == "isotropic") & (agree["step"] == 0)]["agreement"]
     assert len(at_start) == 2 and (at_start == 1.0).all()
 
-    again, _ = ic.run_study("tiny", tmp_path / "runs", tmp_path / "out", MICRO, quiet=True)  # reuses the runs
-    pd.testing.assert_frame_equal(again, summary)
+    again = run_study("increasing_complexity", "tiny", MICRO, tmp_path / "runs", tmp_path / "out", quiet=True)
+    pd.testing.assert_frame_equal(again.summary, summary)  # the runs reused
 
 
 # --- acceptance -------------------------------------------------------------------------------------------
@@ -254,10 +265,12 @@ def test_a_micro_study_writes_summary_and_figure_and_starts_all_curves_together(
 @pytest.mark.slow
 def test_tiny_scale_clones_track_then_fall_behind_in_order_of_fidelity(tmp_path):
     t0 = time.perf_counter()
-    summary, paths = ic.run_study(
-        "tiny", tmp_path / "runs", tmp_path / "out", ("device=cpu",), executor="local", workers=2, quiet=True
-    )
-    print(f"\n{ic.format_summary(summary)}\nwall {time.perf_counter() - t0:.0f} s")
+    result = run_study(
+        "increasing_complexity", "tiny", ("device=cpu",), tmp_path / "runs", tmp_path / "out",
+        executor="local", workers=2, quiet=True,
+    )  # fmt: skip
+    summary, paths = result.summary, result.paths
+    print(f"\n{result.text}\nwall {time.perf_counter() - t0:.0f} s")
     assert all(p.exists() for p in paths)
     data = ic.curves(load_runs(tmp_path / "runs"))
     start = data[data["step"] == 0].pivot(index="seed", columns="distribution", values="test_acc")

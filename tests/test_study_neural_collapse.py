@@ -5,7 +5,7 @@ import itertools
 import pandas as pd
 import pytest
 
-from learnscope.studies import neural_collapse
+from learnscope.studies import neural_collapse, run_study
 
 
 def test_tiny_configs_follow_the_reference_recipe():
@@ -19,9 +19,11 @@ def test_tiny_configs_follow_the_reference_recipe():
 
 @pytest.mark.slow
 def test_tiny_scale_shows_intermediate_collapse_and_noise_raises_effective_depth(tmp_path):
-    summary, paths = neural_collapse.run_study(
-        "tiny", store=tmp_path / "runs", out_dir=tmp_path / "fig", executor="local", workers=2, quiet=True
-    )
+    result = run_study(
+        "neural_collapse", "tiny", store=tmp_path / "runs", out=tmp_path / "fig", executor="local", workers=2,
+        quiet=True,
+    )  # fmt: skip
+    summary, paths = result.summary, result.paths
     assert all(p.exists() for p in paths)
     for _, row in summary.iterrows():
         L = row["L"]

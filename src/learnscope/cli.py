@@ -244,16 +244,16 @@ def report(
     print(f"{out}: {table['run'].nunique()} runs, {', '.join(metrics)} against {x}")
 
 
-STUDIES = ("increasing_complexity", "gaussian_equivalence", "neural_collapse")
-
-
 @app.command()
 def study(
-    name: Annotated[str, typer.Argument(help=f"One of: {', '.join(STUDIES)}.")],
+    name: Annotated[str, typer.Argument(help="A study (`learnscope study list` names them), or `list`.")],
     overrides: Annotated[list[str] | None, typer.Argument(help="Overrides applied to every run.")] = None,
     scale: Annotated[str, typer.Option(help="tiny (minutes on a laptop) | small | paper.")] = "tiny",
     store: Store = Path("runs"),
-    out: Annotated[Path | None, typer.Option(help="Figure directory (default figures/<study>).")] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Where the summary, run table and figures go (default figures/<study>)."),
+    ] = None,
     executor: ExecutorName = "serial",
     workers: Workers = 2,
     slurm: SlurmOptions = [],  # noqa: B006 (typer reads the default)
@@ -263,26 +263,28 @@ def study(
     model: Annotated[str | None, typer.Option(help="Model kind for every run (= model=KIND).")] = None,
     quiet: Quiet = False,
     dry_run: DryRun = False,
+    plugin: Plugin = [],  # noqa: B006
 ) -> None:
-    """Run a study's sweep at a scale (reusing finished runs), print its summary and draw its figures."""
-    import importlib
+    """Run a study's sweep at a scale (reusing finished runs); write its summary (JSON, text), a table of its
+    runs (CSV) and its figures into --out, and print the summary. `study list` names the studies."""
+    from .studies import STUDIES, get_study, run_study
 
-    if name not in STUDIES:
-        raise LearnscopeError(f"unknown study {name!r}; available: {', '.join(STUDIES)}")
-    module = importlib.import_module(f"learnscope.studies.{name}")
-    if scale not in module.SCALES:
-        raise LearnscopeError(f"study {name} has no scale {scale!r}; it has: {', '.join(module.SCALES)}")
+    load_plugins(plugin)
+    if name == "list":
+        for study_name in sorted(STUDIES):
+            cls = STUDIES[study_name]
+            print(f"{study_name:<24} scales: {', '.join(cls.scales):<20} {cls.paper}")
+        return
+    cls = get_study(name)
     options = _executor_options(executor, slurm)
     kinds = tuple(f"{key}={kind}" for key, kind in (("data", data), ("model", model)) if kind)
-    everywhere, figures = (*kinds, *(overrides or ())), out or Path("figures") / name
+    everywhere = (*kinds, *(overrides or ()))
     if dry_run:
-        _print_plan(module.configs(scale, everywhere), store)
+        _print_plan(cls(scale, everywhere).configs(), store)
         return
-    summary, paths = module.run_study(
-        scale, store, figures, everywhere, executor, workers, quiet, slurm=options
-    )
-    print(module.format_summary(summary))
-    print("figures: " + ", ".join(str(p) for p in paths))
+    result = run_study(name, scale, everywhere, store, out, executor, workers, quiet, slurm=options)
+    print(result.text)
+    print("wrote: " + ", ".join(str(p) for p in result.paths))
 
 
 @runs_app.command("ls")

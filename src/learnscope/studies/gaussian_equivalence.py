@@ -23,7 +23,7 @@ import pandas as pd
 from ..config import apply_overrides
 from ..online_sgd import OnlineConfig
 from ..report import new_figure, save_figure
-from ..sweep import run_and_load
+from .base import Study, register_study
 
 # Each scale: the settings (one per generator) sharing `common`, and the negative control's forced delta.
 # `tiny` is the CPU acceptance experiment (docs/studies/gaussian_equivalence.md §6): rand L = 4, D = 100,
@@ -202,17 +202,23 @@ def figures(table: pd.DataFrame, out: Path) -> list[Path]:
     return paths
 
 
-def run_study(
-    scale: str = "tiny",
-    store: str | Path = "runs",
-    out: str | Path = "figures/gaussian_equivalence",
-    overrides: tuple[str, ...] = (),
-    executor: str = "serial",
-    workers: int = 2,
-    quiet: bool = False,
-    slurm: dict | None = None,
-) -> tuple[pd.DataFrame, list[Path]]:
-    """Simulate and integrate every setting of a scale (reusing finished runs), then summarise and draw."""
-    runs = configs(scale, overrides)
-    table = run_and_load(runs, store, executor=executor, workers=workers, quiet=quiet, slurm=slurm)
-    return summarise(table), figures(table, Path(out))
+@register_study
+class GaussianEquivalence(Study):
+    name = "gaussian_equivalence"
+    paper = (
+        "Goldt, Loureiro, Reeves, Krzakala, Mezard, Zdeborova 2020: The Gaussian equivalence of generative "
+        "models for learning with two-layer neural networks"
+    )
+    scales = SCALES
+
+    def configs(self) -> list[OnlineConfig]:
+        return configs(self.scale, self.overrides)
+
+    def summarise(self, table: pd.DataFrame) -> pd.DataFrame:
+        return summarise(table)
+
+    def figures(self, table: pd.DataFrame, summary: pd.DataFrame, out: Path) -> list[Path]:
+        return figures(table, out)
+
+    def format_summary(self, summary: pd.DataFrame) -> str:
+        return format_summary(summary)

@@ -46,7 +46,7 @@ from ..errors import ConfigError, LearnscopeError
 from ..probes.predictions import decode_predictions
 from ..report import new_figure, save_figure
 from ..sections import format_error
-from ..sweep import run_and_load
+from .base import Study, register_study
 
 # How far the clone's seed-mean real-test accuracy may trail the baseline's before it counts as left behind.
 # On MNIST-1D (tiny scale, 2,000 test samples) the paired per-seed gap real - clone scatters by 0.011 (std
@@ -542,29 +542,34 @@ def figures(
     return [save_figure(fig, out_dir / "accuracy_vs_step.png", title)]
 
 
-def run_study(
-    scale: str = "tiny",
-    store: str | Path = "runs",
-    out_dir: str | Path = "figures/increasing_complexity",
-    overrides: tuple[str, ...] = (),
-    executor: str = "serial",
-    workers: int = 2,
-    quiet: bool = False,
-    slurm: dict | None = None,
-) -> tuple[pd.DataFrame, list[Path]]:
-    """Run (or reuse) every run of a scale, then summarise, write the summary (text and CSV) and the curves
-    (CSV, without predictions) beside the figure."""
-    opts = options(scale, overrides)
-    cfgs = configs(scale, overrides)
-    table = run_and_load(cfgs, store, executor=executor, workers=workers, quiet=quiet, slurm=slurm)
-    summary = summarise(table, opts.tolerance, opts.bootstrap, opts.level, order=opts.distributions)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    data = curves(table)
-    title = f"learnscope study increasing_complexity --scale {scale}"
-    paths = figures(data, summary, out_dir, title, opts.tolerance)
-    text = out_dir / "summary.txt"
-    text.write_text(f"{title}\n{format_summary(summary)}\n")
-    summary.to_csv(out_dir / "summary.csv", index=False)
-    data.drop(columns=["pred"]).to_csv(out_dir / "curves.csv", index=False)
-    return summary, [*paths, text, out_dir / "summary.csv", out_dir / "curves.csv"]
+@register_study
+class IncreasingComplexity(Study):
+    """The runs of a scale; the summary (tracking horizons, agreement) with the scale's `study.*` options;
+    the accuracy figure; the curves (without predictions) as an extra table."""
+
+    name = "increasing_complexity"
+    paper = (
+        "Refinetti, Ingrosso, Goldt 2023: Neural networks trained with SGD learn distributions of increasing "
+        "complexity"
+    )
+    scales = SCALES
+
+    def __init__(self, scale: str = "tiny", overrides: tuple[str, ...] = ()):
+        super().__init__(scale, overrides)
+        self.options = options(scale, self.overrides)
+
+    def configs(self) -> list[Config]:
+        return configs(self.scale, self.overrides)
+
+    def summarise(self, table: pd.DataFrame) -> pd.DataFrame:
+        opts = self.options
+        return summarise(table, opts.tolerance, opts.bootstrap, opts.level, order=opts.distributions)
+
+    def figures(self, table: pd.DataFrame, summary: pd.DataFrame, out: Path) -> list[Path]:
+        return figures(curves(table), summary, out, self.command, self.options.tolerance)
+
+    def format_summary(self, summary: pd.DataFrame) -> str:
+        return format_summary(summary)
+
+    def extra_tables(self, table: pd.DataFrame) -> dict[str, pd.DataFrame]:
+        return {"curves": curves(table).drop(columns=["pred"])}

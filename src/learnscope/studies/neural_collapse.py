@@ -23,7 +23,8 @@ import pandas as pd
 from ..config import Config
 from ..probes.collapse import effective_depth
 from ..report import new_figure, save_figure
-from ..sweep import grid, run_and_load
+from ..sweep import grid
+from .base import Study, register_study
 
 # Each scale: a base config and its sweep axes (docs/studies/neural_collapse.md §4-5). `tiny` is the CPU check
 # (digits, 70/30 stratified split, MLP-L-256, 200 epochs, lr x0.1 at 50% and 75%; `--data mnist1d` runs it on
@@ -249,19 +250,22 @@ def _depth_markers(ax, group: pd.DataFrame, x: str, colour) -> None:
         )
 
 
-def run_study(
-    scale: str = "tiny",
-    store: str | Path = "runs",
-    out_dir: str | Path = "figures/neural_collapse",
-    overrides: tuple[str, ...] = (),
-    executor: str = "serial",
-    workers: int = 2,
-    quiet: bool = False,
-    slurm: dict | None = None,
-) -> tuple[pd.DataFrame, list[Path]]:
-    """Run (or reuse) the sweep of a scale, then summarise it and draw its figures."""
-    cfgs = configs(scale, overrides)
-    table = run_and_load(cfgs, store, executor=executor, workers=workers, quiet=quiet, slurm=slurm)
-    summary = summarise(table)
-    title = f"learnscope study neural_collapse --scale {scale}"
-    return summary, figures(table, summary, out_dir, title)
+@register_study
+class NeuralCollapse(Study):
+    name = "neural_collapse"
+    paper = (
+        "Galanti, Galanti, Ben-Shaul, TMLR 2023: Comparative generalization bounds for deep neural networks"
+    )
+    scales = SCALES
+
+    def configs(self) -> list[Config]:
+        return configs(self.scale, self.overrides)
+
+    def summarise(self, table: pd.DataFrame) -> pd.DataFrame:
+        return summarise(table)
+
+    def figures(self, table: pd.DataFrame, summary: pd.DataFrame, out: Path) -> list[Path]:
+        return figures(table, summary, out, self.command)
+
+    def format_summary(self, summary: pd.DataFrame) -> str:
+        return format_summary(summary)
