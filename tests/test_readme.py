@@ -17,7 +17,7 @@ from typing import NamedTuple
 
 import pytest
 
-from learnscope.config import Config
+from learnscope.config import Config, load_run_config
 from tests.conftest import REPO, cli
 
 AS_WRITTEN, DRY_RUN, SUBSTITUTED = "as written", "with --dry-run", "substituted"
@@ -44,6 +44,8 @@ PLANS: dict[str, Plan] = {
     "learnscope run configs/mnist_mlp.toml train.milestones=[5,10] train.schedule=multistep": Plan(
         AS_WRITTEN, "the MNIST test split bundled with learnscope"
     ),
+    "learnscope run configs/committee_rand.toml": Plan(AS_WRITTEN),
+    "learnscope run configs/committee_rand.toml method=ode": Plan(AS_WRITTEN),
     "learnscope runs ls": Plan(AS_WRITTEN),
     "learnscope runs show d68a": Plan(AS_WRITTEN, "d68a...: the run of the first command"),
     "learnscope run my.toml --plugin my_models": Plan(
@@ -129,7 +131,7 @@ def test_readme_hash_prefixes_name_an_earlier_run():
     hashes, shown = [], 0
     for text, args in readme_commands():
         if args[:1] == ["run"] and args[1].startswith("configs/"):
-            hashes.append(Config.load(REPO / args[1], [a for a in args[2:] if "=" in a]).run_hash())
+            hashes.append(load_run_config(REPO / args[1], [a for a in args[2:] if "=" in a]).run_hash())
         elif args[:2] == ["runs", "show"]:
             shown += 1
             assert any(h.startswith(args[2]) for h in hashes), f"{text}: no earlier run's hash {hashes}"

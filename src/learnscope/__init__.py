@@ -6,11 +6,12 @@ result = run(Config().override("optim.lr=0.1"), store="runs")
 
 __version__ = "0.1.0"
 
-# The built-in kinds register themselves when their packages are imported, here, before any registry lookup.
-from . import data, models, probes  # noqa: F401
+# The built-in kinds (data, models, optimisers, probes, run kinds) register themselves when their modules are
+# imported, here, before any registry lookup.
+from . import data, models, online_sgd, optim, probes  # noqa: F401
 from .config import Config
 from .data import Dataset, Split, from_tensors
-from .registry import DATA, MODELS, OPTIMISERS, PROBES
+from .registry import DATA, MODELS, OPTIMISERS, PROBES, RUN_KINDS
 from .store import load_runs
 from .train import RunResult, run
 
@@ -19,6 +20,7 @@ __all__ = [
     "MODELS",
     "OPTIMISERS",
     "PROBES",
+    "RUN_KINDS",
     "Config",
     "Dataset",
     "RunResult",

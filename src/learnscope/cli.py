@@ -75,14 +75,18 @@ def run(
     quiet: Quiet = False,
     plugin: Plugin = [],  # noqa: B006 (typer reads the default)
 ) -> None:
-    """Train one config; a finished run is returned from the store without work, a killed one resumes."""
-    from .train import run as run_config
+    """Run one config of any kind (training, or a committee-machine simulation or ODE: `kind = "online_sgd"`);
+    a finished run is returned from the store without work, a killed one resumes."""
+    from .config import load_run_config
+    from .registry import RUN_KINDS
 
     load_plugins(plugin)
-    cfg = Config.load(config, overrides or [])
-    result = run_config(cfg, store, quiet=quiet)
+    cfg = load_run_config(config, overrides or [])
+    result = RUN_KINDS.builder(cfg.kind)(cfg, store, quiet=quiet)
     last = result.records[-1] if result.records else {}
-    shown = ", ".join(f"{k}={v:.4f}" for k, v in last.items() if k.endswith(("/acc", "/loss")))
+    shown = ", ".join(
+        f"{k}={v:.4f}" for k, v in last.items() if k.endswith(("/acc", "/loss")) or k in ("t", "eg")
+    )
     print(f"{result.status}: {result.path}  step {last.get('step', '-')}  {shown}")
 
 
@@ -161,12 +165,13 @@ def sweep(
 ) -> None:
     """Run every combination of the --grid axes on a config (reusing finished runs), one line per run; a
     failed run does not stop the others, and makes the exit code 2."""
+    from .config import load_run_config
     from .sweep import grid, run_all
 
     options = _executor_options(executor, slurm)
     load_plugins(plugin)
     grid_axes = _grid_axes(axes)
-    configs = grid(Config.load(config, overrides or []), grid_axes)
+    configs = grid(load_run_config(config, overrides or []), grid_axes)
     if dry_run:
         _print_plan(configs, store)
         return

@@ -28,7 +28,7 @@ from pydantic import (
 )
 
 from .errors import ConfigError
-from .registry import DATA, MODELS, OPTIMISERS, PROBES
+from .registry import DATA, MODELS, OPTIMISERS, PROBES, RUN_KINDS
 from .sections import (  # noqa: F401 (DataConfig, ModelConfig, ProbeConfig: the bases plugins derive from)
     DataConfig,
     ModelConfig,
@@ -158,6 +158,12 @@ class Config(Strict):
     def override(self, *overrides: str) -> Config:
         return Config.from_dict(apply_overrides(self.to_dict(), overrides))
 
+    @property
+    def kind(self) -> str:
+        """The run kind (registry.RUN_KINDS): a training config is `train`, the default, and does not write
+        its kind (so run hashes stay as they were)."""
+        return "train"
+
     # -- serialisation -----------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json", exclude_none=True)
@@ -171,6 +177,26 @@ class Config(Strict):
     def run_hash(self) -> str:
         """Hash of the canonical JSON of everything that determines the results (all but `name`)."""
         return run_digest({k: v for k, v in self.to_dict().items() if k != "name"})
+
+
+def load_run_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()):
+    """The config of any run kind from a .toml/.json file and dotted overrides: its `kind` (absent: a training
+    `Config`) picks the config class from `RUN_KINDS`."""
+    raw = read_config_file(path)
+    kinds = [o.partition("=")[2].strip() for o in overrides if o.partition("=")[0].strip() == "kind"]
+    kind = kinds[-1] if kinds else raw.get("kind", "train")
+    if not isinstance(kind, str):
+        raise ConfigError(f"kind: expected a run kind's name, got {kind!r}")
+    try:
+        cls = RUN_KINDS.params(kind)
+    except ConfigError:
+        raise ConfigError(
+            f"kind: unknown run kind {kind!r}; allowed: {', '.join(RUN_KINDS.kinds())}"
+        ) from None
+    merged = apply_overrides(raw, overrides)
+    if cls is Config:  # a training config is the default kind and has no `kind` key of its own
+        merged.pop("kind", None)
+    return cls.from_dict(merged)
 
 
 def parse_value(text: str) -> Any:

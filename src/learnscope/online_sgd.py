@@ -20,10 +20,11 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import NonNegativeInt, PositiveFloat, PositiveInt, model_validator
 
-from .config import Strict, run_digest
+from .config import Strict, apply_overrides, run_digest
 from .data.generators import GeneratorMoments, estimate_moments, load_moments, make_generator, save_moments
 from .errors import ConfigError, DataError
 from .models.committee import init_teacher_student, simulate_online_sgd
+from .registry import RUN_KINDS
 from .store import ComputedRun, computed_run
 from .theory.committee_ode import (
     gaussian_equivalence_ode,
@@ -39,6 +40,7 @@ from .ui import progress_bar
 class OnlineConfig(Strict):
     """One setting: generator and moments, teacher and students, SGD, times, replicas, simulation or ODE."""
 
+    kind: Literal["online_sgd"] = "online_sgd"  # the run kind (see registry.RUN_KINDS)
     name: str = ""
     method: Literal["simulation", "ode"] = "simulation"
     # inputs x = G(c) - E[x], c ~ N(0, I_D)
@@ -78,7 +80,10 @@ class OnlineConfig(Strict):
         return self
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": "online_sgd", **self.model_dump(mode="json")}
+        return self.model_dump(mode="json")
+
+    def override(self, *overrides: str) -> OnlineConfig:
+        return OnlineConfig.from_dict(apply_overrides(self.to_dict(), overrides))
 
     def run_hash(self) -> str:
         """Hash of everything that determines the records (all but `name`)."""
@@ -227,6 +232,7 @@ def integrate_replicas(
     return records
 
 
+@RUN_KINDS.register("online_sgd", OnlineConfig)
 def run_online(cfg: OnlineConfig, store: str | Path = "runs", quiet: bool = True) -> ComputedRun:
     """The run of `cfg` (path, records): read from the store when done, else computed once and stored."""
     compute = simulate if cfg.method == "simulation" else integrate
@@ -263,7 +269,7 @@ def initial_weights_from(init: Path) -> dict[str, np.ndarray]:
         raise DataError(f"--init {init}: a run directory needs init.npz or a readable config.json") from None
     if not isinstance(cfg, dict) or cfg.get("kind") != "online_sgd":
         raise DataError(f"--init {init}: not a committee-machine simulation run, and no init.npz in it")
-    return initial_weights(OnlineConfig.from_dict({k: v for k, v in cfg.items() if k != "kind"}))
+    return initial_weights(OnlineConfig.from_dict(cfg))
 
 
 def ode_on_moments_file(

@@ -81,3 +81,6 @@ DATA = Registry("data")
 MODELS = Registry("model")
 PROBES = Registry("probes")
 OPTIMISERS = Registry("optim")
+# Run kinds: a config class (with kind, run_hash, to_dict, override) and a runner (cfg, store, quiet) -> a
+# result with `status`, `path` and `records`. A config file names its kind with `kind = ...` (none: "train").
+RUN_KINDS = Registry("kind")

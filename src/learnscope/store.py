@@ -256,6 +256,7 @@ class ComputedRun:
     path: Path
     records: list[dict[str, Any]]
     computed: bool  # False when read back from a finished run
+    status: str = "done"
 
 
 def computed_run(

@@ -1,10 +1,10 @@
 """Sweeps: a grid or a list of overrides expands to configs; an executor runs those not done.
 
-Every training run goes through `train.run` (an `OnlineConfig`, a committee simulation or ODE, through
-`online_sgd.run_online`), so a sweep skips what is done, resumes what was killed, and a failed run
-(recorded as `failed` in its directory) does not stop the others. Executors: `serial`, `local` (a bounded
-pool of worker processes) and `slurm` (one submitit job array; a preempted or timed-out job is requeued, and
-its run resumes from its own checkpoint).
+Every run goes through the runner of its kind (registry.RUN_KINDS: `train.run` for training configs,
+`online_sgd.run_online` for committee-machine simulations and ODEs), so a sweep skips what is done, resumes
+what was killed, and a failed run (recorded as `failed` in its directory) does not stop the others.
+Executors: `serial`, `local` (a bounded pool of worker processes) and `slurm` (one submitit job array; a
+preempted or timed-out job is requeued, and its run resumes from its own checkpoint).
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ import torch
 
 from .config import Config
 from .errors import ConfigError, LearnscopeError, Terminated
-from .online_sgd import OnlineConfig, run_online
+from .online_sgd import OnlineConfig
+from .registry import RUN_KINDS
 from .store import FINAL, RunDir, load_runs, shown_state
 from .ui import progress_bar
 
@@ -43,7 +44,7 @@ class Outcome:
     error: str = ""
 
 
-def grid(base: Config, axes: dict[str, list]) -> list[Config]:
+def grid(base, axes: dict[str, list]) -> list:
     """The product of `axes` ({"model.depth": [4, 8], "data.label_noise": [0, 0.2]}) applied to `base`."""
     keys = list(axes)
     return [
@@ -61,14 +62,11 @@ def _literal(value) -> str:
 
 
 def _run_one(cfg: Config | OnlineConfig, store: str, threads: int) -> Outcome:
-    from .train import run
-
+    """One run of any kind, by its registered runner; an error is a `failed` outcome, not an exception."""
     if threads:
         torch.set_num_threads(threads)
     try:
-        if isinstance(cfg, OnlineConfig):  # a simulation or ODE of committee machines: one computation
-            return Outcome(cfg, "done", run_online(cfg, store).path)
-        result = run(cfg, store, quiet=True)
+        result = RUN_KINDS.builder(cfg.kind)(cfg, store, quiet=True)
         return Outcome(cfg, result.status, result.path)
     except LearnscopeError as exc:
         return Outcome(cfg, "failed", error=str(exc))

@@ -29,7 +29,7 @@ from .data import BatchLoader, Dataset, build_data, validate_dataset
 from .errors import INTERRUPTS, LearnscopeError, StoreError, describe_os_error
 from .optim import Schedule, build_optimizer, loss_function, set_lr
 from .probes import ProbeContext, build_probes, probe_steps
-from .registry import MODELS
+from .registry import MODELS, RUN_KINDS
 from .store import FINAL, RunDir
 from .ui import progress_bar
 
@@ -145,6 +145,12 @@ def run(
         raise StoreError(describe_os_error(exc)) from None
     result.path = run_dir.path
     return result
+
+
+@RUN_KINDS.register("train", Config)
+def run_training(cfg: Config, store: str | Path | None = "runs", quiet: bool = False) -> RunResult:
+    """The `train` run kind: `run` with the config's own model and data."""
+    return run(cfg, store, quiet=quiet)
 
 
 def _state(run_dir: RunDir) -> str:
