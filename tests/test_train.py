@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -174,3 +175,131 @@ def test_sigkill_mid_run_then_rerun_gives_identical_metrics(tmp_path):
     (whole,) = (tmp_path / "whole").glob("*/metrics.jsonl")
     assert metrics.read_text() == whole.read_text()
     assert json.loads((metrics.parent / "status.json").read_text())["state"] == "done"
+
+
+REGRESSION_PLUGIN = """
+from typing import Literal
+
+import torch
+
+from learnscope import DATA, from_tensors
+from learnscope.sections import DataConfig
+
+
+class ToyLinearConfig(DataConfig):
+    kind: Literal["toy_linear"] = "toy_linear"
+    n: int = 200
+    d: int = 5
+    noise: float = 0.1
+    seed: int = 0
+
+
+@DATA.register("toy_linear", ToyLinearConfig)
+def toy_linear(cfg):
+    g = torch.Generator().manual_seed(cfg.seed)
+    x = torch.randn(2 * cfg.n, cfg.d, generator=g)
+    w = torch.randn(cfg.d, 2, generator=g)
+    y = x @ w + cfg.noise * torch.randn(2 * cfg.n, 2, generator=g)
+    return from_tensors(x[: cfg.n], y[: cfg.n], x[cfg.n :], y[cfg.n :])
+"""
+
+
+def test_a_toy_regression_dataset_from_a_plugin_trains_to_the_least_squares_solution(
+    tmp_path, monkeypatch, capsys
+):
+    """Real-valued targets of width 2, a linear model, full-batch GD on the mean squared error: the test loss
+    converges to that of the least-squares fit (numpy's lstsq), the trusted reference."""
+    import numpy as np
+
+    from learnscope.data import build_data
+    from tests.conftest import cli
+
+    (tmp_path / "toy_regression.py").write_text(REGRESSION_PLUGIN)
+    monkeypatch.syspath_prepend(tmp_path)
+    config = tmp_path / "reg.toml"
+    config.write_text(
+        'device = "cpu"\n[data]\nkind = "toy_linear"\n[model]\nkind = "linear"\n'
+        '[optim]\nkind = "sgd"\nlr = 0.5\nmomentum = 0.0\nweight_decay = 0.0\n'
+        '[train]\nsteps = 400\nbatch_size = "full"\nloss = "mse"\n'
+        '[probes]\nschedule = ["every"]\nevery = 100\n'
+    )
+    store = tmp_path / "runs"
+    code, _, err = cli(
+        "run", config, "--plugin", "toy_regression", "--quiet", "--store", store, capsys=capsys
+    )
+    assert code == 0, err
+    records = load_runs(store)
+    assert "test/acc" not in records and records["test/loss"].iloc[-1] < records["test/loss"].iloc[0] / 10
+    data = build_data(Config.load(config).data)
+    x, y = data.train.x.double().numpy(), data.train.y.double().numpy()
+    design = np.hstack([x, np.ones((len(x), 1))])  # the linear model has a bias
+    w, *_ = np.linalg.lstsq(design, y, rcond=None)
+    xt, yt = data.evals["test"].x.double().numpy(), data.evals["test"].y.double().numpy()
+    best = ((np.hstack([xt, np.ones((len(xt), 1))]) @ w - yt) ** 2).mean()
+    assert records["test/loss"].iloc[-1] == pytest.approx(best, rel=1e-3)
+    # cross-entropy cannot take real targets: one line, nothing written
+    ce = ("run", config, "train.loss=ce", "--plugin", "toy_regression", "--store", tmp_path / "ce")
+    code, _, err = cli(*ce, capsys=capsys)
+    assert code == 2 and "loss=mse" in err and not (tmp_path / "ce").exists()
+
+
+ANGLE_PLUGIN = """
+from typing import Literal
+
+import torch
+
+from learnscope import PROBES
+from learnscope.sections import ProbeConfig
+
+
+class AngleConfig(ProbeConfig):
+    kind: Literal["angle"] = "angle"
+
+
+class Angle:
+    '''The angle (radians) the flattened weights turned since the previous probe step: state across steps.'''
+
+    def __init__(self):
+        self.previous = None
+
+    def __call__(self, ctx):
+        now = torch.cat([p.detach().flatten() for p in ctx.model.parameters()]).double().cpu()
+        angle = float("nan") if self.previous is None else float(
+            torch.arccos(torch.clamp(now @ self.previous / (now.norm() * self.previous.norm()), -1, 1))
+        )
+        self.previous = now
+        return {"angle": angle}
+
+    def state_dict(self):
+        return {"previous": self.previous}
+
+    def load_state_dict(self, state):
+        self.previous = state["previous"]
+
+
+@PROBES.register("angle", AngleConfig)
+def angle(cfg):
+    return Angle()
+"""
+
+
+def test_a_probe_with_state_across_steps_resumes_to_identical_records(tmp_path, tiny_config, monkeypatch):
+    """A resumed run's probe must start from the state it had at the checkpoint, not afresh: the angle turned
+    since the previous probe step, first at step 30 after a resume at step 20."""
+    import importlib
+
+    (tmp_path / "angle_probe.py").write_text(ANGLE_PLUGIN)
+    monkeypatch.syspath_prepend(tmp_path)
+    importlib.import_module("angle_probe")
+    cfg = tiny_config.override("probes.use=[evaluation, angle]")
+    whole = run(cfg, tmp_path / "a", quiet=True)
+    assert np.isnan(whole.records[0]["angle"]) and all(r["angle"] > 0 for r in whole.records[1:])
+    state = {k: v for k, v in _checkpoint_at(cfg, 20, tmp_path / "c").items() if k != "run"}
+    assert state["probes"][1]["previous"] is not None
+    killed = RunDir(tmp_path / "b", cfg)
+    killed.path.mkdir(parents=True)
+    killed.write_config()
+    killed.save_checkpoint(state, state.pop("records"))
+    resumed = run(cfg, tmp_path / "b", quiet=True)
+    assert killed.metrics_path.read_bytes() == (whole.path / "metrics.jsonl").read_bytes()
+    assert resumed.records[3]["angle"] == whole.records[3]["angle"]

@@ -80,7 +80,7 @@ class TrainConfig(Strict):
     epochs: PositiveFloat | None = None
     batch_size: PositiveInt | Literal["full"] = 128
     drop_last: bool = False
-    loss: Literal["ce", "mse"] = "ce"  # mse: squared error to one-hot targets, mean over batch and classes
+    loss: Literal["ce", "mse"] = "ce"  # mse: squared error to one-hot labels or regression targets, mean
     schedule: Literal["constant", "multistep", "cosine"] = "constant"
     milestones: list[PositiveFloat] = []  # multistep: lr *= gamma at each, in `unit`
     gamma: Annotated[float, Field(gt=0, le=1)] = 0.1

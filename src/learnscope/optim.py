@@ -20,6 +20,7 @@ from pydantic import Field, NonNegativeFloat, PositiveFloat
 from torch import nn
 
 from .config import TrainConfig
+from .errors import ConfigError
 from .registry import OPTIMISERS
 from .sections import OptimConfig
 
@@ -27,14 +28,25 @@ LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def loss_function(name: str, reduction: str = "mean") -> LossFn:
-    """`ce`: cross-entropy on logits. `mse`: squared error to one-hot targets, averaged over batch and classes
-    (PyTorch's MSELoss, as the neural-collapse code). reduction="sum" sums the per-sample losses."""
+    """`ce`: cross-entropy on logits. `mse`: squared error averaged over the outputs, to one-hot targets for
+    class labels (PyTorch's MSELoss, as the neural-collapse code) or to the targets of a regression.
+    reduction="sum" sums the per-sample losses."""
     if name == "ce":
-        return lambda out, y: F.cross_entropy(out, y, reduction=reduction)
+
+        def cross_entropy(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            if y.is_floating_point():
+                raise ConfigError(
+                    "train.loss=ce needs class labels; a regression's real targets need loss=mse"
+                )
+            return F.cross_entropy(out, y, reduction=reduction)
+
+        return cross_entropy
     if name == "mse":
 
         def mse(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-            target = F.one_hot(y, out.shape[-1]).to(out.dtype)
+            target = (
+                y.reshape(out.shape) if y.is_floating_point() else F.one_hot(y, out.shape[-1]).to(out.dtype)
+            )
             per_sample = (out - target).pow(2).mean(dim=-1)
             return per_sample.sum() if reduction == "sum" else per_sample.mean()
 

@@ -26,7 +26,7 @@ from torch import nn
 
 from .config import Config
 from .data import BatchLoader, Dataset, build_data, validate_dataset
-from .errors import INTERRUPTS, LearnscopeError, StoreError, describe_os_error
+from .errors import INTERRUPTS, ConfigError, LearnscopeError, StoreError, describe_os_error
 from .optim import Schedule, build_optimizer, loss_function, set_lr
 from .probes import ProbeContext, build_probes, probe_steps
 from .registry import MODELS, RUN_KINDS
@@ -107,7 +107,7 @@ def run(
         model = copy.deepcopy(model)
     if store is None:
         data = data if data is not None else build_data(cfg.data)
-        validate_dataset(data)
+        check_data(cfg, data)
         model = model if model is not None else build_model(cfg, data)
         return train(cfg, model, data, None, quiet=quiet)
 
@@ -115,7 +115,7 @@ def run(
     if _state(run_dir) in FINAL:
         return _stored(run_dir)
     data = data if data is not None else build_data(cfg.data)
-    validate_dataset(data)
+    check_data(cfg, data)
     model = model if model is not None else build_model(cfg, data)
     try:
         with run_dir.lock():
@@ -151,6 +151,16 @@ def run(
 def run_training(cfg: Config, store: str | Path | None = "runs", quiet: bool = False) -> RunResult:
     """The `train` run kind: `run` with the config's own model and data."""
     return run(cfg, store, quiet=quiet)
+
+
+def check_data(cfg: Config, data: Dataset) -> None:
+    """Data errors before anything is written: empty or non-finite splits, a loss that cannot take the
+    targets (cross-entropy on a regression's real-valued targets)."""
+    validate_dataset(data)
+    if data.regression and cfg.train.loss == "ce":
+        raise ConfigError(
+            "train.loss=ce needs class labels; this data's targets are real (a regression): loss=mse"
+        )
 
 
 def _state(run_dir: RunDir) -> str:
@@ -222,6 +232,9 @@ def train(
         loader.load_state_dict(checkpoint["loader"])
         set_rng_state(checkpoint["rng"])
         host = dict(checkpoint["host"])
+        for probe, state in zip(probes, checkpoint.get("probes", []), strict=False):
+            if state is not None:
+                probe.load_state_dict(state)
         if "records" in checkpoint:
             records = list(checkpoint["records"])
         else:  # a checkpoint of an older learnscope: the records it covers are those in the file
@@ -260,6 +273,7 @@ def train(
                             "rng": get_rng_state(),
                             "host": host,
                             "envs": envs,
+                            "probes": [_probe_state(probe) for probe in probes],
                         },
                         records,
                     )
@@ -290,6 +304,12 @@ def train(
 
     info["seconds"] = round(time.perf_counter() - t0, 3)
     return RunResult(cfg, status, records, model=model, info=info)
+
+
+def _probe_state(probe) -> Any:
+    """The state a probe keeps across steps (e.g. the weights at its previous step, for an angle turned since),
+    if it has any: a probe with `state_dict()` and `load_state_dict()` is resumed exactly from a checkpoint."""
+    return probe.state_dict() if hasattr(probe, "state_dict") else None
 
 
 def _summary(record: dict[str, Any]) -> str:

@@ -69,6 +69,9 @@ class Augment:
 
 @dataclass
 class Dataset:
+    """Tensors in memory. Classification: integer labels (N,) and `num_classes` classes. Regression:
+    real-valued targets (N, width), and `num_classes` is the width (the models' output size)."""
+
     train: Split
     evals: dict[str, Split]
     num_classes: int
@@ -79,6 +82,11 @@ class Dataset:
     @property
     def input_shape(self) -> tuple[int, ...]:
         return tuple(self.train.x.shape[1:])
+
+    @property
+    def regression(self) -> bool:
+        """Real-valued targets (a regression), not class labels."""
+        return self.train.y.is_floating_point()
 
     def to(self, device: torch.device | str) -> Dataset:
         moved = {name: split.to(device) for name, split in self.evals.items() if split is not self.train}
@@ -103,7 +111,8 @@ def build_data(cfg: DataConfig) -> Dataset:
 def from_tensors(
     x_train: torch.Tensor, y_train: torch.Tensor, x_test: torch.Tensor, y_test: torch.Tensor
 ) -> Dataset:
-    """A dataset from user tensors, used as they are (the Python API's `data=` argument)."""
+    """A dataset from user tensors, used as they are (the Python API's `data=` argument, and a plugin's data
+    kind): integer labels make a classification, float targets (N,) or (N, width) a regression."""
     for name, x, y in (("train", x_train, y_train), ("test", x_test, y_test)):
         if len(x) != len(y):
             raise DataError(f"{name} split: {len(x)} inputs but {len(y)} labels")
@@ -111,6 +120,16 @@ def from_tensors(
         raise DataError(
             f"train inputs {tuple(x_train.shape[1:])} and test inputs {tuple(x_test.shape[1:])} differ"
         )
+    if y_train.is_floating_point() != y_test.is_floating_point():
+        raise DataError("train and test targets must both be class labels (integers) or both real (floats)")
+    if y_train.is_floating_point():  # a regression: targets (N, width), the width is the output size
+        y_train, y_test = (y.float().reshape(len(y), -1) for y in (y_train, y_test))
+        if y_train.shape[1:] != y_test.shape[1:]:
+            raise DataError(
+                f"train targets {tuple(y_train.shape[1:])} and test {tuple(y_test.shape[1:])} differ"
+            )
+        train = Split(x_train.float(), y_train)
+        return Dataset(train, {"train": train, "test": Split(x_test.float(), y_test)}, y_train.shape[1])
     train = Split(x_train.float(), y_train.long())
     # max() of an empty tensor raises: count classes over the labels there are, and leave an empty split to
     # validate_dataset, which names it.

@@ -1,4 +1,5 @@
-"""Loss and accuracy of the model on every evaluation set (eval mode, no grad, batched)."""
+"""Loss and accuracy of the model on every evaluation set (eval mode, no grad, batched); loss alone for a
+regression."""
 
 from __future__ import annotations
 
@@ -28,13 +29,16 @@ def evaluate(
     predictions: list[torch.Tensor] | None = None,
 ) -> tuple:
     """(summed loss, correct count) as device tensors: the caller reads them back once. The argmax of
-    each batch is appended to `predictions` when a list is given (no extra pass, no wait for the device)."""
+    each batch is appended to `predictions` when a list is given (no extra pass, no wait for the device).
+    Regression targets (floats) have no argmax: the count stays 0."""
     loss_sum = torch.zeros((), device=x.device, dtype=torch.float64)
     correct = torch.zeros((), device=x.device, dtype=torch.int64)
     for start in range(0, len(y), batch_size):
         out = model(x[start : start + batch_size])
         yb = y[start : start + batch_size]
         loss_sum += loss(out, yb).double()
+        if yb.is_floating_point():
+            continue
         pred = out.argmax(dim=-1)
         correct += (pred == yb).sum()
         if predictions is not None:
@@ -75,7 +79,8 @@ def evaluation(cfg: EvaluationConfig):
         for (name, (_, y)), (loss_sum, correct) in zip(targets.items(), flat, strict=True):
             n = max(len(y), 1)
             record[f"{name}/loss"] = loss_sum / n
-            record[f"{name}/acc"] = correct / n
+            if not data.regression:
+                record[f"{name}/acc"] = correct / n
         return record
 
     return probe
