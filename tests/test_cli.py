@@ -159,10 +159,8 @@ def test_theory_moments_then_ode_end_to_end(tmp_path, capsys):
     )
 
     moments, store = tmp_path / "m.npz", tmp_path / "runs"
-    args = ("theory", "moments", "--generator", "rand", "--D", "20", "--N", "50", "--L", "2", "--seed", "1")
-    code, out, err = cli(
-        *args, "--samples", "3000", "--batch-size", "1000", "--out", str(moments), "-q", capsys=capsys
-    )
+    args = ("theory", "moments", "generator=rand", "D=20", "N=50", "L=2", "seed=1")
+    code, out, err = cli(*args, "samples=3000", "batch_size=1000", f"out={moments}", "-q", capsys=capsys)
     assert code == 0, err
     # the file holds exactly the library's estimate: generator weights from --seed, samples from [seed, 7]
     direct = estimate_moments(
@@ -178,8 +176,8 @@ def test_theory_moments_then_ode_end_to_end(tmp_path, capsys):
     assert loaded.meta == {"generator": "rand", "D": 20, "N": 50, "L": 2, "seed": 1, "method": "estimate"}
     assert f"Omega {direct.rel_change['omega']:.3e}" in out and "from 1500 to 3000 samples" in out
 
-    ode = ("theory", "ode", "--moments", str(moments), "--lr", "0.3", "--tmax", "2", "--points", "4")
-    code, out, err = cli(*ode, "--dt", "0.02", "--seed", "5", "--store", str(store), "-q", capsys=capsys)
+    ode = ("theory", "ode", f"moments={moments}", "eta=0.3", "t_max=2", "points=4")
+    code, out, err = cli(*ode, "dt=0.02", "seed=5", "--store", str(store), "-q", capsys=capsys)
     assert code == 0 and out.startswith("done: "), err
     table = load_runs(store)
     assert (
@@ -213,13 +211,20 @@ def test_theory_moments_then_ode_end_to_end(tmp_path, capsys):
 
     # a second call reads the finished run back and writes nothing
     before = snapshot(store)
-    code, out, _ = cli(*ode, "--dt", "0.02", "--seed", "5", "--store", str(store), "-q", capsys=capsys)
+    code, out, _ = cli(*ode, "dt=0.02", "seed=5", "--store", str(store), "-q", capsys=capsys)
     assert code == 0 and out.startswith("done (read back)") and snapshot(store) == before
+    # the same run from a file through `learnscope run` (run kind ge_ode) is that run, read back
+    config = tmp_path / "ode.toml"
+    config.write_text(
+        f'kind = "ge_ode"\nmoments = "{moments}"\neta = 0.3\nt_max = 2\npoints = 4\ndt = 0.02\nseed = 5\n'
+    )
+    code, out, err = cli("run", config, "--store", str(store), "--quiet", capsys=capsys)
+    assert code == 0 and snapshot(store) == before, err
 
     # --init: the ODE starts from given weights (e.g. a simulation's), a new run of the store
     other = init_teacher_student(np.random.default_rng(9), 50, 20, 3, 2)
     weights = save_initial_weights(tmp_path / "init.npz", **other)
-    code, _, err = cli(*ode, "--init", str(weights), "--store", str(store), "-q", capsys=capsys)
+    code, _, err = cli(*ode, f"init={weights}", "--store", str(store), "-q", capsys=capsys)
     assert code == 0, err
     table = load_runs(store)
     first = table[(table["K"] == 3) & (table["t"] == 0)].iloc[0]
@@ -234,50 +239,41 @@ def test_theory_bad_inputs_exit_2_with_one_line(tmp_path, capsys, monkeypatch):
 
     monkeypatch.chdir(tmp_path)  # relative output paths land here
     moments, store = tmp_path / "m.npz", tmp_path / "runs"
-    args = ("theory", "moments", "--generator", "rand", "--D", "4", "--N", "6", "--analytic")
-    code, _, err = cli(*args, "--out", str(moments), capsys=capsys)
+    args = ("theory", "moments", "generator=rand", "D=4", "N=6", "analytic=true")
+    code, _, err = cli(*args, f"out={moments}", capsys=capsys)
     assert code == 0, err
     (tmp_path / "corrupt.npz").write_bytes(moments.read_bytes()[:100])
     save_initial_weights(tmp_path / "w7.npz", np.zeros((2, 7)), np.zeros(2), np.zeros((2, 4)), np.ones(2))
     save_initial_weights(tmp_path / "w6.npz", np.ones((2, 6)), np.zeros(2), np.ones((2, 4)), np.ones(2))
     ode = ("theory", "ode", "--store", str(store))
+    m = f"moments={moments}"
     cases = {
-        "relu": ((*ode, "--moments", str(moments), "--activation", "relu"), "only for erf and linear"),
-        "relu short": ((*ode, "--moments", str(moments), "-g", "relu"), "only for erf and linear"),
-        "missing moments": ((*ode, "--moments", str(tmp_path / "nope.npz")), "no such file"),
-        "corrupt moments": ((*ode, "--moments", str(tmp_path / "corrupt.npz")), "cannot be read"),
-        "negative lr": ((*ode, "--moments", str(moments), "--lr", "-1"), "--lr"),
-        "init for another N": ((*ode, "--moments", str(moments), "--init", str(tmp_path / "w7.npz")), "N=7"),
-        "K against init": (
-            (*ode, "--moments", str(moments), "--init", str(tmp_path / "w6.npz"), "--K", "3"),
-            "disagree with --init",
-        ),
-        "init run without weights": ((*ode, "--moments", str(moments), "--init", str(tmp_path)), "init.npz"),
+        "relu": ((*ode, m, "g=relu"), "g: input should be 'erf' or 'linear'"),
+        "no moments": ((*ode, "eta=0.1"), "moments: required key is missing"),
+        "unknown key": ((*ode, m, "lr=0.1"), "unknown config key 'lr'"),
+        "missing moments": ((*ode, f"moments={tmp_path / 'nope.npz'}"), "no such file"),
+        "corrupt moments": ((*ode, f"moments={tmp_path / 'corrupt.npz'}"), "cannot be read"),
+        "negative lr": ((*ode, m, "eta=-1"), "eta: input should be greater than 0"),
+        "init for another N": ((*ode, m, f"init={tmp_path / 'w7.npz'}"), "N=7"),
+        "K against init": ((*ode, m, f"init={tmp_path / 'w6.npz'}", "K=3"), "disagree with init"),
+        "init run without weights": ((*ode, m, f"init={tmp_path}"), "init.npz"),
         "unknown generator": (
-            ("theory", "moments", "--generator", "gan", "--out", str(tmp_path / "x.npz")),
+            ("theory", "moments", "generator=gan", f"out={tmp_path / 'x.npz'}"),
             "gan",
         ),
         "realnvp D != N": (
-            ("theory", "moments", "--generator", "realnvp", "--D", "100", "--N", "3072", "--out", "x.npz"),
+            ("theory", "moments", "generator=realnvp", "D=100", "N=3072", "out=x.npz"),
             "D must equal N",
         ),
         "dcgan analytic": (
-            ("theory", "moments", "--generator", "dcgan", "--analytic", "--out", str(tmp_path / "x.npz")),
+            ("theory", "moments", "generator=dcgan", "analytic=true", f"out={tmp_path / 'x.npz'}"),
             "no closed-form moments",
         ),
         "dcgan weights absent": (
-            (
-                "theory",
-                "moments",
-                "--generator",
-                "dcgan",
-                "--weights",
-                str(tmp_path / "g.pth"),
-                "--out",
-                "x.npz",
-            ),
+            ("theory", "moments", "generator=dcgan", f"weights={tmp_path / 'g.pth'}", "out=x.npz"),
             "no such file",
         ),
+        "too few samples": (("theory", "moments", "samples=1", "out=x.npz"), "samples"),
     }
     for what, (args, culprit) in cases.items():
         code, _, err = cli(*args, capsys=capsys)
@@ -313,3 +309,10 @@ def test_study_bad_input_exits_2(tmp_path, capsys, args, culprit):
     code, _, err = cli(*args, "--store", str(tmp_path), capsys=capsys)
     assert code == 2 and culprit in err and len(err.strip().splitlines()) == 1
     assert not any(tmp_path.iterdir())
+
+
+def test_study_data_and_model_options_apply_only_to_studies_that_train_networks(capsys):
+    code, _, err = cli("study", "gaussian_equivalence", "--model", "mlp", "--dry-run", capsys=capsys)
+    assert code == 2 and "--data and --model do not apply" in err and len(err.strip().splitlines()) == 1
+    code, out, _ = cli("study", "neural_collapse", "--model", "mlp", "--dry-run", capsys=capsys)
+    assert code == 0 and "6 runs" in out

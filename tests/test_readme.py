@@ -74,11 +74,11 @@ PLANS: dict[str, Plan] = {
     "learnscope study gaussian_equivalence --scale tiny": STUDY,
     # The one substituted value: 10^6 DCGAN samples take over an hour on 2 cores; 2,000 take seconds and
     # make a moments file of the same shapes for the `theory ode` command below.
-    "learnscope theory moments --generator dcgan --samples 1000000 --out dcgan.npz": Plan(
-        SUBSTITUTED, "10^6 samples take over an hour", subs=(("--samples 1000000", "--samples 2000"),)
+    "learnscope theory moments generator=dcgan samples=1000000 out=dcgan.npz": Plan(
+        SUBSTITUTED, "10^6 samples take over an hour", subs=(("samples=1000000", "samples=2000"),)
     ),
     # Run with its default --tmax 1000 (10^5 Euler steps at N = 3072): ~30 s, half of this test on 2 cores.
-    "learnscope theory ode --moments dcgan.npz --K 2 --M 2 --lr 0.2 --init runs/<simulation run>": Plan(
+    "learnscope theory ode moments=dcgan.npz K=2 M=2 eta=0.2 init=runs/<simulation run>": Plan(
         SUBSTITUTED, "a placeholder for a simulation run", subs=(("runs/<simulation run>", SIMULATION_RUN),)
     ),
     "learnscope study gaussian_equivalence --scale small": STUDY,
@@ -202,23 +202,22 @@ def workdir(tmp_path, monkeypatch):
 
 def simulation_run(text: str) -> str:
     """`runs/<hash>` of a short online-SGD simulation (method=simulation) whose initial weights fit the
-    `theory ode` command `text`: the generator, D and N of its --moments file, its --K and --M. `theory ode
-    --init` re-draws the weights from the run's config, so a few SGD steps and a small test set suffice."""
+    `theory ode` command `text`: the generator, D and N of its moments file, its K and M. `theory ode
+    init=...` re-draws the weights from the run's config, so a few SGD steps and a small test set suffice."""
     from learnscope.data.generators import load_moments
     from learnscope.online_sgd import OnlineConfig, run_online
 
-    args = shlex.split(text)
-    option = {name: args[args.index(name) + 1] for name in ("--moments", "--K", "--M", "--lr")}
-    moments = load_moments(option["--moments"])
+    option = dict(arg.partition("=")[::2] for arg in shlex.split(text) if "=" in arg)
+    moments = load_moments(option["moments"])
     N, D = moments.phi.shape
     cfg = OnlineConfig(
         name="readme simulation",
         generator=(moments.meta or {}).get("generator", "dcgan"),
         D=D,
         N=N,
-        K=int(option["--K"]),
-        M=int(option["--M"]),
-        eta=float(option["--lr"]),
+        K=int(option["K"]),
+        M=int(option["M"]),
+        eta=float(option["eta"]),
         moments="estimate",
         moment_samples=256,
         t_max=0.1,

@@ -6,15 +6,17 @@ import json
 import signal
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
+from pydantic import Field, NonNegativeInt, PositiveInt
 from rich.table import Table
 
 from . import __version__
 from .config import Config, parse_value
 from .errors import ConfigError, LearnscopeError, Terminated, describe_os_error
 from .registry import load_plugins
+from .sections import Strict
 from .store import find_run, read_run, read_run_or_corrupt, run_dirs, shown_state
 from .ui import console
 
@@ -281,6 +283,11 @@ def study(
             print(f"{study_name:<24} scales: {', '.join(cls.scales):<20} {cls.paper}")
         return
     cls = get_study(name)
+    if (data or model) and not cls.trains_networks:
+        raise ConfigError(
+            f"study {name} trains no network, so --data and --model do not apply; override its own keys "
+            "(e.g. generator=dcgan K=3 eta=0.1)"
+        )
     options = _executor_options(executor, slurm)
     kinds = tuple(f"{key}={kind}" for key, kind in (("data", data), ("model", model)) if kind)
     everywhere = (*kinds, *(overrides or ()))
@@ -414,55 +421,66 @@ theory_app = typer.Typer(no_args_is_help=True, help="Generator moments and the c
 app.add_typer(theory_app, name="theory")
 
 
-def _sizes(generator: str, D: int | None, N: int | None) -> tuple[int, int]:
-    """Defaults: rand D=100, N=500; dcgan D=100, N=3072; realnvp and iid D = N (3072 and 100)."""
-    if generator in ("realnvp", "iid"):
-        size = N if N is not None else D if D is not None else 3072 if generator == "realnvp" else 100
-        return (size if D is None else D), (size if N is None else N)
-    return (100 if D is None else D), ((3072 if generator == "dcgan" else 500) if N is None else N)
+class MomentsSettings(Strict):
+    """`learnscope theory moments` KEY=VALUE ...: which generator, how many samples, where to write."""
+
+    out: str  # the moments file to write (.npz)
+    generator: Literal["rand", "dcgan", "realnvp", "iid"] = "rand"
+    D: PositiveInt | None = None  # latent size: rand and dcgan 100; realnvp and iid D = N
+    N: PositiveInt | None = None  # input size: rand 500, dcgan and realnvp 3072, iid 100
+    L: PositiveInt = 4  # sign layers of rand
+    seed: NonNegativeInt = 0  # the generator's weights and the samples
+    weights: str | None = None  # a trained state dict (dcgan, realnvp)
+    samples: Annotated[int, Field(ge=2)] = 1_000_000  # Monte-Carlo samples (as OnlineConfig.moment_samples)
+    batch_size: PositiveInt = 4096
+    analytic: bool = False  # closed form instead (rand: the arcsine law; iid)
+
+    def sizes(self) -> tuple[int, int]:
+        if self.generator in ("realnvp", "iid"):
+            default = 3072 if self.generator == "realnvp" else 100
+            size = self.N if self.N is not None else self.D if self.D is not None else default
+            return (size if self.D is None else self.D), (size if self.N is None else self.N)
+        N = self.N if self.N is not None else 3072 if self.generator == "dcgan" else 500
+        return (100 if self.D is None else self.D), N
+
+
+Settings = Annotated[
+    list[str] | None, typer.Argument(metavar="KEY=VALUE", help="Settings, as in a config: eta=0.2 K=2 ...")
+]
 
 
 @theory_app.command("moments")
-def theory_moments(
-    out: Annotated[Path, typer.Option("--out", "-o", help="Moments file to write (.npz).")],
-    generator: Annotated[str, typer.Option(help="rand | dcgan | realnvp | iid.")] = "rand",
-    D: Annotated[int | None, typer.Option("--D", help="Latent size (default 100; realnvp: N).")] = None,
-    N: Annotated[int | None, typer.Option("--N", help="Input size (rand 500, dcgan/realnvp 3072).")] = None,
-    L: Annotated[int, typer.Option("--L", help="Sign layers of the rand generator.")] = 4,
-    seed: Annotated[int, typer.Option(help="Seed of the generator's weights and of the samples.")] = 0,
-    weights: Annotated[Path | None, typer.Option(help="Trained state dict (dcgan, realnvp).")] = None,
-    samples: Annotated[int, typer.Option(help="Monte-Carlo samples.")] = 100_000,
-    batch_size: Annotated[int, typer.Option(help="Samples per batch.")] = 4096,
-    analytic: Annotated[bool, typer.Option(help="Closed form instead (rand: arcsine law; iid).")] = False,
-    quiet: Quiet = False,
-) -> None:
+def theory_moments(settings: Settings = None, quiet: Quiet = False) -> None:
     """Omega = Cov(x), Phi = Cov(x, c) and the means of a generator's inputs x = G(c), written to an .npz
-    that `theory ode` reads; prints the relative change of Omega and Phi between n/2 and n samples."""
+    that `theory ode` reads; prints the relative change of Omega and Phi between n/2 and n samples. Keys:
+    out (required), generator (rand | dcgan | realnvp | iid), D, N, L, seed, weights, samples (1,000,000),
+    batch_size, analytic."""
     import numpy as np
 
+    from .config import apply_overrides
     from .data.generators import estimate_moments, make_generator, save_moments
-    from .errors import ConfigError
 
-    D, N = _sizes(generator, D, N)
-    if samples < 2 or batch_size < 1:
-        raise ConfigError(f"--samples must be >= 2 and --batch-size >= 1 (got {samples}, {batch_size})")
-    if analytic and generator not in ("rand", "iid"):
-        raise ConfigError(f"generator {generator} has no closed-form moments (rand, iid do); drop --analytic")
-    gen = make_generator(generator, D, N, L, seed, weights)
-    meta = {"generator": generator, "D": D, "N": N, "seed": seed}
-    meta.update({"L": L} if generator == "rand" else {})
-    meta.update({"weights": str(weights)} if weights is not None else {})
-    if analytic:
+    cfg = MomentsSettings.from_dict(apply_overrides({}, settings or []))
+    D, N = cfg.sizes()
+    if cfg.analytic and cfg.generator not in ("rand", "iid"):
+        raise ConfigError(
+            f"generator {cfg.generator} has no closed-form moments (rand, iid do); drop analytic"
+        )
+    gen = make_generator(cfg.generator, D, N, cfg.L, cfg.seed, cfg.weights)
+    meta = {"generator": cfg.generator, "D": D, "N": N, "seed": cfg.seed}
+    meta.update({"L": cfg.L} if cfg.generator == "rand" else {})
+    meta.update({"weights": cfg.weights} if cfg.weights is not None else {})
+    if cfg.analytic:
         moments = gen.analytic_moments()
-        meta["method"] = "arcsine" if generator == "rand" else "exact"
+        meta["method"] = "arcsine" if cfg.generator == "rand" else "exact"
     else:
         moments = estimate_moments(
-            gen.sample, np.random.default_rng([seed, 7]), samples, batch_size=batch_size, quiet=quiet,
-            description=f"moments {generator}",
+            gen.sample, np.random.default_rng([cfg.seed, 7]), cfg.samples, batch_size=cfg.batch_size,
+            quiet=quiet, description=f"moments {cfg.generator}",
         )  # fmt: skip
         meta["method"] = "estimate"
-    path = save_moments(out, moments, meta)
-    print(f"wrote {path}: {generator} D={D} N={N} (delta = D/N = {D / N:.5g})")
+    path = save_moments(Path(cfg.out), moments, meta)
+    print(f"wrote {path}: {cfg.generator} D={D} N={N} (delta = D/N = {D / N:.5g})")
     if moments.rel_change is None:
         print("closed-form moments: no sampling error")
     else:
@@ -474,32 +492,16 @@ def theory_moments(
 
 
 @theory_app.command("ode")
-def theory_ode(
-    moments: Annotated[Path, typer.Option(help="Moments file written by `theory moments`.")],
-    K: Annotated[int | None, typer.Option("--K", help="Student units (default 2, or from --init).")] = None,
-    M: Annotated[int | None, typer.Option("--M", help="Teacher units (default 2, or from --init).")] = None,
-    lr: Annotated[float, typer.Option(help="Learning rate eta (eta/N for the second layer).")] = 0.2,
-    tmax: Annotated[float, typer.Option(help="Last time t = steps/N.")] = 1000.0,
-    dt: Annotated[float, typer.Option(help="Euler step.")] = 0.01,
-    points: Annotated[int, typer.Option(help="Log-spaced times from 0.1 to tmax (and 0).")] = 41,
-    seed: Annotated[
-        int, typer.Option(help="Without --init: weights drawn as a one-replica simulation with this seed.")
-    ] = 0,
-    init: Annotated[
-        Path | None, typer.Option(help="Initial weights: a weights .npz or a simulation's run directory.")
-    ] = None,
-    activation: Annotated[str, typer.Option("--activation", "-g", help="erf | linear.")] = "erf",
-    store: Store = Path("runs"),
-    quiet: Quiet = False,
-) -> None:
-    """Integrate the Gaussian-equivalence ODEs on a moments file, delta = D/N from its shapes, and store the
-    records (t, eg, Q, R, T, v) as a run that `load_runs` reads next to simulations."""
-    from .online_sgd import ode_on_moments_file
+def theory_ode(settings: Settings = None, store: Store = Path("runs"), quiet: Quiet = False) -> None:
+    """Integrate the Gaussian-equivalence ODEs on a moments file, delta = D/N from its shapes, stored as a run
+    (kind ge_ode: `learnscope run` takes the same keys from a file) whose records (t, eg, Q, R, T, v)
+    `load_runs` reads next to simulations. Keys: moments (required), init (weights .npz or a simulation's
+    run directory), K, M, seed, eta, t_max, dt, points, g (erf | linear)."""
+    from .config import apply_overrides
+    from .online_sgd import MomentsODEConfig, run_ge_ode
 
-    result = ode_on_moments_file(
-        moments, init, K=K, M=M, seed=seed, eta=lr, t_max=tmax, dt=dt, points=points, g=activation,
-        store=store, quiet=quiet,
-    )  # fmt: skip
+    cfg = MomentsODEConfig.from_dict(apply_overrides({}, settings or []))
+    result = run_ge_ode(cfg, store, quiet=quiet)
     spec = json.loads((result.path / "config.json").read_text())["config"]
     print(
         f"{'done' if result.computed else 'done (read back)'}: {result.path}  "

@@ -239,7 +239,7 @@ def run_online(cfg: OnlineConfig, store: str | Path = "runs", quiet: bool = True
     return computed_run(store, cfg, lambda: compute(cfg, store, quiet))
 
 
-# --- the ODE on a moments file (`learnscope theory ode`) ---------------------------------------------------
+# --- the ODE on a moments file (`learnscope theory ode`, run kind `ge_ode`) -------------------------------
 
 
 class MomentsFileODE:
@@ -266,85 +266,109 @@ def initial_weights_from(init: Path) -> dict[str, np.ndarray]:
     try:
         cfg = json.loads((init / "config.json").read_text())["config"]
     except (OSError, ValueError, KeyError, TypeError):
-        raise DataError(f"--init {init}: a run directory needs init.npz or a readable config.json") from None
+        raise DataError(f"init {init}: a run directory needs init.npz or a readable config.json") from None
     if not isinstance(cfg, dict) or cfg.get("kind") != "online_sgd":
-        raise DataError(f"--init {init}: not a committee-machine simulation run, and no init.npz in it")
+        raise DataError(f"init {init}: not a committee-machine simulation run, and no init.npz in it")
     return initial_weights(OnlineConfig.from_dict(cfg))
 
 
-def ode_on_moments_file(
-    moments: Path,
-    init: Path | None = None,
-    *,
-    K: int | None = None,
-    M: int | None = None,
-    seed: int = 0,
-    eta: float = 0.2,
-    t_max: float = 1000.0,
-    dt: float = 0.01,
-    points: int = 41,
-    g: str = "erf",
-    store: str | Path = "runs",
-    quiet: bool = True,
-) -> ComputedRun:
-    """The Gaussian-equivalence ODE on the moments in `moments` (delta = D/N from their shapes), from the
-    weights in `init` or, without it, from weights drawn as a one-replica simulation with `seed` would; stored
-    as a run whose records `load_runs` reads next to simulations. Bad settings raise ConfigError, inputs
-    that do not fit DataError."""
-    if g not in ("erf", "linear"):
-        raise ConfigError(
-            f"--activation {g!r}: the ODE theory exists only for erf and linear (simulate other activations)"
-        )
-    if not (eta > 0 and t_max > 0 and dt > 0 and points >= 1 and seed >= 0):
-        raise ConfigError(
-            "need --lr, --tmax, --dt > 0, --points >= 1, --seed >= 0; "
-            f"got {eta}, {t_max}, {dt}, {points}, {seed}"
-        )
-    gm = load_moments(moments)
-    N, D = gm.phi.shape
-    if init is None:
-        weights = init_teacher_student(np.random.default_rng([seed, 0]), N, D, K or 2, M or 2)
-    else:
-        weights = initial_weights_from(init)
-    w, v, B, A = (np.asarray(weights[k], dtype=float) for k in ("w", "v", "B", "A"))
-    if w.shape[-1] != N or B.shape[1] != D:
-        raise DataError(
-            f"--init {init}: weights for N={w.shape[-1]}, D={B.shape[1]}, but {moments} has N={N}, D={D}"
-        )
-    if (K is not None and w.shape[-2] != K) or (M is not None and B.shape[0] != M):
-        raise ConfigError(f"--K {K} --M {M} disagree with --init {init} (K={w.shape[-2]}, M={B.shape[0]})")
-    w, v = w.reshape(-1, *w.shape[-2:]), v.reshape(-1, v.shape[-1])  # (R, K, N), (R, K)
-    digest = hashlib.sha256()
-    for a in (w, v, B, A):
-        digest.update(np.ascontiguousarray(a).tobytes())
-    body = {
-        "kind": "ge_ode",
-        "name": "",
-        "method": "ode",
-        "generator": (gm.meta or {}).get("generator", "?"),
-        "moments": str(moments),
-        "moments_sha256": hashlib.sha256(Path(moments).read_bytes()).hexdigest()[:16],
-        "init": None if init is None else str(init),
-        "weights_sha256": digest.hexdigest()[:16],
-        "D": D,
-        "N": N,
-        "delta": D / N,
-        "K": w.shape[1],
-        "M": B.shape[0],
-        "replicas": w.shape[0],
-        "g": g,
-        "eta": eta,
-        "t_max": t_max,
-        "dt": dt,
-        "points": points,
-        "seed": seed,
-    }
-    init_weights = {"w": w, "v": v, "B": B, "A": A}
-    times = log_times(t_max, points, N=N)
+class MomentsODEConfig(Strict):
+    """The run kind `ge_ode`: the Gaussian-equivalence ODE on a moments file written by `theory moments`
+    (delta = D/N from its shapes), from the weights in `init` (a weights .npz, or a simulation's run
+    directory) or, without it, from weights drawn as a one-replica simulation with `seed` would. Its run is
+    named by its settings and the *contents* of its inputs (MomentsFileODE), not by their paths."""
+
+    kind: Literal["ge_ode"] = "ge_ode"
+    name: str = ""
+    moments: str  # the moments file (.npz)
+    init: str | None = None
+    K: PositiveInt | None = None  # student units (default 2, or those of `init`)
+    M: PositiveInt | None = None  # teacher units (default 2, or those of `init`)
+    seed: NonNegativeInt = 0
+    eta: PositiveFloat = 0.2  # the learning rate (eta / N for the second layer)
+    t_max: PositiveFloat = 1000.0
+    dt: PositiveFloat = 0.01
+    points: PositiveInt = 41
+    g: Literal["erf", "linear"] = "erf"  # the ODE theory exists for these two
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def override(self, *overrides: str) -> MomentsODEConfig:
+        return MomentsODEConfig.from_dict(apply_overrides(self.to_dict(), overrides))
+
+    def resolve(self) -> tuple[MomentsFileODE, GeneratorMoments, dict[str, np.ndarray]]:
+        """The stored run's spec (settings, content digests, D, N), the moments and the initial weights;
+        DataError for inputs that do not fit, ConfigError for settings that disagree with them."""
+        moments = Path(self.moments)
+        gm = load_moments(moments)
+        N, D = gm.phi.shape
+        if self.init is None:
+            weights = init_teacher_student(
+                np.random.default_rng([self.seed, 0]), N, D, self.K or 2, self.M or 2
+            )
+        else:
+            weights = initial_weights_from(Path(self.init))
+        w, v, B, A = (np.asarray(weights[k], dtype=float) for k in ("w", "v", "B", "A"))
+        if w.shape[-1] != N or B.shape[1] != D:
+            raise DataError(
+                f"init {self.init}: weights for N={w.shape[-1]}, D={B.shape[1]}, "
+                f"but {moments} has N={N}, D={D}"
+            )
+        if (self.K is not None and w.shape[-2] != self.K) or (self.M is not None and B.shape[0] != self.M):
+            raise ConfigError(
+                f"K={self.K} M={self.M} disagree with init {self.init} (K={w.shape[-2]}, M={B.shape[0]})"
+            )
+        w, v = w.reshape(-1, *w.shape[-2:]), v.reshape(-1, v.shape[-1])  # (R, K, N), (R, K)
+        digest = hashlib.sha256()
+        for a in (w, v, B, A):
+            digest.update(np.ascontiguousarray(a).tobytes())
+        body = {
+            "kind": "ge_ode",
+            "name": self.name,
+            "method": "ode",
+            "generator": (gm.meta or {}).get("generator", "?"),
+            "moments": str(moments),
+            "moments_sha256": hashlib.sha256(moments.read_bytes()).hexdigest()[:16],
+            "init": self.init,
+            "weights_sha256": digest.hexdigest()[:16],
+            "D": D,
+            "N": N,
+            "delta": D / N,
+            "K": w.shape[1],
+            "M": B.shape[0],
+            "replicas": w.shape[0],
+            "g": self.g,
+            "eta": self.eta,
+            "t_max": self.t_max,
+            "dt": self.dt,
+            "points": self.points,
+            "seed": self.seed,
+        }
+        return MomentsFileODE(body), gm, {"w": w, "v": v, "B": B, "A": A}
+
+    def run_hash(self) -> str:
+        return self.resolve()[0].run_hash()
+
+
+@RUN_KINDS.register("ge_ode", MomentsODEConfig)
+def run_ge_ode(cfg: MomentsODEConfig, store: str | Path = "runs", quiet: bool = True) -> ComputedRun:
+    """Integrate (or read back) the ODE of `cfg`, stored as a run whose records (t, eg, Q, R, T, v per
+    replica) `load_runs` reads next to simulations."""
+    spec, gm, weights = cfg.resolve()
+    N, D = spec.body["N"], spec.body["D"]
+    times = log_times(cfg.t_max, cfg.points, N=N)
     return computed_run(
         store,
-        MomentsFileODE(body),
+        spec,
         lambda: integrate_replicas(
-            gm, init_weights, eta=eta, times=times, g=g, dt=dt, quiet=quiet, description=f"GE ODE N={N} D={D}"
+            gm,
+            weights,
+            eta=cfg.eta,
+            times=times,
+            g=cfg.g,
+            dt=cfg.dt,
+            quiet=quiet,
+            description=f"GE ODE N={N} D={D}",
         ),
     )

@@ -307,8 +307,8 @@ def train(
 
 
 def _probe_state(probe) -> Any:
-    """The state a probe keeps across steps (e.g. the weights at its previous step, for an angle turned since),
-    if it has any: a probe with `state_dict()` and `load_state_dict()` is resumed exactly from a checkpoint."""
+    """The state a probe keeps across steps (e.g. the weights at its previous step, for an angle turned
+    since), if any: a probe with `state_dict()` and `load_state_dict()` resumes exactly from a checkpoint."""
     return probe.state_dict() if hasattr(probe, "state_dict") else None
 
 

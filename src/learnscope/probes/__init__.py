@@ -1,10 +1,10 @@
 """Probes: functions of the training state returning flat `{name: float}` records, run at scheduled steps.
 
 A probe kind is a builder registered with its config class; the builder returns a callable that takes a
-`ProbeContext` and returns a dict. Probes must not consume the training RNG. A probe that keeps state from one
-probe step to the next (the previous weights, for an angle turned since) is an object with `state_dict()` and
-`load_state_dict(state)` as well (tensors, numbers, lists and dicts): checkpoints save that state, so a resumed
-run writes the same records.
+`ProbeContext` and returns a dict. Probes must not consume the training RNG. A probe that keeps state from
+one probe step to the next (the previous weights, for an angle turned since) is an object with `state_dict()`
+and `load_state_dict(state)` as well (tensors, numbers, lists and dicts): checkpoints save that state, so a
+resumed run writes the same records.
 """
 
 from __future__ import annotations

@@ -51,6 +51,7 @@ class Study:
     name: ClassVar[str]
     paper: ClassVar[str]
     scales: ClassVar[dict[str, Any]]
+    trains_networks: ClassVar[bool] = True  # its runs are training configs: `--data` and `--model` apply
 
     def __init__(self, scale: str = "tiny", overrides: Sequence[str] = ()):
         if scale not in self.scales:

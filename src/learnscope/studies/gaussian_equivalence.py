@@ -210,6 +210,7 @@ class GaussianEquivalence(Study):
         "models for learning with two-layer neural networks"
     )
     scales = SCALES
+    trains_networks = False  # committee machines: choose generator=..., K=..., eta=... instead
 
     def configs(self) -> list[OnlineConfig]:
         return configs(self.scale, self.overrides)
