@@ -6,7 +6,7 @@ import json
 import signal
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import typer
 from pydantic import Field, NonNegativeInt, PositiveInt
@@ -425,7 +425,7 @@ class MomentsSettings(Strict):
     """`learnscope theory moments` KEY=VALUE ...: which generator, how many samples, where to write."""
 
     out: str  # the moments file to write (.npz)
-    generator: Literal["rand", "dcgan", "realnvp", "iid"] = "rand"
+    generator: str = "rand"  # a kind of registry.GENERATORS (make_generator says which are known)
     D: PositiveInt | None = None  # latent size: rand and dcgan 100; realnvp and iid D = N
     N: PositiveInt | None = None  # input size: rand 500, dcgan and realnvp 3072, iid 100
     L: PositiveInt = 4  # sign layers of rand

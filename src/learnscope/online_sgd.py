@@ -18,13 +18,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import NonNegativeInt, PositiveFloat, PositiveInt, model_validator
+from pydantic import NonNegativeInt, PositiveFloat, PositiveInt, field_validator, model_validator
 
 from .config import Strict, apply_overrides, run_digest
 from .data.generators import GeneratorMoments, estimate_moments, load_moments, make_generator, save_moments
 from .errors import ConfigError, DataError
 from .models.committee import init_teacher_student, simulate_online_sgd
-from .registry import RUN_KINDS
+from .registry import GENERATORS, RUN_KINDS
 from .store import ComputedRun, computed_run
 from .theory.committee_ode import (
     gaussian_equivalence_ode,
@@ -44,7 +44,7 @@ class OnlineConfig(Strict):
     name: str = ""
     method: Literal["simulation", "ode"] = "simulation"
     # inputs x = G(c) - E[x], c ~ N(0, I_D)
-    generator: Literal["iid", "rand", "dcgan", "realnvp"] = "rand"
+    generator: str = "rand"  # a kind of registry.GENERATORS: iid, rand, dcgan, realnvp, or a plugin's
     D: PositiveInt = 100
     N: PositiveInt = 500
     L: PositiveInt = 4  # rand only
@@ -68,6 +68,13 @@ class OnlineConfig(Strict):
     # ODE only
     dt: PositiveFloat = 0.01
     force_delta: PositiveFloat | None = None
+
+    @field_validator("generator")
+    @classmethod
+    def _known_generator(cls, name: str) -> str:
+        if name not in GENERATORS.kinds():
+            raise ValueError(f"unknown generator {name!r}; available: {', '.join(GENERATORS.kinds())}")
+        return name
 
     @model_validator(mode="after")
     def _consistent(self) -> OnlineConfig:

@@ -37,6 +37,7 @@ from torch import nn
 
 from ..atomic import atomic_savez
 from ..errors import ConfigError, DataError
+from ..registry import GENERATORS
 from ..theory.committee_ode import Moments
 from ..ui import progress_bar
 
@@ -617,41 +618,64 @@ class RealNVPGenerator(_TorchGenerator):
 # Registry
 # ----------------------------------------------------------------------------------------------------------
 
-GENERATORS = ("iid", "rand", "dcgan", "realnvp")
 
-
-def make_generator(
-    name: str, D: int, N: int, L: int = 4, seed: int = 0, weights: str | Path | None = None
-) -> IIDGenerator | RandomSignGenerator | DCGANGenerator | RealNVPGenerator:
-    """The generator `name` with latent size D and input size N, shared by the CLI and the studies:
-    "iid" (x = c, D = N), "rand" (L sign layers, weights from `seed`), "dcgan" (latent D, N = 3072 for
-    3 x 32 x 32 or 1024 for a grey 1 x 32 x 32), "realnvp" (D = N = channels * 32^2). The deep ones are random
-    from `seed` or load `weights` (a state dict). Every one has `.sample(rng, n) -> (x, c)`; those with
-    closed-form moments ("iid", "rand") have `.analytic_moments()`. Bad settings raise ConfigError, a bad
-    weights file DataError."""
-    if name not in GENERATORS:
-        raise ConfigError(f"unknown generator {name!r}; available: {', '.join(GENERATORS)}")
-    if min(D, N) < 1 or (name == "rand" and L < 1) or seed < 0:
-        raise ConfigError(
-            f"generator {name}: need D, N, L >= 1 and seed >= 0 (got D={D}, N={N}, L={L}, seed={seed})"
-        )
-    if weights is not None and name in ("iid", "rand"):
-        raise ConfigError(f"generator {name} has no weights file (its weights come from the seed)")
-    if name == "iid":
-        if D != N:
-            raise ConfigError(f"generator iid has x = c, so D must equal N (got D={D}, N={N})")
-        return IIDGenerator(D, N)
-    if name == "rand":
-        return RandomSignGenerator(D, N, L, rng=seed)
+def _images(name: str, N: int) -> None:
     if N % 1024:
         raise ConfigError(
             f"generator {name} makes 32 x 32 images: N must be channels * 1024, e.g. 3072 (got {N})"
         )
-    if name == "dcgan":
-        return DCGANGenerator(nz=D, nc=N // 1024, seed=seed, weights=weights)
+
+
+def _seeded_only(name: str, weights) -> None:
+    if weights is not None:
+        raise ConfigError(f"generator {name} has no weights file (its weights come from the seed)")
+
+
+@GENERATORS.register("iid", IIDGenerator)
+def _iid(D: int, N: int, L: int, seed: int, weights) -> IIDGenerator:
+    _seeded_only("iid", weights)
+    if D != N:
+        raise ConfigError(f"generator iid has x = c, so D must equal N (got D={D}, N={N})")
+    return IIDGenerator(D, N)
+
+
+@GENERATORS.register("rand", RandomSignGenerator)
+def _rand(D: int, N: int, L: int, seed: int, weights) -> RandomSignGenerator:
+    _seeded_only("rand", weights)
+    if L < 1:
+        raise ConfigError(f"generator rand: need L >= 1 (got {L})")
+    return RandomSignGenerator(D, N, L, rng=seed)
+
+
+@GENERATORS.register("dcgan", DCGANGenerator)
+def _dcgan(D: int, N: int, L: int, seed: int, weights) -> DCGANGenerator:
+    _images("dcgan", N)
+    return DCGANGenerator(nz=D, nc=N // 1024, seed=seed, weights=weights)
+
+
+@GENERATORS.register("realnvp", RealNVPGenerator)
+def _realnvp(D: int, N: int, L: int, seed: int, weights) -> RealNVPGenerator:
+    _images("realnvp", N)
     if D != N:
         raise ConfigError(f"generator realnvp is a bijection, so D must equal N (got D={D}, N={N})")
     return RealNVPGenerator(channels=N // 1024, size=32, seed=seed, weights=weights)
+
+
+def make_generator(name: str, D: int, N: int, L: int = 4, seed: int = 0, weights: str | Path | None = None):
+    """The generator `name` (registry.GENERATORS) with latent size D and input size N, shared by the CLI and
+    the studies: "iid" (x = c, D = N), "rand" (L sign layers, weights from `seed`), "dcgan" (latent D,
+    N = 3072 for 3 x 32 x 32 or 1024 for a grey 1 x 32 x 32), "realnvp" (D = N = channels * 32^2). The deep
+    ones are random from `seed` or load `weights` (a state dict). Every one has `.sample(rng, n) -> (x, c)`;
+    those with closed-form moments ("iid", "rand") have `.analytic_moments()`. A plugin adds one with
+    `@GENERATORS.register(name, its_class)` on a builder (D, N, L, seed, weights). Bad settings raise
+    ConfigError, a bad weights file DataError."""
+    try:
+        builder = GENERATORS.builder(name)
+    except ConfigError:
+        raise ConfigError(f"unknown generator {name!r}; available: {', '.join(GENERATORS.kinds())}") from None
+    if min(D, N) < 1 or seed < 0:
+        raise ConfigError(f"generator {name}: need D, N >= 1 and seed >= 0 (got D={D}, N={N}, seed={seed})")
+    return builder(D, N, L, seed, weights)
 
 
 class _Accumulator:
