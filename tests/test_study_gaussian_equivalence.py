@@ -123,10 +123,12 @@ def test_estimated_moments_are_cached_and_shared_by_simulation_and_ode(tmp_path)
 
 @pytest.mark.slow
 def test_tiny_acceptance_simulation_follows_the_ode_and_the_control_misses(tmp_path):
-    """Reference §8: rand L=4, D=100, N=500, K=M=2, eta=0.2, t <= 1000, ODE from the simulation's weights."""
-    summary, _ = ge.run_study("tiny", tmp_path / "runs", tmp_path / "fig", quiet=True)
+    """docs/studies/gaussian_equivalence.md §6: rand L=4, D=100, N=500, K=M=2, eta=0.2, t <= 1000, the ODE
+    from the simulation's weights."""
+    result = run_study("gaussian_equivalence", "tiny", (), tmp_path / "runs", tmp_path / "fig", quiet=True)
+    summary = result.summary
     row = summary.iloc[0]
-    print(ge.format_summary(summary))
+    print(result.text)
     assert row["t_final"] == 1000.0
     assert row["max_gap_late"] <= 0.01  # |eg_sim - eg_ode| for every logged t >= 3 (replica means)
     assert row["max_overlap_gap"] <= 0.05  # final Q and R entries

@@ -350,9 +350,9 @@ def load_runs(root: str | Path, runs: Iterable[str] | None = None) -> pd.DataFra
         if status.get("state") == "corrupt":
             frame = pd.DataFrame({"step": [pd.NA]})
             columns["error"] = status["error"]
-        for key, value in columns.items():
-            frame[key] = [value] * len(frame)
-        frames.append(frame)
+        # the config columns at once (column by column fragments the frame); they win over same-named records
+        constants = pd.DataFrame({k: [v] * len(frame) for k, v in columns.items()}, index=frame.index)
+        frames.append(pd.concat([frame.drop(columns=[c for c in columns if c in frame]), constants], axis=1))
     if not frames:
         return pd.DataFrame()
     return pd.concat(frames, ignore_index=True)

@@ -139,7 +139,7 @@ def run_study(
 def per_run_table(table: pd.DataFrame) -> pd.DataFrame:
     """One row per run: hash, state, its config columns and its last record; long text records (encoded
     predictions) are left out."""
-    last = table.groupby("run", sort=False).last().reset_index()
+    last = table.groupby("run", sort=False).last().copy().reset_index()  # copy: one block, not hundreds
     long_text = [c for c in last.columns if last[c].map(lambda v: isinstance(v, str) and len(v) > 200).any()]
     columns = ["run", "status", *[c for c in last.columns if c not in ("run", "status", *long_text)]]
     return last[columns]
