@@ -14,6 +14,17 @@ def tiny_config() -> Config:
     return tiny()
 
 
+@pytest.fixture
+def plugin(tmp_path, monkeypatch):
+    """`plugin(name, source)`: write the module `name` into tmp_path, importable for this test (--plugin)."""
+
+    def write(name: str, source: str) -> None:
+        (tmp_path / f"{name}.py").write_text(source)
+        monkeypatch.syspath_prepend(str(tmp_path))
+
+    return write
+
+
 def tiny() -> Config:
     """A few seconds of training: an MLP on digits, probes every 10 steps, checkpoints every 20."""
     return Config.from_dict(

@@ -138,9 +138,8 @@ def sign_sgd(cfg, model):
 """
 
 
-def test_a_toy_optimiser_registered_by_a_plugin_trains_through_learnscope_run(tmp_path, monkeypatch, capsys):
-    (tmp_path / "toy_optimiser.py").write_text(PLUGIN)
-    monkeypatch.syspath_prepend(tmp_path)
+def test_a_toy_optimiser_registered_by_a_plugin_trains_through_learnscope_run(tmp_path, plugin, capsys):
+    plugin("toy_optimiser", PLUGIN)
     config = tmp_path / "sign.toml"
     config.write_text(
         'device = "cpu"\n[optim]\nkind = "sign_sgd"\nlr = 0.002\n[train]\nsteps = 200\n'

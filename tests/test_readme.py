@@ -188,8 +188,8 @@ def workdir(tmp_path, monkeypatch):
     (work / "my_models.py").write_text(readme_plugin_example())
     (work / "my.toml").write_text(MY_TOML)
     monkeypatch.chdir(work)
-    # In-process, as PYTHONPATH=. would: the `learnscope` console script does not put the working directory
-    # on sys.path, so from a shell `--plugin my_models` finds my_models.py only on PYTHONPATH.
+    # `--plugin` finds a module in the working directory (load_plugins puts it on sys.path); prepended here
+    # too, so the test's own import of my_models is undone by monkeypatch afterwards.
     monkeypatch.syspath_prepend(str(work))
     monkeypatch.setenv("LEARNSCOPE_CACHE", str(tmp_path / "cache"))
     # A `my_models` imported by another test (tests/test_cli.py writes one) must not stand in for ours, and

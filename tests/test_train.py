@@ -205,7 +205,7 @@ def toy_linear(cfg):
 
 
 def test_a_toy_regression_dataset_from_a_plugin_trains_to_the_least_squares_solution(
-    tmp_path, monkeypatch, capsys
+    tmp_path, plugin, capsys
 ):
     """Real-valued targets of width 2, a linear model, full-batch GD on the mean squared error: the test loss
     converges to that of the least-squares fit (numpy's lstsq), the trusted reference."""
@@ -214,8 +214,7 @@ def test_a_toy_regression_dataset_from_a_plugin_trains_to_the_least_squares_solu
     from learnscope.data import build_data
     from tests.conftest import cli
 
-    (tmp_path / "toy_regression.py").write_text(REGRESSION_PLUGIN)
-    monkeypatch.syspath_prepend(tmp_path)
+    plugin("toy_regression", REGRESSION_PLUGIN)
     config = tmp_path / "reg.toml"
     config.write_text(
         'device = "cpu"\n[data]\nkind = "toy_linear"\n[model]\nkind = "linear"\n'
@@ -283,13 +282,12 @@ def angle(cfg):
 """
 
 
-def test_a_probe_with_state_across_steps_resumes_to_identical_records(tmp_path, tiny_config, monkeypatch):
+def test_a_probe_with_state_across_steps_resumes_to_identical_records(tmp_path, tiny_config, plugin):
     """A resumed run's probe must start from the state it had at the checkpoint, not afresh: the angle turned
     since the previous probe step, first at step 30 after a resume at step 20."""
     import importlib
 
-    (tmp_path / "angle_probe.py").write_text(ANGLE_PLUGIN)
-    monkeypatch.syspath_prepend(tmp_path)
+    plugin("angle_probe", ANGLE_PLUGIN)
     importlib.import_module("angle_probe")
     cfg = tiny_config.override("probes.use=[evaluation, angle]")
     whole = run(cfg, tmp_path / "a", quiet=True)

@@ -14,7 +14,7 @@ from rich.table import Table
 
 from . import __version__
 from .config import Config, parse_value
-from .errors import ConfigError, LearnscopeError, Terminated, describe_os_error
+from .errors import ConfigError, LearnscopeError, Terminated, describe_os_error, raise_terminated
 from .registry import load_plugins
 from .sections import Strict
 from .store import find_run, read_run, read_run_or_corrupt, run_dirs, shown_state
@@ -518,7 +518,7 @@ def theory_ode(settings: Settings = None, store: Store = Path("runs"), quiet: Qu
 def main() -> None:
     """The command: one line and exit code 2 for bad input or an error of the operating system (a full
     disk, a read-only store); 130 after Ctrl-C and 143 after SIGTERM, the run left resumable."""
-    previous = signal.signal(signal.SIGTERM, _terminate)
+    previous = signal.signal(signal.SIGTERM, raise_terminated)
     try:
         code = app(standalone_mode=False)  # returns the exit code of typer.Exit (130 on Ctrl-C)
     except LearnscopeError as exc:
@@ -543,10 +543,6 @@ def main() -> None:
         print("interrupted: run the same command again to resume", file=sys.stderr)
     if isinstance(code, int) and code:
         sys.exit(code)
-
-
-def _terminate(signum, frame) -> None:
-    raise Terminated()
 
 
 def _is_click_exception(exc: Exception) -> bool:

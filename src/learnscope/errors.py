@@ -24,6 +24,11 @@ class Terminated(BaseException):
 INTERRUPTS = (KeyboardInterrupt, Terminated)
 
 
+def raise_terminated(signum, frame) -> None:
+    """The SIGTERM handler of the CLI and of sweep workers: the run in progress stops as after Ctrl-C."""
+    raise Terminated()
+
+
 def describe_os_error(exc: OSError) -> str:
     """'<path>: <cause>' for an error of the operating system (a full disk, a read-only store, a missing
     file): the one line the CLI prints."""

@@ -25,7 +25,7 @@ import pandas as pd
 import torch
 
 from .config import Config
-from .errors import ConfigError, LearnscopeError, Terminated
+from .errors import ConfigError, LearnscopeError, Terminated, raise_terminated
 from .online_sgd import OnlineConfig
 from .registry import RUN_KINDS
 from .store import FINAL, RunDir, load_runs, shown_state
@@ -128,7 +128,7 @@ def run_all(
 def _worker_init(parent: int) -> None:
     """A pool worker ends with its parent, even a parent killed with -9 (Linux: PR_SET_PDEATHSIG), and
     turns SIGTERM into `Terminated`, so the run it was doing is left `interrupted`, ready to resume."""
-    signal.signal(signal.SIGTERM, _raise_terminated)
+    signal.signal(signal.SIGTERM, raise_terminated)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which stops the workers
     if sys.platform.startswith("linux"):
         import ctypes
@@ -145,10 +145,6 @@ def _run_in_worker(cfg: Config | OnlineConfig, store: str, threads: int) -> Outc
         return _run_one(cfg, store, threads)
     except Terminated:  # the run is marked interrupted; take no further work from the pool's queue
         os._exit(143)
-
-
-def _raise_terminated(signum, frame) -> None:
-    raise Terminated()
 
 
 def _stop_workers(pool: ProcessPoolExecutor) -> None:

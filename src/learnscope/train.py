@@ -85,6 +85,7 @@ def fingerprint(model: nn.Module | None, data: Dataset | None) -> str:
     return ",".join(parts)
 
 
+@RUN_KINDS.register("train", Config)  # the runner of the `train` kind: (cfg, store, quiet=...)
 def run(
     cfg: Config,
     store: str | Path | None = "runs",
@@ -145,12 +146,6 @@ def run(
         raise StoreError(describe_os_error(exc)) from None
     result.path = run_dir.path
     return result
-
-
-@RUN_KINDS.register("train", Config)
-def run_training(cfg: Config, store: str | Path | None = "runs", quiet: bool = False) -> RunResult:
-    """The `train` run kind: `run` with the config's own model and data."""
-    return run(cfg, store, quiet=quiet)
 
 
 def check_data(cfg: Config, data: Dataset) -> None:

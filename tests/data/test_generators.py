@@ -446,15 +446,14 @@ def negated(D, N, L, seed, weights):
 """
 
 
-def test_a_generator_registered_by_a_plugin_feeds_a_simulation_and_its_ode(tmp_path, monkeypatch, capsys):
+def test_a_generator_registered_by_a_plugin_feeds_a_simulation_and_its_ode(tmp_path, plugin, capsys):
     """x = -c has Omega = I and Phi = -I: the estimated moments say so, and the simulation and the ODE
     started from its replicas run through `learnscope run` like the built-in generators."""
     import json
 
     from tests.conftest import REPO, cli
 
-    (tmp_path / "toy_generator.py").write_text(TOY_GENERATOR)
-    monkeypatch.syspath_prepend(tmp_path)
+    plugin("toy_generator", TOY_GENERATOR)
     settings = ("generator=negated", "D=10", "N=10", "moments=estimate", "moment_samples=20000", "t_max=1.0")
     settings += ("points=4", "replicas=1", "n_test=500")
     store = tmp_path / "runs"
