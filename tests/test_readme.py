@@ -82,6 +82,11 @@ PLANS: dict[str, Plan] = {
         SUBSTITUTED, "a placeholder for a simulation run", subs=(("runs/<simulation run>", SIMULATION_RUN),)
     ),
     "learnscope study gaussian_equivalence --scale small": STUDY,
+    "learnscope theory double-descent kappa=100 --out curve.csv": Plan(AS_WRITTEN),
+    "learnscope theory double-descent form=exact draws=200 kappa=30 sigma=0.1 l2=1e-3": Plan(AS_WRITTEN),
+    "learnscope run configs/linear_teacher_gd.toml": Plan(AS_WRITTEN),
+    "learnscope study double_descent --scale tiny": STUDY,
+    "learnscope study double_descent --scale small --executor local --workers 2": STUDY,
 }
 
 

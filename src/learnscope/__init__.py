@@ -8,7 +8,7 @@ __version__ = "0.1.0"
 
 # The built-in kinds (data, models, optimisers, probes, run kinds) register themselves when their modules are
 # imported, here, before any registry lookup.
-from . import data, models, online_sgd, optim, probes  # noqa: F401
+from . import data, models, online_sgd, optim, probes, theory_curves  # noqa: F401
 from .config import Config
 from .data import Dataset, Split, from_tensors
 from .registry import DATA, MODELS, OPTIMISERS, PROBES, RUN_KINDS

@@ -417,7 +417,10 @@ def data_fit_clone(
 
 # --- theory: generator moments and the Gaussian-equivalence ODE (docs/studies/gaussian_equivalence.md) -----
 
-theory_app = typer.Typer(no_args_is_help=True, help="Generator moments and the committee-machine ODEs.")
+theory_app = typer.Typer(
+    no_args_is_help=True,
+    help="Closed forms and ODEs: generator moments, committee-machine ODEs, double-descent curves.",
+)
 app.add_typer(theory_app, name="theory")
 
 
@@ -510,6 +513,40 @@ def theory_ode(settings: Settings = None, store: Store = Path("runs"), quiet: Qu
     shown = [rec for rec in result.records if rec["replica"] == 0]
     for rec in shown[:: max(1, (len(shown) - 1) // 7)]:
         print(f"  t = {rec['t']:10.4g}   eg = {rec['eg']:.6f}")
+
+
+@theory_app.command("double-descent")
+def theory_double_descent(
+    settings: Settings = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Write the curve here (CSV).")] = None,
+    store: Store = Path("runs"),
+) -> None:
+    """The generalisation error over training time of the linear teacher–student model of Pezeshki et al.
+    (2022), stored as a run (kind dd_theory: `learnscope run` and `sweep` take the same keys from a file);
+    prints its first minimum, peak and second minimum; --out writes columns t, R, Q, eg. Keys: form (approx
+    | exact), features (both | fast | slow; approx), dynamics (gd | flow; exact), n, d, p, kappa, sigma, l2,
+    groups, power, draws, seed (exact), points, t_min, t_max (300 times from 1e-3 to 1e8)."""
+    import pandas as pd
+
+    from .config import apply_overrides
+    from .theory_curves import DoubleDescentTheoryConfig, run_dd_theory, summary
+
+    cfg = DoubleDescentTheoryConfig.from_dict(apply_overrides({}, settings or []))
+    result = run_dd_theory(cfg, store)
+    curve = pd.DataFrame(result.records)
+    found = summary(cfg, {c: curve[c].to_numpy() for c in curve.columns})
+    print(f"{'done' if result.computed else 'done (read back)'}: {result.path}")
+    when = "t+1" if cfg.form == "approx" else "t"
+    for label, key in (("first minimum", "first_min"), ("peak", "peak"), ("second minimum", "second_min")):
+        if found[key] is not None:
+            print(f"  {label:15s} eg = {found[key]:.4f} at {when} = {found[key + '_t']:.4g}")
+    verdict = "yes" if found["double_descent"] else "no"
+    print(f"  {'final':15s} eg = {found['final']:.4f}   double descent: {verdict}")
+    if out is not None:
+        from .atomic import atomic_text
+
+        atomic_text(out, curve[["t", "R", "Q", "eg"]].to_csv(index=False))
+        print(f"wrote {out}")
 
 
 # --- end of theory -----------------------------------------------------------------------------------------

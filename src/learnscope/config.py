@@ -80,7 +80,10 @@ class TrainConfig(Strict):
     epochs: PositiveFloat | None = None
     batch_size: PositiveInt | Literal["full"] = 128
     drop_last: bool = False
-    loss: Literal["ce", "mse"] = "ce"  # mse: squared error to one-hot labels or regression targets, mean
+    # mse: squared error to one-hot labels or regression targets, averaged over outputs and the batch;
+    # sse: half the squared error summed over outputs and the batch, the loss of linear teacher-student
+    # theory (its gradient is Xᵀ(Xw - y) for a linear model, so lr and weight decay read as in the papers)
+    loss: Literal["ce", "mse", "sse"] = "ce"
     schedule: Literal["constant", "multistep", "cosine"] = "constant"
     milestones: list[PositiveFloat] = []  # multistep: lr *= gamma at each, in `unit`
     gamma: Annotated[float, Field(gt=0, le=1)] = 0.1

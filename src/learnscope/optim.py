@@ -30,7 +30,8 @@ LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 def loss_function(name: str, reduction: str = "mean") -> LossFn:
     """`ce`: cross-entropy on logits. `mse`: squared error averaged over the outputs, to one-hot targets for
     class labels (PyTorch's MSELoss, as the neural-collapse code) or to the targets of a regression.
-    reduction="sum" sums the per-sample losses."""
+    reduction="sum" sums the per-sample losses. `sse`: ½‖out − target‖² summed over outputs and samples,
+    for either reduction (a per-sample mean is the evaluation's sum divided by the count)."""
     if name == "ce":
 
         def cross_entropy(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -51,12 +52,29 @@ def loss_function(name: str, reduction: str = "mean") -> LossFn:
             return per_sample.sum() if reduction == "sum" else per_sample.mean()
 
         return mse
+    if name == "sse":
+
+        def half_squared_error(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            target = (
+                y.reshape(out.shape) if y.is_floating_point() else F.one_hot(y, out.shape[-1]).to(out.dtype)
+            )
+            # The training objective is the sum over the batch whatever `reduction` asks: "mean" is what
+            # the loop trains on, and the summed loss is the one the theory's learning rates refer to.
+            return 0.5 * (out - target).pow(2).sum()
+
+        return half_squared_error
     raise ValueError(f"unknown loss {name!r}")
+
+
+# A learning rate given as "1/sharpness" is 1/λ_max of the Hessian of the training loss over the whole
+# training set at initialisation (for a linear model on the summed squared loss, 1/λ_max(XᵀX): the
+# "optimal" step of gradient descent in the double-descent study, docs/studies/double_descent.md).
+INVERSE_SHARPNESS = "1/sharpness"
 
 
 class SGDConfig(OptimConfig):
     kind: Literal["sgd"] = "sgd"
-    lr: PositiveFloat = 0.05
+    lr: PositiveFloat | Literal["1/sharpness"] = 0.05
     momentum: Annotated[float, Field(ge=0, lt=1)] = 0.9
     nesterov: bool = False
     weight_decay: NonNegativeFloat = 5e-4
@@ -75,6 +93,50 @@ class AdamConfig(OptimConfig):
 def build_optimizer(cfg: OptimConfig, model: nn.Module) -> torch.optim.Optimizer:
     """The optimiser of the registered kind `cfg.kind` over the model's trainable parameters."""
     return OPTIMISERS.builder(cfg.kind)(cfg, model)
+
+
+def top_hessian_eigenvalue(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    loss: LossFn,
+    batch_size: int = 4096,
+    max_iter: int = 2000,
+    rtol: float = 1e-7,
+) -> float:
+    """λ_max of the Hessian of `loss` (summed over the batch) over all of (x, y) with respect to the model's
+    trainable parameters, by power iteration on Hessian-vector products (double backward), in eval mode (no
+    normalisation statistics change). Deterministic: the start vector has its own generator, so the
+    training RNG is untouched."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    generator = torch.Generator().manual_seed(0)
+    v = [torch.randn(p.shape, generator=generator, dtype=p.dtype).to(p.device) for p in params]
+    was_training = model.training
+    model.eval()
+
+    def hvp(vec: list[torch.Tensor]) -> list[torch.Tensor]:
+        out = [torch.zeros_like(p) for p in params]
+        for start in range(0, len(x), batch_size):
+            value = loss(model(x[start : start + batch_size]), y[start : start + batch_size])
+            grads = torch.autograd.grad(value, params, create_graph=True)
+            dot = sum((g * u).sum() for g, u in zip(grads, vec, strict=True))
+            for acc, h in zip(out, torch.autograd.grad(dot, params), strict=True):
+                acc += h
+        return out
+
+    try:
+        estimate = 0.0
+        for _ in range(max_iter):
+            norm = torch.sqrt(sum((u.double() ** 2).sum() for u in v))
+            v = [u / norm.to(u.dtype) for u in v]
+            hv = hvp(v)
+            rayleigh = float(sum((h.double() * u.double()).sum() for h, u in zip(hv, v, strict=True)))
+            if abs(rayleigh - estimate) <= rtol * abs(rayleigh):
+                return rayleigh
+            estimate, v = rayleigh, hv
+        return estimate
+    finally:
+        model.train(was_training)
 
 
 def param_groups(model: nn.Module, weight_decay: float, decay_norm_and_bias: bool = True) -> list[dict]:

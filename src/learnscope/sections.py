@@ -61,7 +61,9 @@ class OptimConfig(Section):
 def format_error(exc: ValidationError, prefix: str = "", model: type[BaseModel] | None = None) -> str:
     """One line for the first error: the dotted key, what is wrong, what is allowed."""
     err = exc.errors()[0]
-    parts = tuple(err["loc"])
+    # A field of a union type (lr: a number or "1/sharpness") adds the member's tag to the location
+    # ("constrained-float", "literal['1/sharpness']"); keys and list indices are identifiers and ints.
+    parts = tuple(p for p in err["loc"] if isinstance(p, int) or str(p).isidentifier())
     loc = ".".join(str(p) for p in (prefix, *parts) if p != "")
     if err["type"] == "extra_forbidden":
         allowed = _allowed_keys(model, parts[:-1]) if model else []

@@ -27,7 +27,7 @@ from torch import nn
 from .config import Config
 from .data import BatchLoader, Dataset, build_data, validate_dataset
 from .errors import INTERRUPTS, ConfigError, LearnscopeError, StoreError, describe_os_error
-from .optim import Schedule, build_optimizer, loss_function, set_lr
+from .optim import INVERSE_SHARPNESS, Schedule, build_optimizer, loss_function, set_lr, top_hessian_eigenvalue
 from .probes import ProbeContext, build_probes, probe_steps
 from .registry import MODELS, RUN_KINDS
 from .store import FINAL, RunDir
@@ -201,7 +201,7 @@ def train(
     per_epoch = loader.steps_per_epoch
     total = tc.steps if tc.steps is not None else math.ceil(tc.epochs * per_epoch)
 
-    optimizer = build_optimizer(cfg.optim, model)
+    optimizer = build_optimizer(_resolved_lr(cfg, model, data), model)
     base_lrs = [group["lr"] for group in optimizer.param_groups]
     schedule = Schedule(tc, per_epoch, total)
     loss_fn = loss_function(tc.loss)
@@ -299,6 +299,20 @@ def train(
 
     info["seconds"] = round(time.perf_counter() - t0, 3)
     return RunResult(cfg, status, records, model=model, info=info)
+
+
+def _resolved_lr(cfg: Config, model: nn.Module, data: Dataset):
+    """The optimiser config with a learning rate of "1/sharpness" replaced by its value at initialisation
+    (the sharpness of the training objective: the summed loss for `sse`, the mean otherwise)."""
+    if getattr(cfg.optim, "lr", None) != INVERSE_SHARPNESS:
+        return cfg.optim
+    summed = loss_function(cfg.train.loss, "sum")
+    n = len(data.train)
+    per_sample = 1.0 if cfg.train.loss == "sse" else 1.0 / n
+    sharpness = top_hessian_eigenvalue(model, data.train.x, data.train.y, summed) * per_sample
+    if not sharpness > 0:
+        raise ConfigError(f"optim.lr=1/sharpness: the loss has no positive curvature at init ({sharpness})")
+    return cfg.optim.model_copy(update={"lr": 1.0 / sharpness})
 
 
 def _probe_state(probe) -> Any:

@@ -177,3 +177,16 @@ def test_cifar10_builder_on_official_format_files(tmp_path):
     assert d.train.x[0, 2, 5, 7].item() == pytest.approx(first[2 * 1024 + 5 * 32 + 7] / 255)
     coarse = build_data(Config().override("data=cifar10", f"data.path={tmp_path}", "data.coarse=true").data)
     assert coarse.num_classes == 2 and coarse.train.y[:6].tolist() == [0, 0, 0, 1, 1, 1]
+
+
+def test_label_noise_modes_permute_and_redraw():
+    """permute: the chosen labels are shuffled among themselves (the class counts do not change); redraw:
+    each is drawn uniformly, so about 1/C of the chosen keep their class. `noisy` marks the changed ones."""
+    for mode in ("permute", "redraw"):
+        d = data(label_noise=0.3, label_noise_mode=mode, seed=1)
+        changed = d.train.y != d.true_train_labels
+        assert torch.equal(changed, d.noisy)
+        chosen = round(0.3 * len(d.train))
+        assert 0.75 * chosen < int(changed.sum()) < chosen  # ~9/10 of the chosen change (10 classes)
+    permuted = data(label_noise=0.3, label_noise_mode="permute", seed=1)
+    assert torch.equal(torch.bincount(permuted.train.y), torch.bincount(permuted.true_train_labels))

@@ -1,6 +1,6 @@
 """Data sources, registered by kind. Importing this package registers the built-in kinds."""
 
-from . import clones, real  # noqa: F401
+from . import clones, real, teachers  # noqa: F401
 from .dataset import Dataset, FiniteDataConfig, Split, build_data, from_tensors, validate_dataset
 from .loader import BatchLoader
 

@@ -10,7 +10,7 @@ run's seed never changes the data.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Annotated
+from typing import Annotated, Literal
 
 import numpy as np
 import torch
@@ -37,7 +37,14 @@ class FiniteDataConfig(DataConfig):
     grayscale: bool = False  # RGB -> luma (ITU-R 601-2: 0.299 R + 0.587 G + 0.114 B)
     pad: NonNegativeInt = 0  # zero-pad images on every side (e.g. 2: MNIST 28 -> 32)
     flatten: bool = False
-    label_noise: Annotated[float, Field(ge=0, lt=1)] = 0.0  # fraction of train labels moved to another class
+    label_noise: Annotated[float, Field(ge=0, lt=1)] = (
+        0.0  # fraction of train labels corrupted, chosen at random
+    )
+    # How the chosen labels are corrupted. None (the default): each moves to another class, so exactly that
+    # fraction is wrong. "permute": the chosen labels are shuffled among themselves (Pezeshki et al.'s code;
+    # about 1/C of them keep their class). "redraw": each is drawn anew uniformly over the classes (their
+    # paper's wording; likewise about 1/C unchanged). `noisy` marks the labels that did change.
+    label_noise_mode: Literal["permute", "redraw"] | None = None
     crop_padding: NonNegativeInt = 0  # augmentation: random crop with this padding (0: off)
     flip: bool = False  # augmentation: random horizontal flip
 
@@ -78,6 +85,8 @@ class Dataset:
     augment: Augment = field(default_factory=Augment)
     true_train_labels: torch.Tensor | None = None  # with label noise: the labels before corruption
     noisy: torch.Tensor | None = None  # with label noise: bool mask of the corrupted training labels
+    # What generated the data, for probes that compare with it (a teacher's weights): name -> tensor.
+    extras: dict[str, torch.Tensor] = field(default_factory=dict)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -100,6 +109,7 @@ class Dataset:
             augment=replace(self.augment, fill=fill),
             true_train_labels=None if self.true_train_labels is None else self.true_train_labels.to(device),
             noisy=None if self.noisy is None else self.noisy.to(device),
+            extras={name: t.to(device) for name, t in self.extras.items()},
         )
 
 
@@ -191,7 +201,7 @@ def prepare(
         augment=Augment(cfg.crop_padding, cfg.flip, fill),
     )
     if cfg.label_noise > 0:
-        dataset = add_label_noise(dataset, cfg.label_noise, data_rng(cfg.seed, _NOISE))
+        dataset = add_label_noise(dataset, cfg.label_noise, data_rng(cfg.seed, _NOISE), cfg.label_noise_mode)
     return dataset
 
 
@@ -228,16 +238,22 @@ def subset_indices(y: np.ndarray, per_class: int, num_classes: int, rng: np.rand
     return np.sort(np.concatenate(keep))
 
 
-def add_label_noise(dataset: Dataset, fraction: float, rng: np.random.Generator) -> Dataset:
-    """Move round(fraction * n) training labels, chosen at random, each to a different random class."""
-    y = dataset.train.y.clone()
-    n = len(y)
+def add_label_noise(
+    dataset: Dataset, fraction: float, rng: np.random.Generator, mode: str | None = None
+) -> Dataset:
+    """Corrupt round(fraction * n) training labels chosen at random: each moved to a different random class
+    (mode None), shuffled among themselves ("permute") or drawn anew uniformly ("redraw")."""
+    y_np = dataset.train.y.numpy().copy()
+    n = len(y_np)
     chosen = rng.choice(n, round(fraction * n), replace=False)
-    shift = rng.integers(1, dataset.num_classes, size=len(chosen))
-    y_np = y.numpy()
-    y_np[chosen] = (y_np[chosen] + shift) % dataset.num_classes
-    noisy = torch.zeros(n, dtype=torch.bool)
-    noisy[torch.from_numpy(chosen)] = True
+    if mode == "permute":
+        y_np[chosen] = y_np[rng.permutation(chosen)]
+    elif mode == "redraw":
+        y_np[chosen] = rng.integers(0, dataset.num_classes, size=len(chosen))
+    else:
+        shift = rng.integers(1, dataset.num_classes, size=len(chosen))
+        y_np[chosen] = (y_np[chosen] + shift) % dataset.num_classes
+    noisy = torch.from_numpy(y_np != dataset.train.y.numpy())
     train = Split(dataset.train.x, torch.from_numpy(y_np))
     evals = {name: (train if split is dataset.train else split) for name, split in dataset.evals.items()}
     return replace(dataset, train=train, evals=evals, true_train_labels=dataset.train.y, noisy=noisy)

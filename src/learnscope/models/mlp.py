@@ -29,10 +29,11 @@ class MLPConfig(ModelConfig):
 
 
 class LinearConfig(ModelConfig):
-    """A linear classifier on the flattened input."""
+    """A linear model on the flattened input (a classifier, or the student of a linear regression)."""
 
     kind: Literal["linear"] = "linear"
     bias: bool = True
+    init: Literal["zeros"] | None = None  # None: PyTorch's default; zeros: start at w = 0 (linear theory)
 
 
 class MLP(nn.Module):
@@ -89,4 +90,8 @@ def mlp(cfg: MLPConfig, input_shape: tuple[int, ...], num_classes: int) -> nn.Mo
 
 @MODELS.register("linear", LinearConfig)
 def linear(cfg: LinearConfig, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
-    return LinearClassifier(math.prod(input_shape), num_classes, cfg.bias)
+    model = LinearClassifier(math.prod(input_shape), num_classes, cfg.bias)
+    if cfg.init == "zeros":
+        for p in model.parameters():
+            nn.init.zeros_(p)
+    return model
