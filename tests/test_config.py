@@ -83,7 +83,7 @@ def test_overrides_do_not_touch_the_input():
         (["optim.lr=fast"], "optim.lr: input should be a valid number"),
         (["model.depth=two"], "model.depth: input should be a valid integer"),
         (["device=gpu"], "device: input should be 'auto', 'cpu' or 'cuda' (got 'gpu')"),
-        (["model.kind=transformer"], "model.kind: unknown 'transformer'; allowed: conv, lenet, linear, mlp"),
+        (["model.kind=transformer"], "model.kind: unknown 'transformer'; allowed: conv, convnet_si,"),
         (["data.label_noise=1.5"], "data.label_noise: input should be less than 1"),
         (["train.epochs=null"], "train.epochs"),
         (["optim.lr"], "not of the form key=value"),

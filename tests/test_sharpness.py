@@ -1,46 +1,50 @@
-"""The top Hessian eigenvalue (optim.top_hessian_eigenvalue) and the summed loss, against exact Hessians."""
+"""The summed squared loss and `optim.lr = "1/sharpness"`, against closed forms and the exact Hessian."""
 
 import pytest
 import torch
 
-from learnscope.optim import loss_function, top_hessian_eigenvalue
+from learnscope import Config, run
+from learnscope.data import build_data
+from learnscope.optim import loss_function
+from learnscope.train import build_model
 
 
-def test_linear_model_on_the_summed_loss_has_hessian_x_transpose_x():
+def test_the_summed_loss_has_gradient_x_transpose_residual():
     torch.manual_seed(0)
     x, y = torch.randn(60, 8), torch.randn(60, 1)
     model = torch.nn.Linear(8, 1, bias=False)
-    top = top_hessian_eigenvalue(model, x, y, loss_function("sse"), batch_size=25)
-    exact = torch.linalg.eigvalsh(x.double().T @ x.double()).max().item()
-    assert top == pytest.approx(exact, rel=1e-5)
-    # the summed loss's gradient is Xᵀ(Xw − y)
     loss_function("sse")(model(x), y).backward()
     w = model.weight.detach()[0]
     assert torch.allclose(model.weight.grad[0], x.T @ (x @ w - y[:, 0]), atol=1e-4)
 
 
-def test_small_mlp_against_the_full_autograd_hessian():
-    torch.manual_seed(1)
-    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 2)).double()
-    x, y = torch.randn(20, 3, dtype=torch.float64), torch.randint(0, 2, (20,))
-    loss = loss_function("ce", "sum")
-    params = list(model.parameters())
-    shapes = [p.shape for p in params]
+def test_inverse_sharpness_is_one_over_the_top_eigenvalue_of_the_mean_loss_hessian():
+    """An MLP with mse on digits: lr = 1/λ_max of the Hessian of the mean training loss at initialisation,
+    against the full autograd Hessian (float64)."""
+    cfg = Config.from_dict(
+        {
+            "model": {"kind": "mlp", "width": 6},
+            "data": {"kind": "digits", "flatten": True, "subset_per_class": 4},
+            "optim": {"kind": "sgd", "lr": "1/sharpness", "momentum": 0.0, "weight_decay": 0.0},
+            "train": {"steps": 1, "batch_size": "full", "loss": "mse"},
+            "device": "cpu",
+        }
+    )
+    lr = run(cfg, None, quiet=True).records[0]["lr"]
+    data = build_data(cfg.data)
+    model = build_model(cfg, data).double()
+    names = [n for n, _ in model.named_parameters()]
+    shapes = [p.shape for p in model.parameters()]
+    x, y = data.train.x.double(), data.train.y
 
-    def flat_loss(theta):
+    def mean_loss(theta):
         chunks, start = [], 0
         for shape in shapes:
-            size = torch.Size(shape).numel()
-            chunks.append(theta[start : start + size].reshape(shape))
-            start += size
-        names = [n for n, _ in model.named_parameters()]
+            chunks.append(theta[start : start + shape.numel()].reshape(shape))
+            start += shape.numel()
         out = torch.func.functional_call(model, dict(zip(names, chunks, strict=True)), (x,))
-        return loss(out, y)
+        return loss_function("mse")(out, y)
 
-    theta = torch.cat([p.detach().flatten() for p in params])
-    hessian = torch.autograd.functional.hessian(flat_loss, theta)
-    eig = torch.linalg.eigvalsh(hessian)
-    largest = eig[eig.abs().argmax()].item()  # power iteration finds the eigenvalue of largest modulus
-    assert top_hessian_eigenvalue(model, x, y, loss, rtol=1e-12, max_iter=20000) == pytest.approx(
-        largest, rel=1e-6
-    )
+    theta = torch.cat([p.detach().flatten() for p in model.parameters()])
+    top = torch.linalg.eigvalsh(torch.autograd.functional.hessian(mean_loss, theta)).max().item()
+    assert lr == pytest.approx(1 / top, rel=1e-4)  # float32 Lanczos in the run, float64 here

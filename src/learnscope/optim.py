@@ -95,50 +95,6 @@ def build_optimizer(cfg: OptimConfig, model: nn.Module) -> torch.optim.Optimizer
     return OPTIMISERS.builder(cfg.kind)(cfg, model)
 
 
-def top_hessian_eigenvalue(
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    loss: LossFn,
-    batch_size: int = 4096,
-    max_iter: int = 2000,
-    rtol: float = 1e-7,
-) -> float:
-    """λ_max of the Hessian of `loss` (summed over the batch) over all of (x, y) with respect to the model's
-    trainable parameters, by power iteration on Hessian-vector products (double backward), in eval mode (no
-    normalisation statistics change). Deterministic: the start vector has its own generator, so the
-    training RNG is untouched."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    generator = torch.Generator().manual_seed(0)
-    v = [torch.randn(p.shape, generator=generator, dtype=p.dtype).to(p.device) for p in params]
-    was_training = model.training
-    model.eval()
-
-    def hvp(vec: list[torch.Tensor]) -> list[torch.Tensor]:
-        out = [torch.zeros_like(p) for p in params]
-        for start in range(0, len(x), batch_size):
-            value = loss(model(x[start : start + batch_size]), y[start : start + batch_size])
-            grads = torch.autograd.grad(value, params, create_graph=True)
-            dot = sum((g * u).sum() for g, u in zip(grads, vec, strict=True))
-            for acc, h in zip(out, torch.autograd.grad(dot, params), strict=True):
-                acc += h
-        return out
-
-    try:
-        estimate = 0.0
-        for _ in range(max_iter):
-            norm = torch.sqrt(sum((u.double() ** 2).sum() for u in v))
-            v = [u / norm.to(u.dtype) for u in v]
-            hv = hvp(v)
-            rayleigh = float(sum((h.double() * u.double()).sum() for h, u in zip(hv, v, strict=True)))
-            if abs(rayleigh - estimate) <= rtol * abs(rayleigh):
-                return rayleigh
-            estimate, v = rayleigh, hv
-        return estimate
-    finally:
-        model.train(was_training)
-
-
 def param_groups(model: nn.Module, weight_decay: float, decay_norm_and_bias: bool = True) -> list[dict]:
     """The trainable parameters as param groups, biases and normalisation parameters (1-D tensors) exempt
     from weight decay unless `decay_norm_and_bias`: what every optimiser kind here (and a plugin's) uses."""
@@ -200,3 +156,177 @@ class Schedule:
 def set_lr(optimizer: torch.optim.Optimizer, base_lrs: list[float], factor: float) -> None:
     for group, base in zip(optimizer.param_groups, base_lrs, strict=True):
         group["lr"] = base * factor
+
+
+# --- SGD on the sphere at a fixed effective learning rate ---------------------------------------------------
+
+
+class SphereSGDConfig(OptimConfig):
+    """SGD of a scale-invariant model on the sphere of its initial SI norm ρ, at a fixed effective learning
+    rate (Kodryan et al., NeurIPS 2022; docs/studies/sphere_regimes.md): lr = elr·ρ², then every step is
+    rescaled back to the sphere, which is projected SGD on the unit sphere with step `elr`. The SI set is
+    found from the architecture (models/scale_invariant.py); other trainable parameters take `other_lr`."""
+
+    kind: Literal["sphere_sgd"] = "sphere_sgd"
+    elr: PositiveFloat = 1e-3
+    # whole: one sphere for the SI vector (the original); layer: one per group of parameters that is
+    # scale-invariant on its own (each layer of ConvNetSI and MLPSI; ResNet18SI's joint groups)
+    sphere: Literal["whole", "layer"] = "whole"
+    momentum: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    # tangent: the buffer is projected onto the tangent space at every step (Riemannian momentum); plain:
+    # torch's buffer as it is (the original's behaviour, which only warns that it is ambiguous)
+    momentum_mode: Literal["tangent", "plain"] = "tangent"
+    other_lr: NonNegativeFloat = 0.0  # the original's noninvlr: a frozen head has no trainable parameters
+
+
+class SphereSGD(torch.optim.Optimizer):
+    """Projected SGD on spheres. Group 0 holds the SI tensors with lr = elr·ρ² and its radii (saved with the
+    optimiser's state), group 1 (if any) the other trainable parameters, plain SGD at `other_lr`.
+
+    One step on a sphere of radius ρ through w: g = ∇L(w) (tangent already for an SI loss; projected anyway),
+    b = m·P_w b + P_w g (tangent mode) or b = m·b + g (plain), w' = w − lr·b, then w ← ρ·w'/‖w'‖. With
+    u = w/ρ and lr = elr·ρ², u' = (u − elr·∇L(u))/‖u − elr·∇L(u)‖ for m = 0: the angle turned is
+    arctan(elr·‖∇L(u)‖). The optimiser accumulates, on the device (no host sync), the angle turned and the
+    effective gradient norm ‖∇L(u)‖ = ρ‖∇L(w)‖ of every step; `step_statistics()` reads and resets them.
+    """
+
+    def __init__(self, si_params, other_params=(), *, elr: float, sphere: str = "whole",
+                 momentum: float = 0.0, momentum_mode: str = "tangent", other_lr: float = 0.0,
+                 sphere_sizes: list[int] | None = None):  # fmt: skip
+        """`sphere_sizes` (layer mode): how many consecutive tensors of `si_params` share each sphere
+        (default: one tensor each)."""
+        si_params = list(si_params)
+        if not si_params:
+            raise ConfigError("optim.kind=sphere_sgd: the model has no scale-invariant parameters")
+        sizes = [len(si_params)] if sphere == "whole" else list(sphere_sizes or [1] * len(si_params))
+        if sum(sizes) != len(si_params):
+            raise ValueError(f"sphere_sizes {sizes} do not add up to {len(si_params)} tensors")
+        with torch.no_grad():
+            squares = [float(torch.linalg.vector_norm(p.double())) ** 2 for p in si_params]
+        starts = [sum(sizes[:i]) for i in range(len(sizes))]
+        radii = [math.sqrt(sum(squares[a : a + n])) for a, n in zip(starts, sizes, strict=True)]
+        if min(radii) == 0:
+            raise ConfigError("optim.kind=sphere_sgd: a scale-invariant parameter starts at zero norm")
+        groups = [{"params": si_params, "lr": elr * radii[0] ** 2 if sphere == "whole" else elr,
+                   "radii": radii, "sphere_sizes": sizes, "scale_invariant": True}]  # fmt: skip
+        other = [p for p in other_params if p.requires_grad]
+        if other and other_lr > 0:
+            groups.append(
+                {"params": other, "lr": other_lr, "radii": [], "sphere_sizes": [], "scale_invariant": False}
+            )
+        super().__init__(groups, {"momentum": momentum, "sphere": sphere, "momentum_mode": momentum_mode,
+                                  "elr": elr})  # fmt: skip
+        device = si_params[0].device
+        self._angle_sum = torch.zeros((), dtype=torch.float64, device=device)
+        self._grad_norm_sum = torch.zeros((), dtype=torch.float64, device=device)
+        self._steps = 0
+
+    def _spheres(self, group) -> list[list[torch.Tensor]]:
+        params, out, start = group["params"], [], 0
+        for size in group["sphere_sizes"]:
+            out.append(params[start : start + size])
+            start += size
+        return out
+
+    @staticmethod
+    def _dot(a: list[torch.Tensor], b: list[torch.Tensor]) -> torch.Tensor:
+        return sum((x.double() * y.double()).sum() for x, y in zip(a, b, strict=True))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None if closure is None else closure()
+        for group in self.param_groups:
+            if not group["scale_invariant"]:
+                for p in group["params"]:
+                    if p.grad is not None:
+                        p.add_(p.grad, alpha=-group["lr"])
+                continue
+            spheres = self._spheres(group)
+            for params, radius in zip(spheres, group["radii"], strict=True):
+                # whole: the group's lr is elr·ρ²; per layer it holds elr and each sphere takes elr·ρ_l²
+                lr = group["lr"] if group["sphere"] == "whole" else group["lr"] * radius**2
+                angle, grad_norm = self._sphere_step(group, params, radius, lr)
+                self._angle_sum += angle / len(spheres)
+                self._grad_norm_sum += grad_norm / len(spheres)
+        self._steps += 1
+        return loss
+
+    def _sphere_step(self, group, params, radius: float, lr: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """One step on one sphere; returns (angle turned in degrees, effective gradient norm ρ‖P g‖), as
+        device scalars."""
+        m, tangent = group["momentum"], group["momentum_mode"] == "tangent"
+        grads = [torch.zeros_like(p) if p.grad is None else p.grad for p in params]
+        w_sq = self._dot(params, params)
+        if tangent:  # P_w g = g − (g·w / w·w) w
+            coeff = self._dot(grads, params) / w_sq
+            grads = [g - coeff.to(g.dtype) * p for g, p in zip(grads, params, strict=True)]
+        grad_norm = torch.sqrt(self._dot(grads, grads)) * radius
+        direction = grads
+        if m > 0:
+            direction = []
+            for p, g in zip(params, grads, strict=True):
+                state = self.state[p]
+                buf = state.get("momentum_buffer")
+                state["momentum_buffer"] = buf = g.clone() if buf is None else buf.mul_(m).add_(g)
+                direction.append(buf)
+            if tangent:  # the buffer carried over from the previous point, projected onto this tangent space
+                coeff = self._dot(direction, params) / w_sq
+                for b, p in zip(direction, params, strict=True):
+                    b.sub_(coeff.to(b.dtype) * p)
+        # the angle between w and w' = w − lr·b, from dot products (the rescaling does not turn it)
+        w_b, b_sq = self._dot(params, direction), self._dot(direction, direction)
+        new_sq = w_sq - 2 * lr * w_b + lr**2 * b_sq
+        cos = ((w_sq - lr * w_b) / torch.sqrt(w_sq * new_sq)).clamp(-1.0, 1.0)
+        scale = radius / torch.sqrt(new_sq)
+        for p, b in zip(params, direction, strict=True):
+            p.sub_(lr * b).mul_(scale.to(p.dtype))
+        return torch.rad2deg(torch.arccos(cos)), grad_norm
+
+    def state_dict(self) -> dict:
+        """torch's state, plus the step statistics accumulated since they were last read, so a run resumed
+        from a checkpoint between two probes reports what the uninterrupted run would have."""
+        state = super().state_dict()
+        state["step_statistics"] = {
+            "angle_sum": self._angle_sum.clone(),
+            "grad_norm_sum": self._grad_norm_sum.clone(),
+            "steps": self._steps,
+        }
+        return state
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        state_dict = dict(state_dict)
+        stats = state_dict.pop("step_statistics", None)
+        super().load_state_dict(state_dict)
+        if stats is not None:
+            self._angle_sum.copy_(stats["angle_sum"])
+            self._grad_norm_sum.copy_(stats["grad_norm_sum"])
+            self._steps = int(stats["steps"])
+
+    def step_statistics(self) -> dict[str, float]:
+        """Mean angle turned per step (degrees; per sphere, averaged over spheres) and mean effective gradient
+        norm ρ‖g‖ since the last call, then reset (one read-back)."""
+        if self._steps == 0:
+            return {}
+        angle, grad = (torch.stack([self._angle_sum, self._grad_norm_sum]) / self._steps).tolist()
+        self._angle_sum.zero_()
+        self._grad_norm_sum.zero_()
+        self._steps = 0
+        return {"angle": angle, "effective_grad_norm": grad}
+
+
+@OPTIMISERS.register("sphere_sgd", SphereSGDConfig)
+def sphere_sgd(cfg: SphereSGDConfig, model: nn.Module) -> torch.optim.Optimizer:
+    from .models.scale_invariant import scale_invariant_groups
+
+    groups = [[p for _, p in group] for group in scale_invariant_groups(model)]
+    si = [p for group in groups for p in group]
+    if not si:
+        raise ConfigError(
+            f"optim.kind=sphere_sgd needs a scale-invariant model (bias-free layers feeding BatchNorm, e.g. "
+            f"mlp_si, convnet_si, resnet18_si); {type(model).__name__} has no scale-invariant parameters"
+        )
+    ids = {id(p) for p in si}
+    other = [p for p in model.parameters() if id(p) not in ids]
+    return SphereSGD(si, other, elr=cfg.elr, sphere=cfg.sphere, momentum=cfg.momentum,
+                     momentum_mode=cfg.momentum_mode, other_lr=cfg.other_lr,
+                     sphere_sizes=[len(group) for group in groups])  # fmt: skip

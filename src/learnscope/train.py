@@ -25,9 +25,10 @@ import torch
 from torch import nn
 
 from .config import Config
+from .curvature import hvp_operator, top_eigenvalue
 from .data import BatchLoader, Dataset, build_data, validate_dataset
 from .errors import INTERRUPTS, ConfigError, LearnscopeError, StoreError, describe_os_error
-from .optim import INVERSE_SHARPNESS, Schedule, build_optimizer, loss_function, set_lr, top_hessian_eigenvalue
+from .optim import INVERSE_SHARPNESS, Schedule, build_optimizer, loss_function, set_lr
 from .probes import ProbeContext, build_probes, probe_steps
 from .registry import MODELS, RUN_KINDS
 from .store import FINAL, RunDir
@@ -206,7 +207,9 @@ def train(
     schedule = Schedule(tc, per_epoch, total)
     loss_fn = loss_function(tc.loss)
     probes = build_probes(cfg.probes)
-    context = ProbeContext(model, data, loss_function(tc.loss, "sum"), 0, cfg.probes.batch_size)
+    context = ProbeContext(
+        model, data, loss_function(tc.loss, "sum"), 0, cfg.probes.batch_size, optimizer=optimizer
+    )
     probe_at = set(probe_steps(cfg.probes, total, per_epoch)) if probes else set()
     checkpoint_at = (
         set(range(tc.checkpoint_every, total, tc.checkpoint_every)) if tc.checkpoint_every else set()
@@ -307,9 +310,14 @@ def _resolved_lr(cfg: Config, model: nn.Module, data: Dataset):
     if getattr(cfg.optim, "lr", None) != INVERSE_SHARPNESS:
         return cfg.optim
     summed = loss_function(cfg.train.loss, "sum")
-    n = len(data.train)
-    per_sample = 1.0 if cfg.train.loss == "sse" else 1.0 / n
-    sharpness = top_hessian_eigenvalue(model, data.train.x, data.train.y, summed) * per_sample
+    per_sample = 1.0 if cfg.train.loss == "sse" else 1.0 / len(data.train)
+    was_training = model.training
+    model.eval()  # no normalisation statistics move; a model without them is the same in both modes
+    try:
+        hessian = hvp_operator(model, data.train.x, data.train.y, summed, batch_size=4096, scale=per_sample)
+        sharpness = float(top_eigenvalue(hessian, 30))  # Lanczos: the largest algebraic eigenvalue
+    finally:
+        model.train(was_training)
     if not sharpness > 0:
         raise ConfigError(f"optim.lr=1/sharpness: the loss has no positive curvature at init ({sharpness})")
     return cfg.optim.model_copy(update={"lr": 1.0 / sharpness})

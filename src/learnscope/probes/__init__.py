@@ -15,7 +15,7 @@ import numpy as np
 
 from ..config import ProbesConfig
 from ..registry import PROBES
-from . import collapse, evaluation, norms, predictions, teacher  # noqa: F401 (registers the built-in probes)
+from . import collapse, evaluation, norms, predictions, sharpness, sphere, teacher  # noqa: F401 (registers the built-in probes)
 from .context import ProbeContext
 
 __all__ = ["Probe", "ProbeContext", "build_probes", "log_spaced_steps", "probe_steps"]

@@ -19,6 +19,7 @@ class ProbeContext:
     loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # summed over the batch
     step: int
     batch_size: int  # evaluation batch
+    optimizer: torch.optim.Optimizer | None = None  # probes of its state: learning rates, step statistics
     # What one probe computed at a step for others at the same step (e.g. the evaluation probe's argmax
     # predictions, read by the predictions probe): key -> (step, value). Entries of other steps are stale.
     shared: dict[Any, tuple[int, Any]] = field(default_factory=dict)

@@ -1,7 +1,8 @@
 """The study protocol and its one driver.
 
 A study is one paper's experiment: named scales (`tiny` = minutes on 2 CPU cores, `small`, `paper`), the runs
-of a scale (derived from dotted `key=value` overrides), an analysis of their records (`summarise`: a table,
+of a scale (derived from dotted `key=value` overrides; an adaptive study adds runs after seeing results,
+`refine`), an analysis of their records (`summarise`: a table,
 one row per setting), figures and a text summary. `run_study` is the only driver: it runs a study's sweep
 through the executors (finished runs reused), then writes into `out`:
 
@@ -83,6 +84,12 @@ class Study:
         """Further tables to write as `<name>.csv` beside the figures (e.g. curves)."""
         return {}
 
+    def refine(self, table: pd.DataFrame) -> list:
+        """Runs to add after seeing the results so far (an adaptive study: e.g. a bisection for a boundary);
+        `run_study` runs them and asks again until the answer is empty. Deterministic in the table, so a
+        rerun reuses every run. Default: none."""
+        return []
+
 
 @dataclass
 class StudyResult:
@@ -108,6 +115,9 @@ def run_study(
     out = Path(out) if out is not None else Path("figures") / name
     configs = study.configs()
     table = run_and_load(configs, store, executor=executor, workers=workers, quiet=quiet, slurm=slurm)
+    while more := study.refine(table):
+        configs = [*configs, *more]
+        table = run_and_load(configs, store, executor=executor, workers=workers, quiet=quiet, slurm=slurm)
     summary = study.summarise(table)
     out.mkdir(parents=True, exist_ok=True)
     paths = list(study.figures(table, summary, out))

@@ -1,0 +1,269 @@
+"""Training scale-invariant networks on the sphere can happen in three regimes (Kodryan, Lobacheva, Nakhodnov,
+Vetrov, NeurIPS 2022).
+
+Method. A fully scale-invariant (SI) network — bias-free layers into BatchNorm without affine parameters, a
+fixed head — has a loss that depends only on the direction of its SI weights. Trained by SGD restricted to the
+sphere of its initial SI norm at a fixed effective learning rate (ELR; optim kind `sphere_sgd`), it ends in
+one of three regimes as the ELR grows (docs/studies/sphere_regimes.md):
+
+    convergence      the training loss falls towards 0, the angle turned per step shrinks
+    equilibrium      a stationary, nonzero loss that rises with the ELR, degrees turned per step
+    divergence       random guessing: loss at or above chance, accuracy near chance, ~90° per step
+
+Runs: an ELR grid × seeds, every epoch probed (the `sphere` probe: train-mode loss over fixed batches, the
+angle per step, the effective gradient norm, the ELR); each run is classified from windowed statistics of its
+loss (`classify`), and the two boundaries are then located by bisection in log ELR across seeds (`refine`
+adds the runs at the midpoints). Figures: train loss, test error and effective gradient norm against epoch,
+one line per ELR coloured by regime; the diagram of train loss against effective gradient norm.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..config import Config
+from ..report import new_figure, save_figure
+from .base import Study, register_study
+
+REGIMES = ("convergence", "equilibrium", "divergence")
+COLOURS = {"convergence": "tab:blue", "equilibrium": "tab:orange", "divergence": "tab:red", "unclear": "grey"}
+
+# Scales: the base run config, the ELR grid, seeds, and the bisection's stopping ratio hi/lo.
+SCALES: dict[str, dict] = {
+    # The CPU protocol (docs/studies/sphere_regimes.md §5): a fully SI MLP (2 hidden layers of 128, a frozen
+    # head of norm 10) on the bundled digits, batch 64, 100 epochs.
+    "tiny": {
+        "config": {
+            "data": {"kind": "digits", "flatten": True},
+            "model": {"kind": "mlp_si", "depth": 2, "width": 128, "head_norm": 10.0},
+            "train": {"epochs": 100, "batch_size": 64, "drop_last": True, "checkpoint_every": 0},
+        },
+        "elrs": [1e-4, 1e-3, 1e-2, 3e-2, 1e-1, 1.0],
+        "seeds": [1, 2, 3],
+        "bisect_ratio": 1.5,
+    },
+    # A small ConvNetSI (c = 8) on the MNIST test split bundled with learnscope (8,000 train / 2,000 test),
+    # batch 128, no augmentation, 30 epochs.
+    "small": {
+        "config": {
+            "data": {"kind": "mnist", "train_prefix": "t10k", "test_prefix": "t10k", "split_at": 8000},
+            "model": {"kind": "convnet_si", "width": 8, "head_norm": 10.0},
+            "train": {"epochs": 30, "batch_size": 128, "checkpoint_every": 0},
+        },
+        "elrs": [1e-4, 1e-3, 1e-2, 1e-1, 1.0],
+        "seeds": [1, 2, 3],
+        "bisect_ratio": 2.0,
+    },
+    # The paper's Fig. 1: ConvNetSI (c = 32) on CIFAR-10, batch 128, no augmentation, 1000 epochs.
+    "paper": {
+        "config": {
+            "data": {"kind": "cifar10", "path": "data/cifar-10-batches-py"},
+            "model": {"kind": "convnet_si", "width": 32, "head_norm": 10.0},
+            "train": {"epochs": 1000, "batch_size": 128, "checkpoint_every": 3910},
+        },
+        "elrs": [1e-5, 1e-4, 5e-4, 1e-3, 2e-3, 5e-3, 5e-2, 1e-1],
+        "seeds": [1, 2, 3],
+        "bisect_ratio": 1.5,
+    },
+}
+MAX_BISECTIONS = 4  # per boundary: each halves the interval in log ELR
+
+
+def sphere_config(base: dict, elr: float, seed: int, overrides: tuple[str, ...] = ()) -> Config:
+    body = {
+        **base,
+        "name": f"elr={elr:g} seed={seed}",
+        "seed": seed,
+        "optim": {"kind": "sphere_sgd", "elr": elr},
+        "probes": {"schedule": ["epochs"], "use": ["evaluation", "sphere"]},
+    }
+    return Config.from_dict(body).override(*overrides)
+
+
+# --- the regime of a run ------------------------------------------------------------------------------------
+
+
+def window_statistics(run: pd.DataFrame) -> dict[str, float]:
+    """Means over the third (q3) and last (q4) quarters of training of the train-mode loss, and over q4 of the
+    train accuracy, the angle per step and the effective gradient norm."""
+    run = run[run["epoch"] > 0]
+    last = run["epoch"].max()
+    q3 = run[(run["epoch"] > 0.5 * last) & (run["epoch"] <= 0.75 * last)]
+    q4 = run[run["epoch"] > 0.75 * last]
+    out = {
+        "q3_loss": float(q3["sphere/train_tm_loss"].mean()),
+        "q4_loss": float(q4["sphere/train_tm_loss"].mean()),
+        "q4_loss_std": float(q4["sphere/train_tm_loss"].std(ddof=0)),
+        "q4_acc": float(q4["sphere/train_tm_acc"].mean()),
+        "test_acc": float(run["test/acc"].iloc[-1]) if "test/acc" in run else math.nan,
+    }
+    for key, column in (("q4_angle", "sphere/angle"), ("q4_grad_norm", "sphere/effective_grad_norm")):
+        out[key] = float(q4[column].mean()) if column in q4 else math.nan
+    return out
+
+
+def classify(stats: dict[str, float], num_classes: int) -> str:
+    """The regime from windowed statistics (the rules of docs/studies/sphere_regimes.md §4):
+    divergence — the loss is at or above chance level (ln C) or the accuracy within 0.15 of chance;
+    convergence — the loss is below 0.05 and not rising (q4 ≤ q3);
+    equilibrium — a nonzero loss that is stationary (q4/q3 within [0.5, 2]);
+    anything else (still falling fast, rising) is `unclear`."""
+    q3, q4, acc = stats["q3_loss"], stats["q4_loss"], stats["q4_acc"]
+    if q4 >= math.log(num_classes) or acc < 1 / num_classes + 0.15:
+        return "divergence"
+    if q4 < 0.05 and q4 <= q3:
+        return "convergence"
+    if q3 > 0 and 0.5 <= q4 / q3 <= 2:
+        return "equilibrium"
+    return "unclear"
+
+
+def run_table(table: pd.DataFrame, classes: int = 10) -> pd.DataFrame:
+    """One row per run: ELR, seed, the window statistics and the regime (`classes`: chance is 1/classes)."""
+    rows = []
+    for run_id, run in table.groupby("run", sort=False):
+        stats = window_statistics(run)
+        rows.append(
+            {"run": run_id, "elr": float(run["optim.elr"].iloc[0]), "seed": int(run["seed"].iloc[0]), **stats,
+             "regime": classify(stats, classes)}
+        )  # fmt: skip
+    return pd.DataFrame(rows).sort_values(["elr", "seed"]).reset_index(drop=True)
+
+
+def elr_regimes(runs: pd.DataFrame) -> pd.Series:
+    """The regime of each ELR: the one most of its seeds are in (ties: the higher regime)."""
+    order = {r: i for i, r in enumerate((*REGIMES, "unclear"))}
+
+    def majority(regimes: pd.Series) -> str:
+        counts = regimes.value_counts()
+        best = counts[counts == counts.max()].index
+        return max(best, key=lambda r: order[r])
+
+    return runs.groupby("elr")["regime"].agg(majority)
+
+
+def boundaries(runs: pd.DataFrame) -> list[dict]:
+    """Each boundary between consecutive regimes as the interval (lo, hi) of ELRs run: lo the largest ELR in
+    the lower regime below the smallest ELR in the upper one."""
+    regimes = elr_regimes(runs)
+    rank = {regime: i for i, regime in enumerate(REGIMES)}
+    out = []
+    for lower, upper in itertools.pairwise(REGIMES):
+        upper_elrs = [e for e, r in regimes.items() if r in rank and rank[r] >= rank[upper]]
+        if not upper_elrs:
+            continue
+        hi = min(upper_elrs)
+        lower_elrs = [e for e, r in regimes.items() if r == lower and e < hi]
+        if lower_elrs:
+            out.append({"boundary": f"{lower}|{upper}", "lo": float(max(lower_elrs)), "hi": float(hi)})
+    return out
+
+
+@register_study
+class SphereRegimes(Study):
+    name = "sphere_regimes"
+    paper = (
+        "Kodryan, Lobacheva, Nakhodnov, Vetrov, NeurIPS 2022: Training scale-invariant neural networks on "
+        "the sphere can happen in three regimes"
+    )
+    scales = SCALES
+
+    def configs(self) -> list:
+        spec = self.scales[self.scale]
+        base, overrides = spec["config"], self.overrides
+        return [sphere_config(base, elr, seed, overrides) for elr in spec["elrs"] for seed in spec["seeds"]]
+
+    def refine(self, table: pd.DataFrame) -> list:
+        """Bisection in log ELR: one midpoint per boundary whose interval is wider than `bisect_ratio`, run at
+        every seed, at most MAX_BISECTIONS times per boundary."""
+        spec = self.scales[self.scale]
+        runs = run_table(table)
+        grid = set(spec["elrs"])
+        more = []
+        for b in boundaries(runs):
+            inside = [e for e in runs["elr"].unique() if e not in grid and b["lo"] < e < b["hi"]]
+            if b["hi"] / b["lo"] <= spec["bisect_ratio"] or len(_bisections(runs, grid, b)) >= MAX_BISECTIONS:
+                continue
+            if inside:
+                continue  # a midpoint run already and classified 'unclear' inside: stop there
+            mid = float(np.round(math.sqrt(b["lo"] * b["hi"]), 6))
+            more += [sphere_config(spec["config"], mid, s, self.overrides) for s in spec["seeds"]]
+        return more
+
+    def summarise(self, table: pd.DataFrame) -> pd.DataFrame:
+        runs = run_table(table)
+        regimes = elr_regimes(runs)
+        grouped = runs.groupby("elr")
+        columns = ["q3_loss", "q4_loss", "q4_loss_std", "q4_acc", "test_acc", "q4_angle", "q4_grad_norm"]
+        summary = grouped[columns].mean()
+        summary["seeds"] = grouped.size()
+        summary["regime"] = regimes
+        summary["regimes of seeds"] = grouped["regime"].agg(lambda r: ",".join(r))
+        return summary.reset_index()
+
+    def format_summary(self, summary: pd.DataFrame) -> str:
+        runs = summary.rename(columns={"regimes of seeds": "seeds' regimes"})
+        text = runs.to_string(index=False, float_format=lambda v: f"{v:.4g}")
+        lines = [text, "", "boundaries (the largest ELR in the lower regime, the smallest in the upper one):"]
+        for b in boundaries(summary.assign(regime=summary["regime"], seed=0)):
+            lines.append(f"  {b['boundary']:<25} ({b['lo']:.3g}, {b['hi']:.3g})")
+        return "\n".join(lines)
+
+    def extra_tables(self, table: pd.DataFrame) -> dict[str, pd.DataFrame]:
+        return {"runs_regimes": run_table(table)}
+
+    def figures(self, table: pd.DataFrame, summary: pd.DataFrame, out: Path) -> list[Path]:
+        regimes = dict(zip(summary["elr"], summary["regime"], strict=True))
+        probed = table[table["epoch"] > 0]
+        curves = probed.groupby(["optim.elr", "epoch"]).mean(numeric_only=True).reset_index()
+        return [
+            training_figure(curves, regimes, out / "regimes.png", self.command),
+            diagram_figure(curves, regimes, out / "diagram.png", self.command),
+        ]
+
+
+def _bisections(runs: pd.DataFrame, grid: set, boundary: dict) -> list[float]:
+    """The midpoints already added near this boundary (ELRs not on the grid between its grid neighbours)."""
+    below = max((e for e in grid if e <= boundary["lo"]), default=0.0)
+    above = min((e for e in grid if e >= boundary["hi"]), default=math.inf)
+    return [e for e in runs["elr"].unique() if e not in grid and below < e < above]
+
+
+def training_figure(curves: pd.DataFrame, regimes: dict, path: Path, title: str = "") -> Path:
+    """The paper's Fig. 1: train loss (log), test error and mean effective gradient norm (log) against epoch,
+    one line per ELR (mean over seeds), coloured by the ELR's regime."""
+    fig, axes = new_figure(ncols=3, figsize=(15, 4))
+    for elr, c in curves.groupby("optim.elr"):
+        regime = regimes.get(elr, "unclear")
+        style = {"color": COLOURS[regime], "alpha": 0.4 + 0.6 * (np.log10(elr) % 1), "lw": 1.2}
+        axes[0].plot(c["epoch"], c["sphere/train_tm_loss"], label=f"ELR {elr:g} ({regime})", **style)
+        if "test/acc" in c:
+            axes[1].plot(c["epoch"], 1 - c["test/acc"], **style)
+        if "sphere/effective_grad_norm" in c:
+            axes[2].plot(c["epoch"], c["sphere/effective_grad_norm"], **style)
+    axes[0].set(yscale="log", xlabel="epoch", ylabel="train loss (BatchNorm in train mode)")
+    axes[1].set(xlabel="epoch", ylabel="test error", ylim=(0, 1))
+    axes[2].set(yscale="log", xlabel="epoch", ylabel="mean effective gradient norm")
+    axes[0].legend(frameon=False, fontsize=7)
+    return save_figure(fig, path, title)
+
+
+def diagram_figure(curves: pd.DataFrame, regimes: dict, path: Path, title: str = "") -> Path:
+    """Train loss against effective gradient norm, one curve per ELR, a star at its start."""
+    fig, ax = new_figure(figsize=(5.5, 4.5))
+    for elr, c in curves.groupby("optim.elr"):
+        if "sphere/effective_grad_norm" not in c:
+            continue
+        colour = COLOURS[regimes.get(elr, "unclear")]
+        ax.plot(c["sphere/train_tm_loss"], c["sphere/effective_grad_norm"], color=colour, lw=1,
+                label=f"{elr:g}")  # fmt: skip
+        start = c.iloc[0]
+        ax.plot(start["sphere/train_tm_loss"], start["sphere/effective_grad_norm"], "*", color=colour, ms=9)
+    ax.set(xscale="log", yscale="log", xlabel="train loss", ylabel="mean effective gradient norm")
+    ax.legend(title="ELR", frameon=False, fontsize=7)
+    return save_figure(fig, path, title)

@@ -1,0 +1,165 @@
+"""The sphere-regimes study: the sphere probe, the regime classifier, the boundaries and their bisection, and
+the tiny study (slow)."""
+
+import math
+
+import pandas as pd
+import pytest
+import torch
+
+from learnscope import Config, run
+from learnscope.studies import run_study
+from learnscope.studies import sphere_regimes as sr
+
+TINY = sr.SCALES["tiny"]["config"]
+
+
+def test_sphere_probe_reports_norm_elr_angle_and_leaves_the_model_as_found(tmp_path):
+    cfg = sr.sphere_config(TINY, 0.03, 1, ("train.epochs=2", "device=cpu"))
+    result = run(cfg, tmp_path, quiet=True)
+    first, last = result.records[0], result.records[-1]
+    assert first["sphere/elr"] == pytest.approx(0.03, rel=1e-6)  # lr = elr·ρ², ρ fixed by the sphere
+    assert last["sphere/norm"] == pytest.approx(first["sphere/norm"], rel=1e-6)
+    shares = [v for k, v in last.items() if k.startswith("sphere/share/")]
+    assert len(shares) == 2 and sum(shares) == pytest.approx(1.0)
+    # the mean angle per step is at most arctan(elr × the mean effective gradient norm) (arctan is concave)
+    assert (
+        0 < last["sphere/angle"] <= math.degrees(math.atan(0.03 * last["sphere/effective_grad_norm"])) + 1e-9
+    )
+    # resuming from the final checkpoint reads the stored records; the window state round-trips
+    again = run(cfg, tmp_path, quiet=True)
+    assert again.records == result.records
+
+
+def test_train_mode_loss_restores_batchnorm_statistics():
+    from learnscope.data import build_data
+    from learnscope.probes.sphere import train_mode_loss
+    from learnscope.train import build_model
+
+    cfg = sr.sphere_config(TINY, 0.03, 1)
+    data = build_data(cfg.data)
+    model = build_model(cfg, data)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    loss, acc = train_mode_loss(model, data.train.x, data.train.y, 128)
+    assert float(loss) > 0 and 0 <= float(acc) <= 1
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_plain_sgd_with_weight_decay_logs_its_drifting_effective_learning_rate():
+    """The `lr + weight decay` mode: ordinary SGD on an SI-with-affine model; ELR = lr/ρ² grows as weight
+    decay shrinks ρ (Lobacheva et al. 2021), logged by the sphere probe with the effective gradient norm."""
+    cfg = Config.from_dict(
+        {
+            "data": {"kind": "digits", "flatten": True},
+            "model": {"kind": "mlp_si_af", "depth": 2, "width": 32},
+            "optim": {"kind": "sgd", "lr": 0.1, "momentum": 0.0, "weight_decay": 0.05},
+            "train": {"epochs": 3, "batch_size": 64},
+            "probes": {"schedule": ["epochs"], "use": [{"kind": "sphere", "grad_batches": 2}]},
+            "device": "cpu",
+        }
+    )
+    records = run(cfg, None, quiet=True).records
+    elrs = [r["sphere/elr"] for r in records]
+    assert elrs == sorted(elrs) and elrs[-1] > elrs[0]
+    assert all(r["sphere/elr"] == pytest.approx(0.1 / r["sphere/norm"] ** 2) for r in records)
+    assert "sphere/angle" not in records[-1] and records[-1]["sphere/effective_grad_norm"] > 0
+
+
+def stats(q3, q4, acc):
+    return {"q3_loss": q3, "q4_loss": q4, "q4_acc": acc}
+
+
+@pytest.mark.parametrize(
+    "window, regime",
+    [
+        (stats(0.0016, 0.0012, 1.0), "convergence"),
+        (stats(0.53, 0.43, 0.89), "equilibrium"),
+        (stats(6.0, 5.8, 0.1), "divergence"),
+        (stats(3.5, 3.2, 0.215), "divergence"),  # above ln 10
+        (stats(1.5, 1.9, 0.2), "divergence"),  # accuracy within 0.15 of chance
+        (stats(0.8, 0.02, 0.99), "convergence"),
+        (stats(2.0, 0.2, 0.95), "unclear"),  # still falling fast: neither converged nor stationary
+    ],
+)
+def test_classifier_rules(window, regime):
+    assert sr.classify(window, 10) == regime
+
+
+def table_of(regimes: dict[float, list[str]]) -> pd.DataFrame:
+    return pd.DataFrame(
+        [{"elr": e, "seed": s, "regime": r} for e, rs in regimes.items() for s, r in enumerate(rs)]
+    )
+
+
+def test_boundaries_and_majority_over_seeds():
+    runs = table_of(
+        {
+            1e-3: ["convergence"] * 3,
+            1e-2: ["convergence", "convergence", "equilibrium"],
+            3e-2: ["equilibrium"] * 3,
+            1e-1: ["divergence", "divergence", "equilibrium"],
+            1.0: ["divergence"] * 3,
+        }
+    )
+    assert sr.elr_regimes(runs).to_dict()[1e-2] == "convergence"
+    assert sr.boundaries(runs) == [
+        {"boundary": "convergence|equilibrium", "lo": 1e-2, "hi": 3e-2},
+        {"boundary": "equilibrium|divergence", "lo": 3e-2, "hi": 1e-1},
+    ]
+    # no equilibrium ELR at all: both boundaries are the same interval until bisection finds one
+    direct = table_of({1e-3: ["convergence"], 1.0: ["divergence"]})
+    assert [b["hi"] for b in sr.boundaries(direct)] == [1.0]
+
+
+def test_refine_bisects_each_boundary_until_narrow(monkeypatch):
+    study = sr.SphereRegimes("tiny")
+    grid = {e: ["convergence"] if e < 0.02 else ["equilibrium"] if e < 0.06 else ["divergence"]
+            for e in sr.SCALES["tiny"]["elrs"]}  # fmt: skip
+    truth = {"convergence": 0.02, "equilibrium": 0.06}
+
+    def regime(e):
+        return (
+            "convergence"
+            if e < truth["convergence"]
+            else "equilibrium"
+            if e < truth["equilibrium"]
+            else "divergence"
+        )
+
+    runs = table_of(grid)
+    monkeypatch.setattr(sr, "run_table", lambda table: table)
+    for _ in range(10):
+        more = study.refine(runs)
+        if not more:
+            break
+        new = sorted({c.optim.elr for c in more})
+        runs = pd.concat([runs, table_of({e: [regime(e)] * 3 for e in new})], ignore_index=True)
+    found = sr.boundaries(runs)
+    for b, edge in zip(found, (0.02, 0.06), strict=True):
+        assert b["lo"] < edge <= b["hi"]
+        assert b["hi"] / b["lo"] <= 1.5 or len(sr._bisections(runs, set(sr.SCALES["tiny"]["elrs"]), b)) == 4
+
+
+@pytest.mark.slow
+def test_tiny_study_finds_the_three_regimes(tmp_path):
+    result = run_study("sphere_regimes", "tiny", store=tmp_path / "runs", out=tmp_path / "out", quiet=True)
+    runs = pd.read_csv(tmp_path / "out" / "runs_regimes.csv")
+    at = {e: runs[runs["elr"] == e] for e in (1e-3, 3e-2, 1.0)}
+    conv, equil, div = at[1e-3], at[3e-2], at[1.0]
+    assert len(conv) == len(equil) == len(div) == 3
+    assert (conv["q4_loss"] < 0.01).all() and (conv["q4_loss"] < conv["q3_loss"]).all()
+    assert (conv["q4_acc"] == 1.0).all() and (conv["q4_angle"] < 0.1).all()
+    assert ((equil["q4_loss"] > 0.1) & (equil["q4_loss"] < 1.5)).all()
+    assert ((equil["q4_loss"] / equil["q3_loss"]).between(0.5, 2)).all()
+    assert equil["q4_angle"].between(5, 30).all()
+    assert (
+        (div["q4_loss"] > math.log(10)).all()
+        and (div["q4_acc"] < 0.25).all()
+        and (div["q4_angle"] > 80).all()
+    )
+    assert list(conv["regime"]) == ["convergence"] * 3
+    assert list(equil["regime"]) == ["equilibrium"] * 3
+    assert list(div["regime"]) == ["divergence"] * 3
+    assert "convergence|equilibrium" in result.text and "equilibrium|divergence" in result.text
+    for name in ("regimes.png", "diagram.png"):
+        assert (tmp_path / "out" / name).stat().st_size > 0
