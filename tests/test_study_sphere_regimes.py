@@ -137,7 +137,8 @@ def test_refine_bisects_each_boundary_until_narrow(monkeypatch):
     found = sr.boundaries(runs)
     for b, edge in zip(found, (0.02, 0.06), strict=True):
         assert b["lo"] < edge <= b["hi"]
-        assert b["hi"] / b["lo"] <= 1.5 or len(sr._bisections(runs, set(sr.SCALES["tiny"]["elrs"]), b)) == 4
+        bisected = len(sr._bisections(runs, set(sr.SCALES["tiny"]["elrs"]), b))
+        assert b["hi"] / b["lo"] <= sr.SCALES["tiny"]["bisect_ratio"] or bisected == sr.MAX_BISECTIONS
 
 
 @pytest.mark.slow

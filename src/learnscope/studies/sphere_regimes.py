@@ -43,9 +43,11 @@ SCALES: dict[str, dict] = {
             "model": {"kind": "mlp_si", "depth": 2, "width": 128, "head_norm": 10.0},
             "train": {"epochs": 100, "batch_size": 64, "drop_last": True, "checkpoint_every": 0},
         },
-        "elrs": [1e-4, 1e-3, 1e-2, 3e-2, 1e-1, 1.0],
+        "elrs": [1e-3, 1e-2, 3e-2, 1e-1, 1.0],
         "seeds": [1, 2, 3],
-        "bisect_ratio": 1.5,
+        "bisect_ratio": 2.0,
+        # train in equilibrium at ELR 3e-2 for half the epochs, then at 1e-3; against 1e-3 from scratch
+        "finetune": {"from": 3e-2, "to": 1e-3},
     },
     # A small ConvNetSI (c = 8) on the MNIST test split bundled with learnscope (8,000 train / 2,000 test),
     # batch 128, no augmentation, 30 epochs.
@@ -71,17 +73,29 @@ SCALES: dict[str, dict] = {
         "bisect_ratio": 1.5,
     },
 }
-MAX_BISECTIONS = 4  # per boundary: each halves the interval in log ELR
+MAX_BISECTIONS = 3  # per boundary: each halves the interval in log ELR
 
 
-def sphere_config(base: dict, elr: float, seed: int, overrides: tuple[str, ...] = ()) -> Config:
+def sphere_config(
+    base: dict, elr: float, seed: int, overrides: tuple[str, ...] = (), then: float | None = None
+) -> Config:
+    """A run at a fixed ELR; with `then`, the ELR drops to `then` half-way (the fine-tuning protocol: the
+    multistep schedule scales the sphere's lr, so the same number of steps as a run at `then` throughout)."""
     body = {
         **base,
-        "name": f"elr={elr:g} seed={seed}",
+        "name": f"elr={elr:g} seed={seed}" + (f" then {then:g}" if then is not None else ""),
         "seed": seed,
         "optim": {"kind": "sphere_sgd", "elr": elr},
         "probes": {"schedule": ["epochs"], "use": ["evaluation", "sphere"]},
     }
+    if then is not None:
+        epochs = base["train"]["epochs"]
+        body["train"] = {
+            **base["train"],
+            "schedule": "multistep",
+            "milestones": [epochs / 2],
+            "gamma": then / elr,
+        }
     return Config.from_dict(body).override(*overrides)
 
 
@@ -126,13 +140,39 @@ def classify(stats: dict[str, float], num_classes: int) -> str:
 def run_table(table: pd.DataFrame, classes: int = 10) -> pd.DataFrame:
     """One row per run: ELR, seed, the window statistics and the regime (`classes`: chance is 1/classes)."""
     rows = []
-    for run_id, run in table.groupby("run", sort=False):
+    for run_id, run in _fixed_elr(table).groupby("run", sort=False):
         stats = window_statistics(run)
         rows.append(
             {"run": run_id, "elr": float(run["optim.elr"].iloc[0]), "seed": int(run["seed"].iloc[0]), **stats,
              "regime": classify(stats, classes)}
         )  # fmt: skip
     return pd.DataFrame(rows).sort_values(["elr", "seed"]).reset_index(drop=True)
+
+
+def _fixed_elr(table: pd.DataFrame) -> pd.DataFrame:
+    """The runs at one ELR throughout (not the fine-tuning protocol's, whose ELR drops half-way)."""
+    if "train.schedule" not in table:
+        return table
+    return table[table["train.schedule"].fillna("constant") == "constant"]
+
+
+def finetune_table(table: pd.DataFrame, spec: dict) -> pd.DataFrame:
+    """Per seed: the final test accuracy after training in equilibrium then at the small ELR, and after
+    training at the small ELR from scratch for as many steps."""
+    if "finetune" not in spec or "train.schedule" not in table:
+        return pd.DataFrame()
+    high, low = spec["finetune"]["from"], spec["finetune"]["to"]
+    last = table.sort_values("step").groupby("run").last()
+    protocol = last[(last["train.schedule"] == "multistep") & (last["optim.elr"] == high)]
+    scratch = last[(last["train.schedule"].fillna("constant") == "constant") & (last["optim.elr"] == low)]
+    rows = []
+    for seed in sorted(set(protocol["seed"]) & set(scratch["seed"])):
+        a, b = protocol[protocol["seed"] == seed].iloc[0], scratch[scratch["seed"] == seed].iloc[0]
+        rows.append({"seed": int(seed), f"test_acc {high:g} then {low:g}": a["test/acc"],
+                     f"test_acc {low:g} throughout": b["test/acc"],
+                     "train_tm_loss then": a["sphere/train_tm_loss"],
+                     "train_tm_loss throughout": b["sphere/train_tm_loss"]})  # fmt: skip
+    return pd.DataFrame(rows)
 
 
 def elr_regimes(runs: pd.DataFrame) -> pd.Series:
@@ -176,7 +216,13 @@ class SphereRegimes(Study):
     def configs(self) -> list:
         spec = self.scales[self.scale]
         base, overrides = spec["config"], self.overrides
-        return [sphere_config(base, elr, seed, overrides) for elr in spec["elrs"] for seed in spec["seeds"]]
+        runs = [sphere_config(base, elr, seed, overrides) for elr in spec["elrs"] for seed in spec["seeds"]]
+        if "finetune" in spec:
+            high, low = spec["finetune"]["from"], spec["finetune"]["to"]
+            runs += [sphere_config(base, high, seed, overrides, then=low) for seed in spec["seeds"]]
+            if low not in spec["elrs"]:
+                runs += [sphere_config(base, low, seed, overrides) for seed in spec["seeds"]]
+        return runs
 
     def refine(self, table: pd.DataFrame) -> list:
         """Bisection in log ELR: one midpoint per boundary whose interval is wider than `bisect_ratio`, run at
@@ -196,6 +242,7 @@ class SphereRegimes(Study):
         return more
 
     def summarise(self, table: pd.DataFrame) -> pd.DataFrame:
+        self.finetune = finetune_table(table, self.scales[self.scale])  # shown by format_summary
         runs = run_table(table)
         regimes = elr_regimes(runs)
         grouped = runs.groupby("elr")
@@ -212,14 +259,23 @@ class SphereRegimes(Study):
         lines = [text, "", "boundaries (the largest ELR in the lower regime, the smallest in the upper one):"]
         for b in boundaries(summary.assign(regime=summary["regime"], seed=0)):
             lines.append(f"  {b['boundary']:<25} ({b['lo']:.3g}, {b['hi']:.3g})")
+        finetune = getattr(self, "finetune", pd.DataFrame())
+        if len(finetune):
+            lines += ["", "fine-tuning protocol (final test accuracy, same number of steps):"]
+            lines.append(finetune.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
         return "\n".join(lines)
 
     def extra_tables(self, table: pd.DataFrame) -> dict[str, pd.DataFrame]:
-        return {"runs_regimes": run_table(table)}
+        tables = {"runs_regimes": run_table(table)}
+        finetune = getattr(self, "finetune", pd.DataFrame())
+        if len(finetune):
+            tables["finetune"] = finetune
+        return tables
 
     def figures(self, table: pd.DataFrame, summary: pd.DataFrame, out: Path) -> list[Path]:
         regimes = dict(zip(summary["elr"], summary["regime"], strict=True))
-        probed = table[table["epoch"] > 0]
+        probed = _fixed_elr(table)
+        probed = probed[probed["epoch"] > 0]
         curves = probed.groupby(["optim.elr", "epoch"]).mean(numeric_only=True).reset_index()
         return [
             training_figure(curves, regimes, out / "regimes.png", self.command),
@@ -241,7 +297,7 @@ def training_figure(curves: pd.DataFrame, regimes: dict, path: Path, title: str 
     for elr, c in curves.groupby("optim.elr"):
         regime = regimes.get(elr, "unclear")
         style = {"color": COLOURS[regime], "alpha": 0.4 + 0.6 * (np.log10(elr) % 1), "lw": 1.2}
-        axes[0].plot(c["epoch"], c["sphere/train_tm_loss"], label=f"ELR {elr:g} ({regime})", **style)
+        axes[0].plot(c["epoch"], c["sphere/train_tm_loss"], label=f"ELR {elr:.3g} ({regime})", **style)
         if "test/acc" in c:
             axes[1].plot(c["epoch"], 1 - c["test/acc"], **style)
         if "sphere/effective_grad_norm" in c:
@@ -261,7 +317,7 @@ def diagram_figure(curves: pd.DataFrame, regimes: dict, path: Path, title: str =
             continue
         colour = COLOURS[regimes.get(elr, "unclear")]
         ax.plot(c["sphere/train_tm_loss"], c["sphere/effective_grad_norm"], color=colour, lw=1,
-                label=f"{elr:g}")  # fmt: skip
+                label=f"{elr:.3g}")  # fmt: skip
         start = c.iloc[0]
         ax.plot(start["sphere/train_tm_loss"], start["sphere/effective_grad_norm"], "*", color=colour, ms=9)
     ax.set(xscale="log", yscale="log", xlabel="train loss", ylabel="mean effective gradient norm")
