@@ -19,6 +19,9 @@ Claim (target): the `sphere_sgd` optimiser and the `sphere` probe cost <= 10% of
     subset and scaled to 50,000 images (its cost is one train-mode forward per 128 images).
 
     .venv/bin/python benchmarks/bench_sphere.py [--small] [--threads N] [--profile]
+
+On a shared or small machine use --threads 1: with every core's OpenMP thread in use, an op waits for a
+descheduled thread, which inflates the sphere step (dozens of small ops) far more than the forward pass.
 """
 
 from __future__ import annotations
@@ -51,6 +54,12 @@ def header() -> None:
         f"torch_threads={torch.get_num_threads()} OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '-')} "
         f"load_avg={load} python={platform.python_version()} torch={torch.__version__}"
     )
+    threads = torch.get_num_threads()
+    if threads > 1 and os.getloadavg()[0] + threads > (os.cpu_count() or 1) + 0.5:
+        print(
+            "# note: the machine is busy (load average + torch threads > cores): OpenMP threads wait for "
+            "each other and timings of many small ops blow up; --threads 1 gives steadier figures"
+        )
 
 
 def build_model(kind: str, params: dict, input_shape: tuple[int, ...]) -> torch.nn.Module:
@@ -270,7 +279,7 @@ def main() -> None:
         {"width": 16},
         (3, 32, 32),
         conv_batches,
-        repeats=3 if args.small else 6,
+        repeats=3 if args.small else 5,
         steps=1 if args.small else 2,
     )
     mlp = bench_steps(

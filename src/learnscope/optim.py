@@ -228,10 +228,6 @@ class SphereSGD(torch.optim.Optimizer):
             start += size
         return out
 
-    @staticmethod
-    def _dot(a: list[torch.Tensor], b: list[torch.Tensor]) -> torch.Tensor:
-        return sum((x.double() * y.double()).sum() for x, y in zip(a, b, strict=True))
-
     @torch.no_grad()
     def step(self, closure=None):
         loss = None if closure is None else closure()
@@ -251,36 +247,56 @@ class SphereSGD(torch.optim.Optimizer):
         self._steps += 1
         return loss
 
+    @staticmethod
+    def _gram(*vectors: list[torch.Tensor]) -> torch.Tensor:
+        """The float64 Gram matrix of vectors given as lists of tensors (each list one vector): one
+        concatenation and one product, not a pass per tensor and pair (the step's cost on small models)."""
+        rows = torch.stack([torch.cat([t.reshape(-1) for t in v]) for v in vectors]).double()
+        return rows @ rows.T
+
     def _sphere_step(self, group, params, radius: float, lr: float) -> tuple[torch.Tensor, torch.Tensor]:
         """One step on one sphere; returns (angle turned in degrees, effective gradient norm ρ‖P g‖), as
-        device scalars."""
+        device scalars. Everything the step needs of the vectors comes from Gram matrices; the update is
+        w ← s·(a·w − lr·b) with device scalars a, s, by foreach ops."""
         m, tangent = group["momentum"], group["momentum_mode"] == "tangent"
         grads = [torch.zeros_like(p) if p.grad is None else p.grad for p in params]
-        w_sq = self._dot(params, params)
-        if tangent:  # P_w g = g − (g·w / w·w) w
-            coeff = self._dot(grads, params) / w_sq
-            grads = [g - coeff.to(g.dtype) * p for g, p in zip(grads, params, strict=True)]
-        grad_norm = torch.sqrt(self._dot(grads, grads)) * radius
-        direction = grads
-        if m > 0:
+        gram = self._gram(params, grads)
+        w_sq, w_g, g_sq = gram[0, 0], gram[0, 1], gram[1, 1]
+        # the tangent gradient P g = g − c·w (c = 0 without projection), its norm from the Gram matrix
+        c = w_g / w_sq if tangent else torch.zeros_like(w_sq)
+        grad_norm = torch.sqrt((g_sq - 2 * c * w_g + c * c * w_sq).clamp_min(0)) * radius
+        if m == 0:  # the direction b = g − c·w: w·b and b·b from the same Gram matrix
+            direction, a = grads, 1 + lr * c
+            w_b, b_sq = w_g - c * w_sq, g_sq - 2 * c * w_g + c * c * w_sq
+        else:
             direction = []
             for p, g in zip(params, grads, strict=True):
                 state = self.state[p]
                 buf = state.get("momentum_buffer")
-                state["momentum_buffer"] = buf = g.clone() if buf is None else buf.mul_(m).add_(g)
+                if buf is None:
+                    state["momentum_buffer"] = buf = g.clone()
+                else:
+                    buf.mul_(m).add_(g)
                 direction.append(buf)
-            if tangent:  # the buffer carried over from the previous point, projected onto this tangent space
-                coeff = self._dot(direction, params) / w_sq
-                for b, p in zip(direction, params, strict=True):
-                    b.sub_(coeff.to(b.dtype) * p)
-        # the angle between w and w' = w − lr·b, from dot products (the rescaling does not turn it)
-        w_b, b_sq = self._dot(params, direction), self._dot(direction, direction)
-        new_sq = w_sq - 2 * lr * w_b + lr**2 * b_sq
-        cos = ((w_sq - lr * w_b) / torch.sqrt(w_sq * new_sq)).clamp(-1.0, 1.0)
+            if tangent:  # the gradient's projection, then the buffer's onto this point's tangent space
+                torch._foreach_add_(direction, torch._foreach_mul(params, (-c).to(params[0].dtype)))
+                gram = self._gram(params, direction)
+                torch._foreach_add_(
+                    direction, torch._foreach_mul(params, (-gram[0, 1] / w_sq).to(params[0].dtype))
+                )
+            gram = self._gram(params, direction)
+            a, w_b, b_sq = torch.ones_like(w_sq), gram[0, 1], gram[1, 1]
+        # w' = a·w − lr·b; the angle between w and w' (the rescaling does not turn it), by atan2: accurate for
+        # the tiny angles of the convergence regime, where an arccos of a cosine near 1 is not
+        along = a * w_sq - lr * w_b  # w·w'
+        new_sq = a * a * w_sq - 2 * a * lr * w_b + lr * lr * b_sq
+        across = torch.sqrt((new_sq * w_sq - along * along).clamp_min(0))  # ‖w‖‖w'‖ sin θ
+        angle = torch.rad2deg(torch.atan2(across, along))
         scale = radius / torch.sqrt(new_sq)
-        for p, b in zip(params, direction, strict=True):
-            p.sub_(lr * b).mul_(scale.to(p.dtype))
-        return torch.rad2deg(torch.arccos(cos)), grad_norm
+        dtype = params[0].dtype
+        torch._foreach_mul_(params, (scale * a).to(dtype))
+        torch._foreach_add_(params, torch._foreach_mul(direction, (-lr * scale).to(dtype)))
+        return angle, grad_norm
 
     def state_dict(self) -> dict:
         """torch's state, plus the step statistics accumulated since they were last read, so a run resumed

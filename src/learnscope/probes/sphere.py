@@ -39,6 +39,7 @@ class SphereProbe:
     def __init__(self, cfg: SphereConfig):
         self.cfg = cfg
         self.losses: list[float] = []
+        self._si: tuple[int, list] | None = None  # (id of the model, its SI parameters): traced once
 
     def state_dict(self) -> dict:
         return {"losses": list(self.losses)}
@@ -49,7 +50,9 @@ class SphereProbe:
     def __call__(self, ctx: ProbeContext) -> dict[str, float]:
         from ..models.scale_invariant import scale_invariant_parameters
 
-        named = scale_invariant_parameters(ctx.model)
+        if self._si is None or self._si[0] != id(ctx.model):
+            self._si = (id(ctx.model), scale_invariant_parameters(ctx.model))
+        named = self._si[1]
         if not named:
             return {}
         params = [p for _, p in named]
