@@ -162,5 +162,28 @@ def test_tiny_study_finds_the_three_regimes(tmp_path):
     assert list(equil["regime"]) == ["equilibrium"] * 3
     assert list(div["regime"]) == ["divergence"] * 3
     assert "convergence|equilibrium" in result.text and "equilibrium|divergence" in result.text
-    for name in ("regimes.png", "diagram.png"):
+    # ordinary SGD with weight decay: its ELR drifts up through the first loss spikes and settles near the
+    # convergence | equilibrium boundary the sphere sweep located (measured: first spikes at 0.69-0.96 of
+    # the interval's lower end, settled at 0.90-0.92 of its upper end)
+    wd = pd.read_csv(tmp_path / "out" / "weight_decay.csv")
+    assert len(wd) == 3 and (wd["spikes"] > 0).all()
+    assert (wd["elr_at_first_spike"] < wd["settled_elr"]).all()
+    assert (
+        wd["settled / boundary lo"].between(0.5, math.inf).all()
+        and wd["settled / boundary hi"].between(0, 2).all()
+    )
+    for name in ("regimes.png", "diagram.png", "weight_decay.png"):
         assert (tmp_path / "out" / name).stat().st_size > 0
+
+
+def test_weight_decay_table_finds_the_first_spike_and_the_settled_elr():
+    epochs = list(range(0, 41))
+    loss = [0.5] + [0.03] * 40
+    loss[30] = 0.2  # 6x the previous minimum: the first spike
+    elr = [0.001 * e for e in epochs]
+    table = pd.DataFrame({"run": "r", "seed": 1, "optim.kind": "sgd", "epoch": epochs,
+                          "sphere/train_tm_loss": loss, "sphere/elr": elr})  # fmt: skip
+    row = sr.weight_decay_table(table, {"lo": 0.01, "hi": 0.04}).iloc[0]
+    assert row["first_spike_epoch"] == 30 and row["elr_at_first_spike"] == pytest.approx(0.03)
+    assert row["spikes"] == 1 and row["settled_elr"] == pytest.approx(0.0305)
+    assert row["first_spike / boundary lo"] == pytest.approx(3.0)

@@ -48,6 +48,14 @@ SCALES: dict[str, dict] = {
         "bisect_ratio": 2.0,
         # train in equilibrium at ELR 3e-2 for half the epochs, then at 1e-3; against 1e-3 from scratch
         "finetune": {"from": 3e-2, "to": 1e-3},
+        # ordinary training with weight decay (the "lr + wd" mode) of the same MLP with affine BatchNorm and a
+        # trained head: its ELR lr/ρ² drifts up as weight decay shrinks ρ, against the boundaries found above
+        "weight_decay": {
+            "data": {"kind": "digits", "flatten": True},
+            "model": {"kind": "mlp_si_af", "depth": 2, "width": 128},
+            "optim": {"kind": "sgd", "lr": 0.1, "momentum": 0.0, "weight_decay": 0.01},
+            "train": {"epochs": 300, "batch_size": 64, "checkpoint_every": 0},
+        },
     },
     # A small ConvNetSI (c = 8) on the MNIST test split bundled with learnscope (8,000 train / 2,000 test),
     # batch 128, no augmentation, 30 epochs.
@@ -150,10 +158,55 @@ def run_table(table: pd.DataFrame, classes: int = 10) -> pd.DataFrame:
 
 
 def _fixed_elr(table: pd.DataFrame) -> pd.DataFrame:
-    """The runs at one ELR throughout (not the fine-tuning protocol's, whose ELR drops half-way)."""
+    """The runs on the sphere at one ELR throughout (not the fine-tuning protocol's, whose ELR drops
+    half-way, nor ordinary training with weight decay)."""
+    table = table[table["optim.kind"] == "sphere_sgd"]
     if "train.schedule" not in table:
         return table
     return table[table["train.schedule"].fillna("constant") == "constant"]
+
+
+def weight_decay_config(base: dict, seed: int, overrides: tuple[str, ...] = ()) -> Config:
+    body = {
+        **base,
+        "name": f"lr+wd seed={seed}",
+        "seed": seed,
+        "probes": {"schedule": ["epochs"], "use": ["evaluation", {"kind": "sphere", "grad_batches": 10}]},
+    }
+    return Config.from_dict(body).override(*overrides)
+
+
+SPIKE = (
+    3.0  # a loss spike: the train-mode loss at least this many times its minimum over the 10 epochs before
+)
+
+
+def weight_decay_table(table: pd.DataFrame, boundary: dict | None) -> pd.DataFrame:
+    """Per run of ordinary training with weight decay: the first loss spike after epoch 20 (epoch, loss, the
+    ELR lr/ρ² logged there), the ELR it settles at (mean over the second half), each against the
+    convergence | equilibrium interval (lo, hi) the sphere sweep located."""
+    if "optim.kind" not in table:
+        return pd.DataFrame()
+    rows = []
+    for run_id, run in table[table["optim.kind"] == "sgd"].groupby("run", sort=False):
+        run = run[run["epoch"] > 0].sort_values("epoch")
+        loss, elr, epoch = (run[c].to_numpy() for c in ("sphere/train_tm_loss", "sphere/elr", "epoch"))
+        spikes = [
+            i for i in range(10, len(loss)) if epoch[i] > 20 and loss[i] >= SPIKE * loss[i - 10 : i].min()
+        ]
+        first = spikes[0] if spikes else None
+        settled = float(elr[epoch > epoch.max() / 2].mean())
+        row = {"run": run_id, "seed": int(run["seed"].iloc[0]), "spikes": len(spikes),
+               "first_spike_epoch": float(epoch[first]) if first is not None else math.nan,
+               "first_spike_loss": float(loss[first]) if first is not None else math.nan,
+               "elr_at_first_spike": float(elr[first]) if first is not None else math.nan,
+               "settled_elr": settled}  # fmt: skip
+        if boundary is not None:
+            row["first_spike / boundary lo"] = row["elr_at_first_spike"] / boundary["lo"]
+            row["settled / boundary lo"] = settled / boundary["lo"]
+            row["settled / boundary hi"] = settled / boundary["hi"]
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def finetune_table(table: pd.DataFrame, spec: dict) -> pd.DataFrame:
@@ -222,6 +275,8 @@ class SphereRegimes(Study):
             runs += [sphere_config(base, high, seed, overrides, then=low) for seed in spec["seeds"]]
             if low not in spec["elrs"]:
                 runs += [sphere_config(base, low, seed, overrides) for seed in spec["seeds"]]
+        if "weight_decay" in spec:
+            runs += [weight_decay_config(spec["weight_decay"], seed, overrides) for seed in spec["seeds"]]
         return runs
 
     def refine(self, table: pd.DataFrame) -> list:
@@ -244,6 +299,7 @@ class SphereRegimes(Study):
     def summarise(self, table: pd.DataFrame) -> pd.DataFrame:
         self.finetune = finetune_table(table, self.scales[self.scale])  # shown by format_summary
         runs = run_table(table)
+        self.weight_decay = weight_decay_table(table, _lower_boundary(runs))
         regimes = elr_regimes(runs)
         grouped = runs.groupby("elr")
         columns = ["q3_loss", "q4_loss", "q4_loss_std", "q4_acc", "test_acc", "q4_angle", "q4_grad_norm"]
@@ -263,13 +319,23 @@ class SphereRegimes(Study):
         if len(finetune):
             lines += ["", "fine-tuning protocol (final test accuracy, same number of steps):"]
             lines.append(finetune.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+        weight_decay = getattr(self, "weight_decay", pd.DataFrame())
+        if len(weight_decay):
+            lines += [
+                "",
+                "ordinary SGD with weight decay (_af model): its drifting ELR against the boundary:",
+            ]
+            lines.append(
+                weight_decay.drop(columns="run").to_string(index=False, float_format=lambda v: f"{v:.4g}")
+            )
         return "\n".join(lines)
 
     def extra_tables(self, table: pd.DataFrame) -> dict[str, pd.DataFrame]:
         tables = {"runs_regimes": run_table(table)}
-        finetune = getattr(self, "finetune", pd.DataFrame())
-        if len(finetune):
-            tables["finetune"] = finetune
+        for name in ("finetune", "weight_decay"):
+            extra = getattr(self, name, pd.DataFrame())
+            if len(extra):
+                tables[name] = extra
         return tables
 
     def figures(self, table: pd.DataFrame, summary: pd.DataFrame, out: Path) -> list[Path]:
@@ -277,10 +343,21 @@ class SphereRegimes(Study):
         probed = _fixed_elr(table)
         probed = probed[probed["epoch"] > 0]
         curves = probed.groupby(["optim.elr", "epoch"]).mean(numeric_only=True).reset_index()
-        return [
+        paths = [
             training_figure(curves, regimes, out / "regimes.png", self.command),
             diagram_figure(curves, regimes, out / "diagram.png", self.command),
         ]
+        if "optim.kind" in table and (table["optim.kind"] == "sgd").any():
+            runs = table[table["optim.kind"] == "sgd"]
+            boundary = _lower_boundary(run_table(table))
+            paths.append(weight_decay_figure(runs, boundary, out / "weight_decay.png", self.command))
+        return paths
+
+
+def _lower_boundary(runs: pd.DataFrame) -> dict | None:
+    """The convergence | equilibrium interval, if the sweep located it."""
+    found = [b for b in boundaries(runs) if b["boundary"] == "convergence|equilibrium"]
+    return found[0] if found else None
 
 
 def _bisections(runs: pd.DataFrame, grid: set, boundary: dict) -> list[float]:
@@ -322,4 +399,28 @@ def diagram_figure(curves: pd.DataFrame, regimes: dict, path: Path, title: str =
         ax.plot(start["sphere/train_tm_loss"], start["sphere/effective_grad_norm"], "*", color=colour, ms=9)
     ax.set(xscale="log", yscale="log", xlabel="train loss", ylabel="mean effective gradient norm")
     ax.legend(title="ELR", frameon=False, fontsize=7)
+    return save_figure(fig, path, title)
+
+
+def weight_decay_figure(runs: pd.DataFrame, boundary: dict | None, path: Path, title: str = "") -> Path:
+    """Ordinary SGD with weight decay: train loss and the drifting ELR lr/ρ² against epoch, one line per seed,
+    the sphere sweep's convergence | equilibrium interval shaded, the first loss spike marked."""
+    fig, axes = new_figure(ncols=2, figsize=(11, 4))
+    for i, (_, run) in enumerate(runs[runs["epoch"] > 0].groupby("run", sort=False)):
+        colour = f"C{i}"
+        axes[0].plot(
+            run["epoch"], run["sphere/train_tm_loss"], color=colour, lw=1, label=f"seed {run['seed'].iloc[0]}"
+        )
+        axes[1].plot(run["epoch"], run["sphere/elr"], color=colour, lw=1)
+        spikes = weight_decay_table(run, boundary)
+        if len(spikes) and not math.isnan(spikes["first_spike_epoch"].iloc[0]):
+            e, elr = spikes["first_spike_epoch"].iloc[0], spikes["elr_at_first_spike"].iloc[0]
+            axes[1].plot(e, elr, "v", color=colour, ms=7)
+    if boundary is not None:
+        axes[1].axhspan(boundary["lo"], boundary["hi"], color="tab:orange", alpha=0.2,
+                        label="sphere sweep: convergence | equilibrium")  # fmt: skip
+        axes[1].legend(frameon=False, fontsize=8)
+    axes[0].set(yscale="log", xlabel="epoch", ylabel="train loss (BatchNorm in train mode)")
+    axes[1].set(yscale="log", xlabel="epoch", ylabel="effective learning rate lr/ρ² (▼ first spike)")
+    axes[0].legend(frameon=False, fontsize=8)
     return save_figure(fig, path, title)
