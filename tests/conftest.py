@@ -10,6 +10,18 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
+def one_thread():
+    """One torch thread for the test: for tiny models and problems, waking more threads costs more than the
+    arithmetic (and on busy cores far more). Modules opt in with pytest.mark.usefixtures("one_thread")."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
 def tiny_config() -> Config:
     return tiny()
 

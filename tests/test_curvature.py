@@ -17,23 +17,17 @@ from learnscope.curvature import (
     top_eigenpair,
     top_eigenvalue,
 )
+from learnscope.optim import loss_function
 
 F64 = torch.float64
 # torch's forward-mode AD (the "func" backend) loads its decompositions with torch.jit.script on first use
-pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning"),
+    pytest.mark.usefixtures("one_thread"),
+]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These problems are tiny: on a busy machine, waking more threads costs more than the arithmetic."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def summed_ce(out, y):
-    return nn.functional.cross_entropy(out, y, reduction="sum")
+summed_ce = loss_function("ce", "sum")
 
 
 def summed_sq(out, y):

@@ -12,7 +12,7 @@ import hashlib
 import json
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
 import tomli_w
 from pydantic import (
@@ -179,6 +179,20 @@ class Config(Strict):
 
     def run_hash(self) -> str:
         """Hash of the canonical JSON of everything that determines the results (all but `name`)."""
+        return run_digest({k: v for k, v in self.to_dict().items() if k != "name"})
+
+
+class RunKindConfig(Strict):
+    """The config of a run kind other than `train` (registry.RUN_KINDS): every key is written (its `kind`
+    too), overrides apply as for training, and the run is named by the hash of all but `name`."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def override(self, *overrides: str) -> Self:
+        return type(self).from_dict(apply_overrides(self.to_dict(), overrides))
+
+    def run_hash(self) -> str:
         return run_digest({k: v for k, v in self.to_dict().items() if k != "name"})
 
 

@@ -88,7 +88,10 @@ class Operator:
 
 
 class HessianOperator(Operator):
-    """v ↦ H v (flat vectors) for a model's loss on (x, y); see the module docstring for what is computed."""
+    """v ↦ H v (flat vectors) of scale·Σ_chunks loss(model(x_c), y_c) with respect to `params` (parameters or
+    (name, parameter) pairs; default: all with requires_grad); `.apply` takes a list of parameter-shaped
+    tensors. `loss` is a chunk's loss (summed over it: scale=1/len(x) makes the Hessian of the mean).
+    `tangent`: P H P, P = I − uuᵀ, u = θ/‖θ‖. The model runs in its current mode (module docstring)."""
 
     def __init__(
         self,
@@ -194,26 +197,9 @@ class HessianOperator(Operator):
         return list(hv)
 
 
-def hvp_operator(
-    model: nn.Module,
-    x: Tensor,
-    y: Tensor,
-    loss: LossFn,
-    params: Iterable[nn.Parameter | tuple[str, nn.Parameter]] | None = None,
-    batch_size: int | None = None,
-    *,
-    scale: float = 1.0,
-    tangent: bool = False,
-    backend: Backend = "autograd",
-    seed: int = 0,
-) -> HessianOperator:
-    """The Hessian-vector product of scale·Σ_chunks loss(model(x_c), y_c) with respect to `params` (parameters
-    or (name, parameter) pairs; default: all with requires_grad), a callable on flat vectors (`.apply` takes a
-    list of parameter-shaped tensors). `loss` is a chunk's loss (summed over it: scale=1/len(x) makes the
-    Hessian of the mean). `tangent`: P H P, P = I − uuᵀ, u = θ/‖θ‖. The model runs in its current mode."""
-    return HessianOperator(
-        model, x, y, loss, params, batch_size, scale=scale, tangent=tangent, backend=backend, seed=seed
-    )
+# The Hessian-vector product of a model's loss, built from (model, x, y, loss, params, batch_size, scale=,
+# tangent=, backend=, seed=): the public name of HessianOperator.
+hvp_operator = HessianOperator
 
 
 @contextlib.contextmanager

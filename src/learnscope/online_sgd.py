@@ -15,12 +15,12 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 from pydantic import NonNegativeInt, PositiveFloat, PositiveInt, field_validator, model_validator
 
-from .config import Strict, apply_overrides, run_digest
+from .config import RunKindConfig, run_digest
 from .data.generators import GeneratorMoments, estimate_moments, load_moments, make_generator, save_moments
 from .errors import ConfigError, DataError
 from .models.committee import init_teacher_student, simulate_online_sgd
@@ -37,7 +37,7 @@ from .theory.committee_ode import (
 from .ui import progress_bar
 
 
-class OnlineConfig(Strict):
+class OnlineConfig(RunKindConfig):
     """One setting: generator and moments, teacher and students, SGD, times, replicas, simulation or ODE."""
 
     kind: Literal["online_sgd"] = "online_sgd"  # the run kind (see registry.RUN_KINDS)
@@ -85,16 +85,6 @@ class OnlineConfig(Strict):
         if self.force_delta is not None and self.method != "ode":
             raise ValueError("force_delta is an ODE option (a negative control)")
         return self
-
-    def to_dict(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
-
-    def override(self, *overrides: str) -> OnlineConfig:
-        return OnlineConfig.from_dict(apply_overrides(self.to_dict(), overrides))
-
-    def run_hash(self) -> str:
-        """Hash of everything that determines the records (all but `name`)."""
-        return run_digest({k: v for k, v in self.to_dict().items() if k != "name"})
 
     def times(self) -> np.ndarray:
         """The logged times, snapped to the SGD step grid so that simulation and ODE share them exactly."""
@@ -279,7 +269,7 @@ def initial_weights_from(init: Path) -> dict[str, np.ndarray]:
     return initial_weights(OnlineConfig.from_dict(cfg))
 
 
-class MomentsODEConfig(Strict):
+class MomentsODEConfig(RunKindConfig):
     """The run kind `ge_ode`: the Gaussian-equivalence ODE on a moments file written by `theory moments`
     (delta = D/N from its shapes), from the weights in `init` (a weights .npz, or a simulation's run
     directory) or, without it, from weights drawn as a one-replica simulation with `seed` would. Its run is
@@ -297,12 +287,6 @@ class MomentsODEConfig(Strict):
     dt: PositiveFloat = 0.01
     points: PositiveInt = 41
     g: Literal["erf", "linear"] = "erf"  # the ODE theory exists for these two
-
-    def to_dict(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
-
-    def override(self, *overrides: str) -> MomentsODEConfig:
-        return MomentsODEConfig.from_dict(apply_overrides(self.to_dict(), overrides))
 
     def resolve(self) -> tuple[MomentsFileODE, GeneratorMoments, dict[str, np.ndarray]]:
         """The stored run's spec (settings, content digests, D, N), the moments and the initial weights;

@@ -15,14 +15,14 @@ from typing import Annotated, Any, Literal
 import numpy as np
 from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, model_validator
 
-from .config import Strict, apply_overrides, run_digest
+from .config import RunKindConfig
 from .data.teachers import sample_teachers, singular_values
 from .registry import RUN_KINDS
 from .store import ComputedRun, computed_run
-from .theory.double_descent import approx_curves, curve_summary, exact_curves
+from .theory.double_descent import APPROX_T_SHIFT, approx_curves, curve_summary, exact_curves
 
 
-class DoubleDescentTheoryConfig(Strict):
+class DoubleDescentTheoryConfig(RunKindConfig):
     """One theoretical curve of the linear teacher–student model (defaults: the paper's Fig. 1)."""
 
     kind: Literal["dd_theory"] = "dd_theory"
@@ -58,15 +58,6 @@ class DoubleDescentTheoryConfig(Strict):
             raise ValueError(f"t_max = {self.t_max} must exceed t_min = {self.t_min}")
         return self
 
-    def to_dict(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
-
-    def override(self, *overrides: str) -> DoubleDescentTheoryConfig:
-        return DoubleDescentTheoryConfig.from_dict(apply_overrides(self.to_dict(), overrides))
-
-    def run_hash(self) -> str:
-        return run_digest({k: v for k, v in self.to_dict().items() if k != "name"})
-
     def times(self) -> np.ndarray:
         """The grid; for exact gradient descent its distinct whole steps (0 included)."""
         grid = np.logspace(np.log10(self.t_min), np.log10(self.t_max), self.points)
@@ -92,7 +83,7 @@ def theory_curve(cfg: DoubleDescentTheoryConfig) -> dict[str, np.ndarray]:
 def reported_t(form: str, t: np.ndarray) -> np.ndarray:
     """The times a curve is plotted and summarised at: t + 1 for the approximate form, as the paper plots it
     (docs/studies/double_descent.md §4.1), t itself for the exact form."""
-    return t + 1 if form == "approx" else t
+    return t + APPROX_T_SHIFT if form == "approx" else t
 
 
 def summary(cfg: DoubleDescentTheoryConfig, curve: dict[str, np.ndarray]) -> dict[str, Any]:

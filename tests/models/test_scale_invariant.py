@@ -79,14 +79,7 @@ def si(model: nn.Module) -> list[nn.Parameter]:
     return [p for _, p in scale_invariant_parameters(model)]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These models are tiny: one thread is fastest, and spares the wait on busy cores that several threads
-    incur (a forward pass of the small ResNet: ~5 ms on one thread, up to ~1 s on two of two loaded cores)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_every_si_kind_is_tested():

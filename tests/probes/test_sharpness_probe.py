@@ -14,6 +14,7 @@ from learnscope import Config, run
 from learnscope.data.dataset import Dataset, Split
 from learnscope.errors import ConfigError
 from learnscope.models.scale_invariant import scale_invariant_parameters
+from learnscope.optim import loss_function
 from learnscope.probes import ProbeContext
 from learnscope.probes.sharpness import SharpnessConfig, sharpness, training_subset
 from tests.conftest import tiny
@@ -21,17 +22,8 @@ from tests.conftest import tiny
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These problems are tiny: on a busy machine, waking more threads costs more than the arithmetic."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def summed_ce(out, y):
-    return nn.functional.cross_entropy(out, y, reduction="sum")
+summed_ce = loss_function("ce", "sum")
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def dataset(n: int = 40, dtype=F64) -> Dataset:

@@ -40,8 +40,19 @@ class MLP(nn.Module):
     """flatten -> depth x [Linear -> (BatchNorm1d) -> ReLU] -> Linear head (Galanti et al. 2023, MLP-L-W)."""
 
     def __init__(
-        self, in_features: int, num_classes: int, depth: int, width: int, batchnorm: bool, bias: bool
+        self,
+        in_features: int,
+        num_classes: int,
+        depth: int,
+        width: int,
+        batchnorm: bool,
+        bias: bool,
+        *,
+        norm_affine: bool = True,
+        head_bias: bool | None = None,
     ):
+        """`bias` of the hidden Linears (and of the head unless `head_bias` says otherwise); `norm_affine`:
+        BatchNorm's scale and shift (off for a scale-invariant MLP, models/scale_invariant.py)."""
         super().__init__()
         self.flatten = nn.Flatten()
         blocks = []
@@ -49,12 +60,12 @@ class MLP(nn.Module):
         for _ in range(depth):
             layers: OrderedDict[str, nn.Module] = OrderedDict(linear=nn.Linear(prev, width, bias=bias))
             if batchnorm:
-                layers["norm"] = nn.BatchNorm1d(width)
+                layers["norm"] = nn.BatchNorm1d(width, affine=norm_affine)
             layers["act"] = nn.ReLU()  # one instance per block, never in place: hooks see what they expect
             blocks.append(nn.Sequential(layers))
             prev = width
         self.blocks = nn.Sequential(*blocks)
-        self.head = nn.Linear(prev, num_classes, bias=bias)
+        self.head = nn.Linear(prev, num_classes, bias=bias if head_bias is None else head_bias)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.blocks(self.flatten(x)))

@@ -47,6 +47,7 @@ from ..errors import ConfigError
 from ..registry import MODELS
 from ..sections import ModelConfig
 from .convnet import image_shape
+from .mlp import MLP
 
 # --- configs -----------------------------------------------------------------------------------------------
 
@@ -264,41 +265,6 @@ class ResNet18SI(nn.Module):
 # --- MLP ---------------------------------------------------------------------------------------------------
 
 
-class MLPSI(nn.Module):
-    """flatten -> depth x [Linear(no bias) -> BatchNorm1d -> ReLU] -> Linear head."""
-
-    def __init__(
-        self, in_features: int, num_classes: int, depth: int, width: int, affine: bool, head_bias: bool
-    ):
-        super().__init__()
-        self.flatten = nn.Flatten()
-        blocks = []
-        prev = in_features
-        for _ in range(depth):
-            blocks.append(
-                nn.Sequential(
-                    OrderedDict(
-                        linear=nn.Linear(prev, width, bias=False),
-                        norm=nn.BatchNorm1d(width, affine=affine),
-                        act=nn.ReLU(),
-                    )
-                )
-            )
-            prev = width
-        self.blocks = nn.Sequential(*blocks)
-        self.head = nn.Linear(prev, num_classes, bias=head_bias)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.head(self.blocks(self.flatten(x)))
-
-    def probe_layers(self) -> list[str]:
-        """The SI Linears (their pre-BN output)."""
-        return [f"blocks.{i}.linear" for i in range(len(self.blocks))]
-
-    def post_activation_layers(self) -> list[str]:
-        return [f"blocks.{i}.act" for i in range(len(self.blocks))]
-
-
 # --- builders ----------------------------------------------------------------------------------------------
 
 
@@ -342,7 +308,9 @@ def resnet18_si_af(cfg: ResNet18SIAfConfig, input_shape: tuple[int, ...], num_cl
 
 
 def _mlp_si(cfg: MLPSIConfig, input_shape: tuple[int, ...], num_classes: int, affine: bool):
-    model = MLPSI(math.prod(input_shape), num_classes, cfg.depth, cfg.width, affine, cfg.head_bias)
+    # the MLP of mlp.py with bias-free hidden layers into BatchNorm (affine only in the _af kind)
+    model = MLP(math.prod(input_shape), num_classes, cfg.depth, cfg.width, batchnorm=True, bias=False,
+                norm_affine=affine, head_bias=cfg.head_bias)  # fmt: skip
     init_head(model.head, cfg.head_norm, cfg.head_seed)
     return model
 

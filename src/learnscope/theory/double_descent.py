@@ -26,6 +26,7 @@ import numpy as np
 from ..errors import ConfigError
 
 __all__ = [
+    "APPROX_T_SHIFT",
     "Curves",
     "Spectrum",
     "TheoryDomainError",
@@ -48,6 +49,8 @@ _CHUNK_BYTES = 1 << 23
 _SMALL_D = 256
 # The approximate formula's time unit: the singular values of the two groups are 0.5 and 0.5/κ (§4.1).
 _S_FAST = 0.5
+# The original plots the approximate form at t + 1 (§4.1): its curves are reported at t + APPROX_T_SHIFT.
+APPROX_T_SHIFT = 1.0
 # A negative eg or Q down to this is rounding at t → ∞, not a failure of the formula (§4.3).
 _ROUNDING = 1e-9
 
@@ -363,7 +366,7 @@ def approx_curves(n, d, p, kappa, sigma=0.0, l2=0.0, t=None, features: Features 
         R=np.broadcast_to(R, shape).copy(),
         Q=np.broadcast_to(Q, shape).copy(),
         eg=np.broadcast_to(eg, shape).copy(),
-        t_shift=1.0,
+        t_shift=APPROX_T_SHIFT,
     )
 
 
