@@ -84,6 +84,7 @@ OPTIMISERS = Registry("optim")
 # Generators of committee-machine inputs x = G(c): the generator's class and a builder (D, N, L, seed,
 # weights) -> an object with .sample(rng, n) -> (x, c) (and .analytic_moments() where it has closed forms).
 GENERATORS = Registry("generator")
-# Run kinds: a config class (with kind, run_hash, to_dict, override) and a runner (cfg, store, quiet) -> a
-# result with `status`, `path` and `records`. A config file names its kind with `kind = ...` (none: "train").
+# Run kinds: a config class (kind, run_hash, to_dict, override: config.RunKindConfig) and a runner
+# (cfg, store, quiet) -> a result with `status`, `path` and `records`. A config file names its kind with
+# `kind = ...` (none: "train").
 RUN_KINDS = Registry("kind")
