@@ -4,7 +4,10 @@ HTML page; labels that tell runs apart; bad input exiting 2 with one line."""
 from __future__ import annotations
 
 import base64
+import html
 import re
+
+import pytest
 
 import learnscope
 from learnscope.online_sgd import OnlineConfig, run_online
@@ -52,7 +55,17 @@ def test_report_overlays_runs_in_a_self_contained_page(tmp_path, capsys):
     # a PNG alone, chosen runs, another metric and x
     first = table["run"].iloc[0][:6]
     code, printed, err = cli(
-        "report", first, "-s", store, "-m", "R_00", "--x", "step", "--out", tmp_path / "r.png", capsys=capsys
+        "report",
+        store,
+        "--run",
+        first,
+        "-m",
+        "R_00",
+        "--x",
+        "step",
+        "--out",
+        tmp_path / "r.png",
+        capsys=capsys,
     )
     assert code == 0, err
     assert "1 runs, R_00 against step" in printed and (tmp_path / "r.png").read_bytes().startswith(PNG)
@@ -120,3 +133,74 @@ def test_labels_and_report_of_training_runs_with_unhashable_config_values(tmp_pa
     assert "2 runs, test/acc against step" in printed
     page = out.read_text()
     assert "mlp seed=0" in page and "mlp seed=1" in page
+
+
+# -- the study report ----------------------------------------------------------------------------------------
+
+# Every study at its demo scale, cut to seconds: the overrides apply to every run of the study.
+SMALL_STUDIES = {
+    "increasing_complexity": ("train.steps=40", "probes.points=6"),
+    "gaussian_equivalence": ("D=20", "N=50", "L=2", "t_max=1.0", "points=4", "replicas=2", "n_test=500",
+                             "moments=analytic"),
+    "double_descent": (),  # theory runs (fast) and gradient descent, cut by GD_STEPS below
+    "sphere_regimes": ("train.epochs=4",),
+    "neural_collapse": ("train.epochs=2", "probes.points=5"),
+}  # fmt: skip
+
+
+def test_study_report_shows_every_study_with_its_figures_headlines_and_failures(
+    tmp_path, capsys, monkeypatch
+):
+    from learnscope.studies import double_descent, run_study
+
+    monkeypatch.setattr(double_descent, "GD_STEPS", 300)
+    store = tmp_path / "runs"
+    results = {
+        name: run_study(name, "demo", overrides, store=store, out=tmp_path / name, quiet=True)
+        for name, overrides in SMALL_STUDIES.items()
+    }
+    # a study whose runs fail is recorded with its error; the others stay
+    broken = ("data=npz", f"data.path={tmp_path / 'missing.npz'}")
+    with pytest.raises(learnscope.errors.LearnscopeError):
+        run_study("neural_collapse", "demo", broken, store=store, out=tmp_path / "broken", quiet=True)
+
+    page_path = tmp_path / "report.html"
+    code, printed, err = cli("report", store, "--out", page_path, capsys=capsys)
+    assert code == 0, err
+    assert "6 studies" in printed
+    page = page_path.read_text()
+    assert "<script" not in page and not re.search(r"(src|href)=\"https?:", page)  # opens offline
+    images = re.findall(r'src="data:image/png;base64,([^"]+)"', page)
+    expected = sum(len(r.record["figures"]) for r in results.values())
+    assert expected >= 10 and len(images) == expected
+    assert all(base64.b64decode(i).startswith(PNG) for i in images)
+    for name, result in results.items():
+        record = result.record
+        assert f'id="{name}-demo"' in page and record["state"] == "done"
+        assert record["headlines"], name  # every study computes headline numbers
+        for headline in record["headlines"]:
+            assert html.escape(headline["name"]) in page
+            value = headline["value"]
+            shown = f"{value:.4g}" if isinstance(value, float) else html.escape(str(value))
+            assert shown in page, (name, headline)
+        assert html.escape(record["command"]) in page and record["machine"]["cpus"] >= 1
+    assert "failed" in page and "missing.npz" in page  # the broken study: its state and its run's error
+
+    # `learnscope study ... --report` writes the page of that study alone
+    code, printed, err = cli(
+        "study", "sphere_regimes", "train.epochs=4", "--scale", "demo", "--store", store,
+        "--out", tmp_path / "sr", "--report", "--quiet", capsys=capsys,
+    )  # fmt: skip
+    assert code == 0, err
+    single = (tmp_path / "sr" / "report.html").read_text()
+    assert 'id="sphere_regimes-demo"' in single and 'id="neural_collapse-demo"' not in single
+
+
+def test_study_report_bad_input_exits_2_with_one_line(tmp_path, capsys):
+    (tmp_path / "runs" / "studies").mkdir(parents=True)
+    code, _, err = cli("report", tmp_path / "runs", "--out", tmp_path / "r.html", capsys=capsys)
+    assert code == 2 and "no runs in" in err and len(err.strip().splitlines()) == 1
+    (tmp_path / "runs" / "studies" / "x-demo.json").write_text("{not json")
+    code, _, err = cli("report", tmp_path / "runs", "--out", tmp_path / "r.html", capsys=capsys)
+    assert code == 2 and "x-demo.json" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "r.html").exists()

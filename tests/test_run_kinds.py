@@ -64,7 +64,8 @@ def test_run_a_simulation_its_ode_twin_and_a_training_config_into_one_store(tmp_
         rtol=1e-12,
     )
     runs = [r for r in table.groupby("run")["method"].first().dropna().index]
-    code, out, err = cli("report", *runs, "--store", store, "--out", tmp_path / "r.html", capsys=capsys)
+    chosen = [arg for run in runs for arg in ("--run", run)]
+    code, out, err = cli("report", store, *chosen, "--out", tmp_path / "r.html", capsys=capsys)
     assert code == 0 and "2 runs, eg against t" in out, err
 
 

@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from learnscope.errors import ConfigError
@@ -135,3 +136,94 @@ def test_tiny_acceptance_simulation_follows_the_ode_and_the_control_misses(tmp_p
     # an independent single-seed run ended at 0.2748 (docs/studies/gaussian_equivalence.md §6)
     assert abs(row["eg_sim"] - 0.275) <= 0.02
     assert row["control_gap_final"] > 0.015  # delta = 0.5 forced: visibly off (that run: ~0.024)
+
+
+def test_demo_scale_is_tiny_cut_short():
+    demo, tiny = ge.configs("demo"), ge.configs("tiny")
+    assert list(ge.GaussianEquivalence.scales)[:2] == ["demo", "tiny"]
+    assert [c.method for c in demo] == ["simulation", "ode", "ode"] and demo[2].force_delta == 0.5
+    same = ("generator", "L", "D", "N", "K", "M", "eta", "g", "replicas", "seed", "moments", "force_delta")
+    for d, t in zip(demo, tiny, strict=True):
+        assert {k: getattr(d, k) for k in same} == {k: getattr(t, k) for k in same}
+        assert (d.t_max, d.points, d.moment_samples) == (100.0, 31, 100_000)
+        assert d.run_hash() != t.run_hash()
+    np.testing.assert_array_equal(demo[0].times(), demo[1].times())
+    assert demo[0].times()[-1] == 100.0 and np.sum(demo[0].times() >= ge.T_COMPARE) >= 10
+
+
+def _micro_demo(tmp_path):
+    """The demo scale shrunk to a second: D=20, N=50, analytic moments, 16 times up to t = 10."""
+    overrides = (*(o for o in MICRO if not o.startswith(("t_max=", "points="))), "t_max=10.0", "points=16")
+    result = run_study(
+        "gaussian_equivalence", "demo", overrides, tmp_path / "runs", tmp_path / "fig", quiet=True
+    )
+    return overrides, result
+
+
+def test_headlines_are_the_summary_numbers_and_those_follow_the_records(tmp_path):
+    overrides, result = _micro_demo(tmp_path)
+    summary = result.summary
+    row = summary.iloc[0]
+    heads = ge.GaussianEquivalence("demo", overrides).headlines(summary)
+    assert len(heads) == 4 and all(np.isfinite(h.value) for h in heads)
+    assert "t ≥ 3" in heads[0].name and heads[0].value == pytest.approx(row["max_gap_late"])
+    assert [h.value for h in heads[1:]] == pytest.approx(
+        [row["control_gap_final"], row["eg_sim"], row["max_overlap_gap"]]
+    )
+    assert all(h.paper is None for h in heads)  # D=20, N=50, t <= 10: nothing in docs §6 to compare with
+    assert heads[0].note.startswith("mean of 2 replicas, t ≤ 10")
+    # the study record (report, `learnscope demo`) carries them
+    record = json.loads((tmp_path / "fig" / "summary.json").read_text())
+    assert [h["value"] for h in record["headlines"]] == pytest.approx([h.value for h in heads])
+
+    # the summary's numbers, recomputed from the raw records
+    table = load_runs(tmp_path / "runs")
+    sim = table[table["method"] == "simulation"]
+    ode = table[(table["method"] == "ode") & table["force_delta"].isna()]
+    ctl = table[table["force_delta"] == 0.5]
+    mean = {name: part.groupby("t")["eg"].mean() for name, part in (("sim", sim), ("ode", ode), ("ctl", ctl))}
+    gap = (mean["sim"] - mean["ode"]).abs()
+    late = gap[gap.index >= 3.0]
+    assert len(late) >= 3 and row["max_gap_late"] == pytest.approx(late.max())
+    at = late.idxmax()
+    assert row["t_max_gap"] == at
+    eg_at = sim[sim["t"] == at]["eg"]
+    assert row["spread_at_max_gap"] == pytest.approx(eg_at.max() - eg_at.min())
+    assert row["sem_at_max_gap"] == pytest.approx(sim[sim["t"] == at]["eg_sem"].mean())
+    assert row["control_gap_final"] == pytest.approx(abs(mean["sim"].iloc[-1] - mean["ctl"].iloc[-1]))
+    assert row["replicas"] == 2 and row["t_final"] == 10.0
+
+
+def test_headlines_quote_the_docs_only_for_their_setting_and_put_the_worst_setting_first(tmp_path):
+    _, result = _micro_demo(tmp_path)
+    as_docs = result.summary.assign(D=100, N=500, L=4, delta=0.2, t_final=1000.0)
+    papers = [h.paper for h in ge.GaussianEquivalence("tiny").headlines(as_docs)]
+    assert papers == [None, 0.024, 0.2748, None]  # docs §6: control gap and final eg at t = 1000
+    for other in (ge.GaussianEquivalence("demo"), ge.GaussianEquivalence("tiny", ("eta=0.1",))):
+        assert all(h.paper is None for h in other.headlines(as_docs))  # t <= 100, or another eta
+
+    # several settings: the worst setting's gap first, every name carries its setting
+    worse = result.summary.assign(generator="dcgan", max_gap_late=1.0, control_gap_late=np.nan)
+    worse = worse.assign(control_gap_final=np.nan)
+    heads = ge.GaussianEquivalence("demo").headlines(pd.concat([result.summary, worse], ignore_index=True))
+    assert heads[0].value == 1.0 and heads[0].name.startswith("dcgan: ")
+    assert len(heads) == 4 + 3 and all(h.name.startswith(("rand L=2: ", "dcgan: ")) for h in heads)
+
+    # a scale whose times end before t = 3 falls back to the early gap, and says so
+    early = result.summary.assign(max_gap_late=np.nan, t_max_gap=np.nan)
+    first = ge.GaussianEquivalence("demo").headlines(early)[0]
+    assert "t < 3" in first.name and first.value == pytest.approx(early["max_gap_early"].iloc[0])
+
+
+@pytest.mark.slow
+def test_demo_simulation_follows_the_ode_and_the_control_misses(tmp_path):
+    """The demo scale (`learnscope demo`): about 40 CPU-seconds."""
+    result = run_study("gaussian_equivalence", "demo", (), tmp_path / "runs", tmp_path / "out", quiet=True)
+    row = result.summary.iloc[0]
+    print(result.text)
+    assert row["t_final"] == 100.0 and row["replicas"] == 4
+    assert row["max_gap_late"] <= 0.006  # seed 0 measured 0.0027
+    assert row["control_gap_late"] >= 4 * row["max_gap_late"] and row["control_gap_final"] > 0.015
+    heads = ge.GaussianEquivalence("demo").headlines(result.summary)
+    assert heads[0].value == pytest.approx(row["max_gap_late"])
+    assert result.paths[0].name == "eg_rand_L4_D100_N500_s0.png"

@@ -142,6 +142,18 @@ def test_the_scales_follow_the_recipes():
     assert (clone.data.source.crop_padding, clone.data.source.flip) == (4, True)
 
 
+def test_the_demo_scale_is_the_tiny_recipe_cut_short():
+    demo, tiny = ic.configs("demo"), ic.configs("tiny")
+    d, t = demo[0], tiny[0]
+    assert (d.data, d.model, d.optim) == (t.data, t.model, t.optim)  # the same MNIST-1D, MLP and SGD
+    assert d.train.batch_size == t.train.batch_size and d.train.steps < t.train.steps
+    assert d.probes.points < t.probes.points
+    opts = ic.options("demo")
+    assert opts.distributions == ["real", "gaussian", "isotropic"] and len(opts.seeds) >= 2  # a band
+    assert not opts.real_train and opts.clone_test == 2000
+    assert not {c.run_hash() for c in demo} & {c.run_hash() for c in tiny}  # tiny's runs are untouched
+
+
 def test_a_clone_is_augmented_like_the_real_images_and_starts_from_the_same_weights():
     overrides = ("data=digits", "data.crop_padding=2", "data.flip=true", "study.seeds=[4]")
     real, clone = (c for c in ic.configs("tiny", (*overrides, "study.distributions=[real, isotropic]")))
@@ -213,6 +225,58 @@ def test_a_clone_test_set_is_a_held_out_sample_that_leaves_the_training_sample_a
         cfg.override("data.method=file", "data.path=x.npz", "data.test_n=10")
 
 
+# --- headline numbers -------------------------------------------------------------------------------------
+
+
+def synthetic_table(seeds=(0, 1, 2)):
+    """A `load_runs`-like table: the baseline follows BASE; the Gaussian clone falls more than 0.04 behind
+    for good after step 20, the isotropic one after step 5 (each seed shifted a little)."""
+    behind = {
+        "real": np.zeros(len(STEPS)),
+        "gaussian": np.array([0, 0, 0.01, 0.02, 0.03, 0.03, 0.08, 0.15, 0.20]),
+        "isotropic": np.array([0, 0, 0.01, 0.02, 0.10, 0.20, 0.30, 0.40, 0.50]),
+    }
+    rows = []
+    for name, gap in behind.items():
+        for seed in seeds:
+            acc = BASE - gap + 0.005 * seed * (STEPS > 0)
+            for step, a in zip(STEPS, acc, strict=True):
+                rows.append(
+                    {
+                        "run": f"{name}-{seed}",
+                        "seed": seed,
+                        "step": int(step),
+                        "data.kind": "mnist1d" if name == "real" else "clone",
+                        "data.method": None if name == "real" else name,
+                        "test/acc": a,
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
+def test_headlines_are_the_horizons_then_the_final_accuracies_of_the_summary():
+    summary = ic.summarise(synthetic_table(), resamples=200, order=["real", "isotropic", "gaussian"])
+    heads = ic.IncreasingComplexity("demo").headlines(summary)
+    assert [h.name for h in heads] == [
+        "steps the gaussian clone tracks the real-data baseline",  # first, whatever the order of the runs
+        "steps the isotropic clone tracks the real-data baseline",
+        "final real-test accuracy, trained on the real data",
+        "final real-test accuracy, trained on the gaussian clone",
+        "final real-test accuracy, trained on the isotropic clone",
+    ]
+    values = [h.value for h in heads]
+    assert all(isinstance(v, float) and np.isfinite(v) for v in values)
+    assert values[:2] == [20.0, 5.0]
+    assert values[2:] == pytest.approx([0.905, 0.705, 0.405])  # 0.90 - gap + the mean seed shift 0.005
+    assert all(h.paper is None for h in heads)  # MNIST-1D: not the README figure's setting
+    assert "the paper gives none at this scale (ResNet-18 on CIFAR-10: 50)" in heads[0].note
+    assert "[20, 20]" in heads[0].note and "the paper's figure gives no number" in heads[1].note
+
+    at_paper = ic.IncreasingComplexity("paper").headlines(summary)
+    assert [h.paper for h in at_paper] == [50.0, None, 0.90, "0.25-0.28", None]
+    assert ic.headlines(summary.iloc[:1], comparable=False)[0].name.startswith("final real-test accuracy")
+
+
 # --- a micro study end to end ------------------------------------------------------------------------------
 
 MICRO = (
@@ -246,6 +310,9 @@ def test_a_micro_study_writes_summary_and_figure_and_starts_all_curves_together(
     assert 0 <= iso["horizon_lo"] <= iso["horizon"] <= iso["horizon_hi"] <= 40
     assert 0 <= iso["final_clone_test_acc"] <= 1 and np.isfinite(iso["final_real_train_acc"])
     assert "isotropic" in (tmp_path / "out" / "summary.txt").read_text()
+    first = body["headlines"][0]
+    assert first["name"] == "steps the isotropic clone tracks the real-data baseline"
+    assert first["value"] == iso["horizon"] and first["paper"] is None
 
     data = ic.curves(load_runs(tmp_path / "runs"))
     start = data[data["step"] == 0].pivot(index="seed", columns="distribution", values="test_acc")
@@ -283,3 +350,15 @@ def test_tiny_scale_clones_track_then_fall_behind_in_order_of_fidelity(tmp_path)
     assert final["gaussian"] - final["isotropic"] >= 0.10
     s = summary.set_index("distribution")
     assert s.loc["isotropic", "horizon"] < s.loc["gaussian", "horizon"]
+
+
+@pytest.mark.slow
+def test_demo_scale_shows_the_clones_leaving_the_baseline_in_order_of_fidelity(tmp_path):
+    result = run_study(
+        "increasing_complexity", "demo", store=tmp_path / "runs", out=tmp_path / "out",
+        executor="local", workers=2, quiet=True,
+    )  # fmt: skip
+    s = result.summary.set_index("distribution")
+    assert s.loc["isotropic", "horizon"] < s.loc["gaussian", "horizon"] < s.loc["gaussian", "final_step"]
+    assert s.loc["real", "final_acc"] - s.loc["gaussian", "final_acc"] >= 0.05
+    assert s.loc["gaussian", "final_acc"] - s.loc["isotropic", "final_acc"] >= 0.10

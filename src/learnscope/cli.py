@@ -13,7 +13,7 @@ from pydantic import Field, NonNegativeInt, PositiveInt
 from rich.table import Table
 
 from . import __version__
-from .config import Config, parse_value
+from .config import parse_value
 from .errors import ConfigError, LearnscopeError, Terminated, describe_os_error, raise_terminated
 from .registry import load_plugins
 from .sections import Strict
@@ -95,26 +95,23 @@ def run(
 @app.command()
 def demo(
     store: Store = Path("demo-runs"),
+    workers: Annotated[
+        int | None, typer.Option(help="Processes for the runs (default: every core of this machine).")
+    ] = None,
     quiet: Quiet = False,
 ) -> None:
-    """Train an MLP on the bundled digits, probe it at log-spaced steps, and draw its curves."""
-    from .report import plot_curves
-    from .train import run as run_config
+    """The five studies at their `demo` scale (minutes on a laptop), each through the study protocol, then
+    one page of their figures and headline numbers: STORE/report.html. A rerun reuses every finished run."""
+    from .demo import run_demo
 
-    cfg = Config(name="demo: mlp on digits")
-    result = run_config(cfg, store, quiet=quiet)
-    table = result.table()
-    table["run"] = cfg.name
-    figure = plot_curves(table, ["train/acc", "test/acc", "test/loss"], store / "demo.png", title=cfg.name)
-    print(
-        table[["step", "epoch", "train/acc", "test/acc", "test/loss"]]
-        .iloc[:: max(1, len(table) // 12)]
-        .to_string(index=False, float_format=lambda v: f"{v:.4f}")
-    )
-    print(
-        f"\n{result.status}: test accuracy {result.final('test/acc'):.4f} after {result.final('step')} steps"
-    )
-    print(f"run directory: {result.path}\nfigure: {figure}")
+    outcome = run_demo(store, workers=workers, quiet=quiet)
+    for line in outcome.lines:
+        print(line)
+    print(f"report: {outcome.report}")
+    if outcome.failed:
+        raise LearnscopeError(
+            f"{len(outcome.failed)} studies failed: {', '.join(outcome.failed)} (see the report)"
+        )
 
 
 def _executor_options(executor: str, items: list[str]) -> dict[str, Any] | None:
@@ -205,9 +202,13 @@ def _dotted(body: dict[str, Any], key: str) -> Any:
 
 @app.command()
 def report(
-    runs: Annotated[
-        list[str] | None, typer.Argument(help="Runs (hash prefixes or directories); default: every run.")
+    store_path: Annotated[
+        Path | None, typer.Argument(metavar="[STORE]", help="Run store (default: --store, i.e. runs).")
     ] = None,
+    run_refs: Annotated[
+        list[str],
+        typer.Option("--run", "-r", help="A run to overlay (hash prefix or directory; repeatable)."),
+    ] = [],  # noqa: B006 (typer reads the default)
     metric: Annotated[
         list[str],
         typer.Option("--metric", "-m", help="A record key to plot (repeatable); default eg or test/acc."),
@@ -218,19 +219,26 @@ def report(
     label: Annotated[
         str | None, typer.Option(help="Config key naming each line (default: the run name).")
     ] = None,
-    out: Annotated[Path, typer.Option(help="A .png figure, or a self-contained .html page.")] = Path(
+    out: Annotated[Path, typer.Option(help="A self-contained .html page, or a .png figure.")] = Path(
         "report.html"
     ),
     store: Store = Path("runs"),
 ) -> None:
-    """Overlay runs of a store (simulations and their ODEs, seeds, sweeps): one line per run against log x,
-    replicas as mean and band; as a PNG, or an HTML page with the figure and a table of the runs."""
-    from .report import plot_curves, run_labels, write_html
+    """One page of a store: the studies run into it (per study its figures, headline numbers beside the
+    paper's, what was run and on what, failed runs), or, with --run/--metric, a .png or when the store holds
+    no study, an overlay of its runs: one line per run against log x, replicas as mean and band."""
+    from .report import load_study_records, plot_curves, run_labels, write_html, write_study_report
     from .store import find_run, load_runs
 
+    store = store_path or store
     if out.suffix not in (".png", ".html"):
         raise LearnscopeError(f"--out {out}: must end in .png or .html")
-    names = None if not runs else {find_run(store, ref).name for ref in runs}
+    studies = load_study_records(store) if out.suffix == ".html" and not (run_refs or metric) else []
+    if studies:
+        write_study_report(store, out, records=studies)
+        print(f"{out}: {len(studies)} studies ({', '.join(r['study'] for r in studies)})")
+        return
+    names = None if not run_refs else {find_run(store, ref).name for ref in run_refs}
     table = load_runs(store, names)
     if table.empty:
         raise LearnscopeError(f"no runs in {store}")
@@ -270,6 +278,9 @@ def study(
     model: Annotated[str | None, typer.Option(help="Model kind for every run (= model=KIND).")] = None,
     quiet: Quiet = False,
     dry_run: DryRun = False,
+    report: Annotated[
+        bool, typer.Option("--report", help="Also write --out/report.html: the study's page.")
+    ] = False,
     plugin: Plugin = [],  # noqa: B006
 ) -> None:
     """Run a study's sweep at a scale (reusing finished runs); write its summary (JSON, text), a table of its
@@ -296,7 +307,12 @@ def study(
         return
     result = run_study(name, scale, everywhere, store, out, executor, workers, quiet, slurm=options)
     print(result.text)
-    print("wrote: " + ", ".join(str(p) for p in result.paths))
+    paths = result.paths
+    if report:
+        from .report import write_study_report
+
+        paths = [*paths, write_study_report(store, result.out / "report.html", records=[result.record])]
+    print("wrote: " + ", ".join(str(p) for p in paths))
 
 
 @runs_app.command("ls")

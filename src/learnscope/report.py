@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
@@ -15,6 +16,15 @@ from matplotlib.figure import Figure
 
 from .atomic import atomic_write
 from .errors import ConfigError
+
+# Okabe & Ito's colour-blind-safe palette (blue, orange, green, vermillion, purple, sky blue, yellow, black):
+# every categorical colour of the library's figures comes from it, in this order.
+PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000")
+
+
+def colour(i: int) -> str:
+    """The i-th colour of the palette (cycling)."""
+    return PALETTE[i % len(PALETTE)]
 
 
 def new_figure(nrows: int = 1, ncols: int = 1, *, figsize: tuple[float, float] | None = None, **subplots):
@@ -56,7 +66,7 @@ def plot_curves(
             if rows.empty:
                 continue
             by_x = rows.groupby(x, sort=True)[metric]
-            mean, color = by_x.mean(), f"C{i % 10}"
+            mean, color = by_x.mean(), colour(i)
             xs = mean.index.to_series().clip(lower=zero_at)
             ax.plot(xs, mean.values, marker=".", ms=3, color=color, label=str(key))
             if "replica" in rows and rows["replica"].nunique() > 1:
@@ -307,3 +317,156 @@ def export_run(path: str | Path, fmt: str) -> str:
     if fmt == "csv":
         return records_csv(records)
     return dic_log(body.get("config", {}), records, body.get("hash", Path(path).name))
+
+
+# -- the study report: one self-contained page of the studies recorded in a store ---------------------------
+
+VERSIONS = ("learnscope", "torch", "numpy", "python")
+PROBLEM_COLUMNS = ("run", "name", "state", "error")
+STUDY_RECORDS = "studies"  # <store>/studies/<study>-<scale>.json, written by studies.base.run_study
+
+PAGE_STYLE = """
+body{font-family:system-ui,-apple-system,"Segoe UI",Helvetica,Arial,sans-serif;margin:2em auto;
+max-width:1100px;padding:0 1em;color:#222;line-height:1.4}
+h1{font-size:1.6em;margin-bottom:.2em} h2{margin-top:2em;border-bottom:2px solid #0072B2;padding-bottom:.2em}
+.meta{color:#555;font-size:90%} code,pre{background:#f4f4f4;padding:1px 4px;font-size:88%}
+pre{padding:.6em;overflow-x:auto;white-space:pre}
+table{border-collapse:collapse;margin:.6em 0} td,th{border:1px solid #ccc;padding:3px 9px;text-align:left;
+font-size:92%;vertical-align:top} th{background:#f0f0f0}
+figure{margin:1em 0} figure img{max-width:100%;border:1px solid #eee} figcaption{font-size:85%;color:#555}
+.failed{color:#D55E00;font-weight:bold} .done{color:#009E73;font-weight:bold}
+"""
+
+
+def load_study_records(store: str | Path) -> list[dict]:
+    """The studies recorded in a store (sorted by study, then scale); an unreadable record is an error naming
+    the file."""
+    records = []
+    for path in sorted((Path(store) / STUDY_RECORDS).glob("*.json")):
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"study record {path} cannot be read: {exc}") from None
+        if not isinstance(record, dict) or "study" not in record:
+            raise ConfigError(f"study record {path} is not a study record (no 'study' key)")
+        records.append(record)
+    return records
+
+
+def _cell(value) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return html.escape(str(value))
+
+
+def _table(head: Sequence[str], rows: list[list[str]]) -> str:
+    """An HTML table; the cells are HTML already (escaped by the caller)."""
+    header = "".join(f"<th>{html.escape(h)}</th>" for h in head)
+    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><tr>{header}</tr>{body}</table>"
+
+
+def _figure_html(folder: Path, name: str) -> str:
+    path = folder / name
+    if not path.is_file():
+        return f'<p class="failed">figure {html.escape(str(path))} is missing</p>'
+    kind = {".png": "image/png", ".svg": "image/svg+xml"}.get(path.suffix)
+    if kind is None:
+        return ""
+    data = base64.b64encode(path.read_bytes()).decode()
+    return (
+        f'<figure><img alt="{html.escape(name)}" src="data:{kind};base64,{data}">'
+        f"<figcaption>{html.escape(name)}</figcaption></figure>"
+    )
+
+
+def _study_section(record: dict, store: Path) -> str:
+    name, scale = record["study"], record.get("scale", "?")
+    state = record.get("state", "done")
+    machine = record.get("machine") or {}
+    versions = ", ".join(f"{k} {machine[k]}" for k in VERSIONS if k in machine)
+    cpus, processor, device = (machine.get(k, "?") for k in ("cpus", "processor", "device"))
+    wall = record.get("wall_s")
+    took = f"{wall:.0f} s wall this time" if isinstance(wall, int | float) else "wall time unknown"
+    runs = len(record.get("runs") or []) or record.get("configs", "?")
+    where = f"{cpus} CPUs ({processor}), device {device}"
+    meta = [f"{runs} runs", took, where, versions, machine.get("date", "")]
+    status = "done" if state == "done" else "failed"
+    rerun = f"{record.get('command', '')} --store {store}"
+    parts = [
+        f'<h2 id="{html.escape(f"{name}-{scale}")}">{html.escape(name)} <small>({html.escape(scale)} scale)'
+        "</small></h2>",
+        f"<p>{html.escape(record.get('paper', ''))}</p>",
+        f'<p class="meta">State: <span class="{status}">{html.escape(state)}</span> · '
+        + " · ".join(html.escape(str(m)) for m in meta if m)
+        + "</p>",
+        f"<p>Rerun: <code>{html.escape(rerun)}</code></p>",
+    ]
+    if state != "done":
+        parts.append(f'<p class="failed">{html.escape(record.get("error", ""))}</p>')
+    headlines = record.get("headlines") or []
+    if headlines:
+        rows = [
+            [_cell(h.get(k)) for k in ("name", "value", "paper")] + [_cell(h.get("note", ""))]
+            for h in headlines
+        ]
+        parts.append(f"<h3>Headline numbers</h3>{_table(('quantity', 'here', 'paper', 'note'), rows)}")
+    folder = Path(record.get("out", ""))
+    figures = "".join(_figure_html(folder, f) for f in record.get("figures") or [])
+    if figures:
+        parts.append(f"<h3>Figures</h3>{figures}")
+    problems = record.get("problems") or []
+    if problems:
+        table = _table(PROBLEM_COLUMNS, [[_cell(p.get(k)) for k in PROBLEM_COLUMNS] for p in problems])
+        parts.append(f"<h3>Runs that did not finish cleanly</h3>{table}")
+    if record.get("text"):
+        text = html.escape(record["text"])
+        parts.append(f"<details><summary>Summary table</summary><pre>{text}</pre></details>")
+    overrides = record.get("overrides") or []
+    if overrides:
+        parts.append(f'<p class="meta">Overrides: <code>{html.escape(" ".join(overrides))}</code></p>')
+    return "\n".join(parts)
+
+
+def study_report_html(records: list[dict], store: str | Path, title: str) -> str:
+    """One self-contained page: a contents table (study, scale, state, first headline), then per study what
+    was run, its headline numbers beside the paper's, its figures (embedded) and any runs that failed or
+    diverged. Plain HTML and CSS: nothing fetched, nothing executed."""
+    store = Path(store)
+    contents = []
+    for r in records:
+        first = (r.get("headlines") or [{}])[0]
+        headline = f"{_cell(first.get('name'))}: {_cell(first.get('value'))}" if first else ""
+        if first and first.get("paper") is not None:
+            headline += f" (paper {_cell(first.get('paper'))})"
+        anchor = html.escape(f"{r['study']}-{r.get('scale', '?')}")
+        link = f'<a href="#{anchor}">{html.escape(r["study"])}</a>'
+        contents.append([link, _cell(r.get("scale")), _cell(r.get("state", "done")), headline])
+    sections = "\n".join(_study_section(r, store) for r in records)
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<meta name="viewport" content="width=device-width, initial-scale=1"><style>{PAGE_STYLE}</style></head>
+<body><h1>{html.escape(title)}</h1>
+<p class="meta">Store <code>{html.escape(str(store))}</code>; written by <code>learnscope report</code>.</p>
+{_table(("study", "scale", "state", "headline"), contents)}
+{sections}
+</body></html>
+"""
+
+
+def write_study_report(
+    store: str | Path, path: str | Path, title: str = "", records: list[dict] | None = None
+) -> Path:
+    """The study report of a store (or of the given `records`) as `path`, written atomically."""
+    records = load_study_records(store) if records is None else records
+    if not records:
+        raise ConfigError(
+            f"no studies recorded in {store} (run `learnscope study NAME --store {store}` first)"
+        )
+    page = study_report_html(records, store, title or f"learnscope: {len(records)} studies in {store}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda tmp: tmp.write_text(page))
+    return path

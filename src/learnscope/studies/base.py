@@ -11,21 +11,35 @@ through the executors (finished runs reused), then writes into `out`:
     runs.csv       one row per run: its hash, state, config (dotted columns) and last record
     <figures>.png  the study's figures, and any extra tables it names (CSV)
 
+and records the study in the store (`<store>/studies/<name>-<scale>.json`: the same summary with the headline
+numbers, the machine, versions and wall time, and where its figures are), which `learnscope report STORE`
+turns into one HTML page. A study whose runs failed is recorded too, with the error.
+
 A new study is one module with a `Study` subclass and `@register_study`; `learnscope study list` names them.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import platform
+import sys
+import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
 import pandas as pd
+import torch
 
+from .. import __version__
+from ..atomic import atomic_write
 from ..errors import LearnscopeError
-from ..sweep import run_and_load
+from ..store import FINAL, RunDir, read_run_or_corrupt
+from ..sweep import plan, run_and_load
 
 STUDIES: dict[str, type[Study]] = {}
 
@@ -84,6 +98,10 @@ class Study:
         """Further tables to write as `<name>.csv` beside the figures (e.g. curves)."""
         return {}
 
+    def headlines(self, summary: pd.DataFrame) -> list[Headline]:
+        """The study's headline numbers from its summary (the first is the one `learnscope demo` prints)."""
+        return []
+
     def refine(self, table: pd.DataFrame) -> list:
         """Runs to add after seeing the results so far (an adaptive study: e.g. a bisection for a boundary);
         `run_study` runs them and asks again until the answer is empty. Deterministic in the table, so a
@@ -92,10 +110,26 @@ class Study:
 
 
 @dataclass
+class Headline:
+    """One number a study's analysis computes, beside the paper's where the study knows it."""
+
+    name: str  # what it is, e.g. "steps the Gaussian clone tracks the baseline"
+    value: float | str
+    paper: float | str | None = None  # the paper's figure for it (None: the paper gives none to compare)
+    note: str = ""  # the scale, the unit, or why ours differs
+
+    def shown(self, value: float | str | None = None) -> str:
+        value = self.value if value is None else value
+        return f"{value:.4g}" if isinstance(value, float | int | np.floating | np.integer) else str(value)
+
+
+@dataclass
 class StudyResult:
     summary: pd.DataFrame
     paths: list[Path]  # figures, then summary.json, summary.txt, runs.csv and the extra tables
     text: str  # the summary as text
+    out: Path  # the folder the study wrote into
+    record: dict[str, Any]  # what the store records of the study (the report's input)
 
 
 def run_study(
@@ -113,27 +147,59 @@ def run_study(
     and the figures into `out` (default figures/<name>)."""
     study = get_study(name)(scale, overrides)
     out = Path(out) if out is not None else Path("figures") / name
-    configs = study.configs()
-    table = run_and_load(configs, store, executor=executor, workers=workers, quiet=quiet, slurm=slurm)
-    while more := study.refine(table):
-        configs = [*configs, *more]
-        table = run_and_load(configs, store, executor=executor, workers=workers, quiet=quiet, slurm=slurm)
-    summary = study.summarise(table)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = list(study.figures(table, summary, out))
-    text = study.format_summary(summary)
-    runs = per_run_table(table)
-    body = {
+    started = time.perf_counter()
+    body: dict[str, Any] = {
         "study": name,
         "paper": study.paper,
         "scale": scale,
         "overrides": list(study.overrides),
         "command": study.command,
-        "runs": runs[["run", "status"]].to_dict(orient="records"),
-        "summary": json.loads(summary.to_json(orient="records")),
+        "out": str(out.resolve()),
+        "machine": machine(),
     }
+    configs = study.configs()
+    computed = (
+        False  # whether this invocation runs anything (else the record keeps its wall time and machine)
+    )
+
+    def sweep(configs: list) -> pd.DataFrame:
+        nonlocal computed
+        computed |= any(state not in FINAL for _, state, _ in plan(configs, store))
+        return run_and_load(configs, store, executor=executor, workers=workers, quiet=quiet, slurm=slurm)
+
+    try:
+        table = sweep(configs)
+        while more := study.refine(table):
+            configs = [*configs, *more]
+            table = sweep(configs)
+    except LearnscopeError as exc:  # recorded for the report (the failed runs keep their errors), then raised
+        failed = {**body, "state": "failed", "error": str(exc), "wall_s": time.perf_counter() - started}
+        failed["problems"] = _problems(store, [RunDir(store, c).hash for c in configs])
+        _record(store, study, failed)
+        raise
+    summary = study.summarise(table)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = list(study.figures(table, summary, out))
+    text = study.format_summary(summary)
+    runs = per_run_table(table)
+    body |= {
+        "state": "done",
+        "configs": len(configs),
+        "runs": runs[["run", "status"]].to_dict(orient="records"),
+        "headlines": [asdict(h) for h in study.headlines(summary)],
+        "problems": _problems(store, list(runs["run"][runs["status"] != "done"])),
+        "figures": [p.name for p in paths],
+        "summary": json.loads(summary.to_json(orient="records")),
+        "text": text,
+        "wall_s": time.perf_counter() - started,
+    }
+    previous = _read_record(store, study)
+    if (
+        not computed and previous.get("state") == "done"
+    ):  # every run reused: the time of the one that ran them
+        body |= {key: previous[key] for key in ("wall_s", "machine") if key in previous}
     written = {
-        out / "summary.json": json.dumps(body, indent=2),
+        out / "summary.json": json.dumps(body, indent=2, default=str),
         out / "summary.txt": f"{study.command}\n{text}\n",
     }
     for path, content in written.items():
@@ -143,7 +209,71 @@ def run_study(
     for table_name, frame in study.extra_tables(table).items():
         frame.to_csv(out / f"{table_name}.csv", index=False)
         extra.append(out / f"{table_name}.csv")
-    return StudyResult(summary, [*paths, *written, out / "runs.csv", *extra], text)
+    _record(store, study, body)
+    return StudyResult(summary, [*paths, *written, out / "runs.csv", *extra], text, out, body)
+
+
+def machine() -> dict[str, Any]:
+    """What the numbers of a study were measured on: host, CPU count, accelerator and versions."""
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
+    return {
+        "host": platform.node(),
+        "platform": platform.platform(terse=True),
+        "processor": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+        "device": device,
+        "python": sys.version.split()[0],
+        "learnscope": __version__,
+        "torch": str(torch.__version__),
+        "numpy": str(np.__version__),
+        "date": time.strftime("%Y-%m-%d %H:%M", time.localtime()),
+    }
+
+
+def study_record_path(store: str | Path, study: Study) -> Path:
+    """Where a study is recorded in its store: one file per study, scale and set of overrides."""
+    key = f"{study.name}-{study.scale}"
+    if study.overrides:
+        key += "-" + hashlib.sha256(" ".join(study.overrides).encode()).hexdigest()[:8]
+    return Path(store) / "studies" / f"{key}.json"
+
+
+def _record(store: str | Path, study: Study, body: dict[str, Any]) -> None:
+    """Write the record unless it holds this already: a rerun that reuses everything writes nothing."""
+    path = study_record_path(store, study)
+    text = json.dumps(body, indent=2, default=str)
+    if path.is_file() and path.read_text() == text:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+def _read_record(store: str | Path, study: Study) -> dict[str, Any]:
+    """The study's record in the store; {} when there is none or it cannot be read (it is then rewritten)."""
+    try:
+        record = json.loads(study_record_path(store, study).read_text())
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def _problems(store: str | Path, names: list[str]) -> list[dict[str, str]]:
+    """The runs among `names` that are not done (failed, diverged, interrupted), and why."""
+    rows = []
+    for name in names:
+        if not (Path(store) / name).exists():
+            continue
+        config, status, _ = read_run_or_corrupt(Path(store) / name)
+        if status.get("state") != "done":
+            rows.append(
+                {
+                    "run": name,
+                    "name": (config.get("config") or {}).get("name") or "",
+                    "state": str(status.get("state", "?")),
+                    "error": str(status.get("error", "")),
+                }
+            )
+    return rows
 
 
 def per_run_table(table: pd.DataFrame) -> pd.DataFrame:

@@ -36,7 +36,6 @@ from itertools import combinations
 from pathlib import Path
 from typing import Annotated, Any
 
-import matplotlib
 import numpy as np
 import pandas as pd
 from pydantic import Field, NonNegativeFloat, PositiveInt, ValidationError, field_validator
@@ -44,9 +43,9 @@ from pydantic import Field, NonNegativeFloat, PositiveInt, ValidationError, fiel
 from ..config import Config, Strict, apply_overrides
 from ..errors import ConfigError, LearnscopeError
 from ..probes.predictions import decode_predictions
-from ..report import new_figure, save_figure
+from ..report import PALETTE, colour, new_figure, save_figure
 from ..sections import format_error
-from .base import Study, register_study
+from .base import Headline, Study, register_study
 
 # How far the clone's seed-mean real-test accuracy may trail the baseline's before it counts as left behind.
 # On MNIST-1D (tiny scale, 2,000 test samples) the paired per-seed gap real - clone scatters by 0.011 (std
@@ -93,6 +92,27 @@ class StudyOptions(Strict):
 # Each scale: the real-data config (every clone wraps its `data` as its source), the study's options, and the
 # options shared by every clone. Clone labels are uniform i.i.d. draws, as the original's.
 SCALES: dict[str, dict] = {
+    # What `learnscope demo` runs (about a minute on 2 CPU cores): the tiny scale's data, model and optimiser,
+    # cut to 1,500 steps, 50 log-spaced probes, 3 seeds and no real-train evaluation. By step 1,500 both
+    # clones have left the baseline in order of fidelity (isotropic after ~20 steps, Gaussian after ~70) and
+    # flattened below it; 3 seeds make the bootstrap interval of a horizon more than the two seeds' own.
+    "demo": {
+        "base": {
+            "name": "increasing_complexity/demo",
+            "data": {"kind": "mnist1d", "num_samples": 12000, "train_split": 10000 / 12000},
+            "model": {"kind": "mlp", "depth": 1, "width": 512},
+            "optim": {"kind": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4},
+            "train": {"steps": 1500, "batch_size": 128, "checkpoint_every": 0},
+            "probes": {
+                "schedule": ["log"],
+                "points": 50,
+                "batch_size": 2000,
+                "use": [{"kind": "evaluation"}, {"kind": "predictions"}],
+            },
+        },
+        "study": {"distributions": ["real", "gaussian", "isotropic"], "seeds": [0, 1, 2], "clone_test": 2000},
+        "clone": {"labels": "uniform"},
+    },
     # The CPU check (docs/studies/increasing_complexity.md §6): MNIST-1D (12,000 generated samples, 10,000
     # train / 2,000 test, standardised), MLP 40-512-10, SGD(0.05, 0.9, wd 5e-4), batch 128, 4,000 steps at a
     # constant rate.
@@ -483,6 +503,81 @@ def format_summary(summary: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+# --- the headline numbers ----------------------------------------------------------------------------------
+
+# The original's README figure (ResNet-18 on CIFAR-10, docs/studies/increasing_complexity.md §6), read off
+# the plot: steps a clone tracks the baseline and final real-test accuracy. Its "tracking" is read by eye,
+# not with `TOLERANCE`. Clones from files are matched by name in their path (`file:.../cifar5m.npz`).
+PAPER_FIGURE: dict[str, dict[str, float | str]] = {
+    "real": {"final_acc": 0.90},
+    "gaussian": {"horizon": 50.0, "final_acc": "0.25-0.28"},
+    "wgan": {"horizon": 1000.0, "final_acc": "0.63-0.65"},
+    "cifar5m": {"horizon": 2000.0, "final_acc": 0.85},
+}
+
+
+def _paper_key(name: str) -> str | None:
+    if name in PAPER_FIGURE:
+        return name
+    if name.startswith("file:"):
+        return next((k for k in ("wgan", "cifar5m") if k in name.lower()), None)
+    return None
+
+
+def headlines(
+    summary: pd.DataFrame, comparable: bool, tolerance: float = TOLERANCE, level: float = 0.9
+) -> list[Headline]:
+    """The tracking horizon of each clone (the Gaussian clone's first: the paper's effect in one number),
+    then the final real-test accuracy of each training distribution; beside them the README figure's numbers
+    where the runs are its setting (`comparable`: ResNet-18 on CIFAR-10), else the note says what it shows."""
+    rows = {r["distribution"]: r for _, r in summary.iterrows()}
+    clones = [n for n in rows if n != "real"]
+    clones.sort(key=lambda n: n != "gaussian")  # stable: the Gaussian clone first, the others as listed
+
+    def paper(name: str, what: str) -> tuple[float | str | None, str]:
+        key = _paper_key(name)
+        figure = PAPER_FIGURE.get(key, {}).get(what) if key else None
+        if figure is None:
+            return None, "the paper's figure gives no number for it"
+        if comparable:
+            return figure, "paper: read off the original's README figure"
+        shown = f"{figure:g}" if isinstance(figure, float) else figure
+        return None, f"the paper gives none at this scale (ResNet-18 on CIFAR-10: {shown})"
+
+    out = []
+    for name in clones:
+        r = rows[name]
+        horizon, lo, hi = (float(r.get(k, np.nan)) for k in ("horizon", "horizon_lo", "horizon_hi"))
+        figure, about = paper(name, "horizon")
+        note = f"SGD steps at tolerance {tolerance:g}"
+        if np.isfinite(lo):
+            note += f", {level:.0%} bootstrap interval over {int(r['seeds'])} seeds [{lo:.0f}, {hi:.0f}]"
+        note += "; never fell behind (the last step)" if r.get("tracks_to_end") else ""
+        out.append(
+            Headline(
+                f"steps the {name} clone tracks the real-data baseline",
+                horizon if np.isfinite(horizon) else "none (behind from the first probe)",
+                figure,
+                f"{note}; {about}",
+            )
+        )
+    for name in ["real", *clones]:
+        r = rows[name]
+        figure, about = paper(name, "final_acc")
+        trained_on = "the real data" if name == "real" else f"the {name} clone"
+        spread = f"std {float(r['final_acc_std']):.3f} over {int(r['seeds'])} seeds"
+        note = f"at step {int(r['final_step'])}, {spread}"
+        out.append(
+            Headline(
+                f"final real-test accuracy, trained on {trained_on}",
+                float(r["final_acc"]),
+                figure,
+                f"{note}; {about}",
+            )
+        )
+    return out
+
+
 # --- the figure --------------------------------------------------------------------------------------------
 
 
@@ -499,8 +594,9 @@ def figures(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     names = list(summary["distribution"])
-    tab10 = matplotlib.colormaps["tab10"]
-    colours = {n: ("black" if n == "real" else tab10(i % 10)) for i, n in enumerate(names)}
+    clones = [n for n in names if n != "real"]
+    # Okabe-Ito: the baseline black (the palette's last), the clones its colours in order.
+    colours = {"real": PALETTE[-1]} | {n: colour(i % (len(PALETTE) - 1)) for i, n in enumerate(clones)}
     agree = agreement_curves(data)
     fig, axes = new_figure(1, 2, figsize=(10.5, 3.9))
     ax = axes[0]
@@ -515,9 +611,9 @@ def figures(
             ax.axvline(r["horizon"], color=c, ls="--", lw=1)
             if np.isfinite(r["horizon_lo"]):
                 ax.axvspan(r["horizon_lo"], r["horizon_hi"], color=c, alpha=0.08, lw=0)
-    ax.set_ylabel("accuracy on the real test set")
+    ax.set_ylabel("test accuracy (real test set)")
     ax.set_title(f"mean, min-max band over seeds; dashed: horizon (tol {tolerance:g})", fontsize=8)
-    ax.legend(fontsize=7, loc="upper left")
+    ax.legend(fontsize=7, loc="best")
     ax = axes[1]
     for name in names:
         rows = agree[agree["distribution"] == name] if len(agree) else agree
@@ -533,11 +629,11 @@ def figures(
     ax.set_ylabel("agreement with the real-trained network")
     ax.set_title("fraction of real test samples predicted alike (same seed)", fontsize=8)
     if ax.lines:
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="best")
     for ax in axes:
-        ax.set_xscale("symlog", linthresh=1)
+        ax.set_xscale("symlog", linthresh=1)  # log, with step 0 at the left edge
         ax.set_xlim(left=0)
-        ax.set_xlabel("SGD step")
+        ax.set_xlabel("SGD steps (log)")
         ax.grid(alpha=0.3)
     return [save_figure(fig, out_dir / "accuracy_vs_step.png", title)]
 
@@ -573,3 +669,9 @@ class IncreasingComplexity(Study):
 
     def extra_tables(self, table: pd.DataFrame) -> dict[str, pd.DataFrame]:
         return {"curves": curves(table).drop(columns=["pred"])}
+
+    def headlines(self, summary: pd.DataFrame) -> list[Headline]:
+        # The README figure's numbers compare only with its setting.
+        real = next(c for c in self.configs() if c.data.kind != "clone")
+        comparable = real.data.kind == "cifar10" and real.model.kind == "resnet18"
+        return headlines(summary, comparable, self.options.tolerance, self.options.level)

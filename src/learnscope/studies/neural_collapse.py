@@ -24,13 +24,38 @@ from ..config import Config
 from ..probes.collapse import effective_depth
 from ..report import new_figure, save_figure
 from ..sweep import grid
-from .base import Study, register_study
+from .base import Headline, Study, register_study
 
 # Each scale: a base config and its sweep axes (docs/studies/neural_collapse.md §4-5). `tiny` is the CPU check
 # (digits, 70/30 stratified split, MLP-L-256, 200 epochs, lr x0.1 at 50% and 75%; `--data mnist1d` runs it on
 # MNIST-1D); `small` MNIST with CONV-L-64 (see its weight decay); `paper` the README recipe of the original
 # code (its settings file uses milestones 60/100/200 x0.2: `train.milestones=[60,100,200] train.gamma=0.2`).
 SCALES: dict[str, dict] = {
+    # `learnscope demo`: the tiny recipe at L = 8, clean and with 40 % label noise, for half the epochs.
+    "demo": {
+        "base": {
+            "name": "neural_collapse/demo",
+            "data": {"kind": "digits", "test_fraction": 0.3},
+            "model": {"kind": "mlp", "width": 256, "batchnorm": True},
+            "optim": {"kind": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4},
+            "train": {
+                "epochs": 100,
+                "batch_size": 128,
+                "drop_last": True,
+                "schedule": "multistep",
+                "milestones": [50, 75],
+                "gamma": 0.1,
+                "checkpoint_every": 0,
+            },
+            "probes": {
+                "schedule": ["log"],
+                "points": 30,
+                "batch_size": 2000,
+                "use": [{"kind": "evaluation"}, {"kind": "collapse", "eps": 0.01}],
+            },
+        },
+        "axes": {"model.depth": [8], "data.label_noise": [0.0, 0.4]},
+    },
     "tiny": {
         "base": {
             "name": "neural_collapse/tiny",
@@ -172,11 +197,14 @@ def figures(table: pd.DataFrame, summary: pd.DataFrame, out_dir: str | Path, tit
         colours = matplotlib.colormaps["viridis"](np.linspace(0, 1, depth))
         # As the paper's Fig. 1: an inset zooms on 0.97-1.0, where eps = 0.01 decides the effective depth.
         inset = ax.inset_axes([0.52, 0.06, 0.45, 0.36])
+        found = summary[(summary["L"] == depth) & (summary["noise"] == 0.0)]["effective_depth"].dropna()
+        marked = int(found.iloc[0]) if len(found) else None  # the effective depth: its layer drawn bold
         for target, kwargs in ((ax, {}), (inset, {"lw": 0.8})):
             for i in range(1, depth + 1):
-                target.plot(
-                    rows["epoch"], rows[f"train/ncc/{i}"], color=colours[i - 1], label=f"layer {i}", **kwargs
-                )
+                bold = {"lw": 2.8 * kwargs.get("lw", 1.5) / 1.5} if i == marked else {}
+                label = f"layer {i}" + (" = effective depth" if i == marked else "")
+                target.plot(rows["epoch"], rows[f"train/ncc/{i}"], color=colours[i - 1], label=label,
+                            **{**kwargs, **bold})  # fmt: skip
             target.plot(rows["epoch"], rows["train/acc"], "k--", label="network", **kwargs)
         inset.set_xscale("symlog", linthresh=1)
         inset.set_ylim(0.97, 1.002)
@@ -186,7 +214,8 @@ def figures(table: pd.DataFrame, summary: pd.DataFrame, out_dir: str | Path, tit
         inset.tick_params(labelsize=6)
         inset.grid(alpha=0.3)
         ax.set_xscale("symlog", linthresh=1)
-        ax.set_title(f"L = {depth}")
+        depth_note = f", effective depth {marked} (ε = 0.01)" if marked else ", no effective depth"
+        ax.set_title(f"L = {depth}{depth_note}", fontsize=9)
         ax.set_xlabel("epoch")
         ax.set_ylabel("NCC train accuracy")
         ax.grid(alpha=0.3)
@@ -263,6 +292,25 @@ class NeuralCollapse(Study):
 
     def summarise(self, table: pd.DataFrame) -> pd.DataFrame:
         return summarise(table)
+
+    def headlines(self, summary: pd.DataFrame) -> list[Headline]:
+        out = []
+        for (depth, noise), rows in summary.groupby(["L", "noise"], sort=True):
+            found = rows["effective_depth"].dropna()
+            value = (
+                f"{found.mean():.3g} of {depth} layers" if len(found) else f"none of {depth} (top NCC > ε)"
+            )
+            paper = None
+            if noise == 0.0 and depth >= 8:
+                paper = "≈ 6–7 of L = 8…20 (CONV-L-400, CIFAR-10, Fig. 1)"
+            note = f"test accuracy {rows['test_acc'].mean():.3f}; ε = 0.01"
+            out.append(Headline(f"effective depth, L = {depth}, label noise {noise:.0%}", value, paper, note))
+        if summary["noise"].nunique() > 1:
+            by_noise = summary.groupby("noise")["effective_depth"].mean()
+            rises = bool(by_noise.iloc[-1] > by_noise.iloc[0])
+            out.append(Headline("effective depth rises with label noise", "yes" if rises else "no", "yes"))
+        # the clean, deepest network first: the number `learnscope demo` prints
+        return sorted(out, key=lambda h: ("noise 0%" not in h.name, "rises" in h.name))
 
     def figures(self, table: pd.DataFrame, summary: pd.DataFrame, out: Path) -> list[Path]:
         return figures(table, summary, out, self.command)

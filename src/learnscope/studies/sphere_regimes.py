@@ -27,14 +27,28 @@ import numpy as np
 import pandas as pd
 
 from ..config import Config
-from ..report import new_figure, save_figure
-from .base import Study, register_study
+from ..report import PALETTE, colour, new_figure, save_figure
+from .base import Headline, Study, register_study
 
 REGIMES = ("convergence", "equilibrium", "divergence")
-COLOURS = {"convergence": "tab:blue", "equilibrium": "tab:orange", "divergence": "tab:red", "unclear": "grey"}
+COLOURS = {"convergence": PALETTE[0], "equilibrium": PALETTE[1], "divergence": PALETTE[3], "unclear": "grey"}
+LINE_STYLES = ("-", "--", ":", "-.")
+# The paper's Fig. 1 (ConvNetSI c = 32 on CIFAR-10), as the ELR grid of its analysis notebook splits it.
+PAPER_REGIMES = "convergence ≤ 1e-3, equilibrium 2e-3–5e-3, divergence ≥ 5e-2 (ConvNetSI, CIFAR-10)"
 
 # Scales: the base run config, the ELR grid, seeds, and the bisection's stopping ratio hi/lo.
 SCALES: dict[str, dict] = {
+    # `learnscope demo`: the tiny protocol at one ELR deep inside each regime, 2 seeds, no bisection.
+    "demo": {
+        "config": {
+            "data": {"kind": "digits", "flatten": True},
+            "model": {"kind": "mlp_si", "depth": 2, "width": 128, "head_norm": 10.0},
+            "train": {"epochs": 100, "batch_size": 64, "drop_last": True, "checkpoint_every": 0},
+        },
+        "elrs": [1e-3, 3e-2, 1.0],
+        "seeds": [1, 2],
+        "bisect_ratio": 100.0,
+    },
     # The CPU protocol (docs/studies/sphere_regimes.md §5): a fully SI MLP (2 hidden layers of 128, a frozen
     # head of norm 10) on the bundled digits, batch 64, 100 epochs.
     "tiny": {
@@ -58,16 +72,18 @@ SCALES: dict[str, dict] = {
         },
     },
     # A small ConvNetSI (c = 8) on the MNIST test split bundled with learnscope (8,000 train / 2,000 test),
-    # batch 128, no augmentation, 30 epochs.
+    # batch 128, no augmentation, 20 epochs; 2 seeds and one bisection per boundary keep it ~40 CPU-minutes.
+    # The train-mode loss is the training set's measurement, so the eval-mode pass covers the test set only.
     "small": {
         "config": {
             "data": {"kind": "mnist", "train_prefix": "t10k", "test_prefix": "t10k", "split_at": 8000},
             "model": {"kind": "convnet_si", "width": 8, "head_norm": 10.0},
-            "train": {"epochs": 30, "batch_size": 128, "checkpoint_every": 0},
+            "train": {"epochs": 20, "batch_size": 128, "checkpoint_every": 0},
+            "probes": {"schedule": ["epochs"], "use": [{"kind": "evaluation", "sets": ["test"]}, "sphere"]},
         },
-        "elrs": [1e-4, 1e-3, 1e-2, 1e-1, 1.0],
-        "seeds": [1, 2, 3],
-        "bisect_ratio": 2.0,
+        "elrs": [1e-3, 1e-2, 1e-1, 1.0, 10.0],
+        "seeds": [1, 2],
+        "bisect_ratio": 4.0,
     },
     # The paper's Fig. 1: ConvNetSI (c = 32) on CIFAR-10, batch 128, no augmentation, 1000 epochs.
     "paper": {
@@ -94,7 +110,7 @@ def sphere_config(
         "name": f"elr={elr:g} seed={seed}" + (f" then {then:g}" if then is not None else ""),
         "seed": seed,
         "optim": {"kind": "sphere_sgd", "elr": elr},
-        "probes": {"schedule": ["epochs"], "use": ["evaluation", "sphere"]},
+        "probes": base.get("probes", {"schedule": ["epochs"], "use": ["evaluation", "sphere"]}),
     }
     if then is not None:
         epochs = base["train"]["epochs"]
@@ -309,6 +325,43 @@ class SphereRegimes(Study):
         summary["regimes of seeds"] = grouped["regime"].agg(lambda r: ",".join(r))
         return summary.reset_index()
 
+    def headlines(self, summary: pd.DataFrame) -> list[Headline]:
+        shown = " · ".join(f"{e:g} {r}" for e, r in zip(summary["elr"], summary["regime"], strict=True))
+        out = [
+            Headline("regime of each ELR (majority of seeds)", shown, PAPER_REGIMES, "here: " + self.setting)
+        ]
+        for b in boundaries(summary.assign(seed=0)):
+            interval = f"({b['lo']:.3g}, {b['hi']:.3g})"
+            note = "the largest ELR in the lower regime, the smallest in the upper one"
+            out.append(Headline(f"{b['boundary']} boundary: ELR interval", interval, note=note))
+        for _, row in summary.iterrows():
+            if row["regime"] in REGIMES:
+                out.append(Headline(
+                    f"ELR {row['elr']:g} ({row['regime']}): train loss q4, accuracy, angle per step",
+                    f"{row['q4_loss']:.3g}, {row['q4_acc']:.3f}, {row['q4_angle']:.3g}°"))  # fmt: skip
+        finetune = getattr(self, "finetune", pd.DataFrame())
+        if len(finetune):
+            then, throughout = (c for c in finetune.columns if c.startswith("test_acc"))
+            out.append(Headline(
+                f"fine-tuning: {then} vs {throughout} (mean of seeds)",
+                f"{finetune[then].mean():.4f} vs {finetune[throughout].mean():.4f}", "the first is better",
+            ))  # fmt: skip
+        weight_decay = getattr(self, "weight_decay", pd.DataFrame())
+        if len(weight_decay) and "first_spike / boundary lo" in weight_decay:
+            ratios = weight_decay["first_spike / boundary lo"].dropna()
+            if len(ratios):
+                out.append(Headline(
+                    "lr + wd: ELR at the first loss spike / convergence boundary (lo), range over seeds",
+                    f"{ratios.min():.2f}–{ratios.max():.2f}", "≈ 1 (spikes as the ELR leaves convergence)",
+                ))  # fmt: skip
+        return out
+
+    @property
+    def setting(self) -> str:
+        model = self.scales[self.scale]["config"]["model"]
+        data = self.scales[self.scale]["config"]["data"]["kind"]
+        return f"{model['kind']} on {data}"
+
     def format_summary(self, summary: pd.DataFrame) -> str:
         runs = summary.rename(columns={"regimes of seeds": "seeds' regimes"})
         text = runs.to_string(index=False, float_format=lambda v: f"{v:.4g}")
@@ -370,19 +423,22 @@ def _bisections(runs: pd.DataFrame, grid: set, boundary: dict) -> list[float]:
 def training_figure(curves: pd.DataFrame, regimes: dict, path: Path, title: str = "") -> Path:
     """The paper's Fig. 1: train loss (log), test error and mean effective gradient norm (log) against epoch,
     one line per ELR (mean over seeds), coloured by the ELR's regime."""
-    fig, axes = new_figure(ncols=3, figsize=(15, 4))
+    fig, axes = new_figure(ncols=3, figsize=(16, 4))
+    rank: dict[str, int] = {}  # ELRs of one regime told apart by line style, smallest solid
     for elr, c in curves.groupby("optim.elr"):
         regime = regimes.get(elr, "unclear")
-        style = {"color": COLOURS[regime], "alpha": 0.4 + 0.6 * (np.log10(elr) % 1), "lw": 1.2}
+        rank[regime] = rank.get(regime, -1) + 1
+        style = {"color": COLOURS[regime], "ls": LINE_STYLES[rank[regime] % len(LINE_STYLES)], "lw": 1.2}
         axes[0].plot(c["epoch"], c["sphere/train_tm_loss"], label=f"ELR {elr:.3g} ({regime})", **style)
         if "test/acc" in c:
             axes[1].plot(c["epoch"], 1 - c["test/acc"], **style)
         if "sphere/effective_grad_norm" in c:
             axes[2].plot(c["epoch"], c["sphere/effective_grad_norm"], **style)
-    axes[0].set(yscale="log", xlabel="epoch", ylabel="train loss (BatchNorm in train mode)")
-    axes[1].set(xlabel="epoch", ylabel="test error", ylim=(0, 1))
-    axes[2].set(yscale="log", xlabel="epoch", ylabel="mean effective gradient norm")
-    axes[0].legend(frameon=False, fontsize=7)
+    axes[0].set(yscale="log", xlabel="epoch", ylabel="train loss, nats (BatchNorm in train mode)")
+    axes[1].set(xlabel="epoch", ylabel="test error (fraction misclassified)", ylim=(0, 1))
+    axes[2].set(yscale="log", xlabel="epoch", ylabel="mean effective gradient norm ρ‖∇L‖")
+    handles, labels = axes[0].get_legend_handles_labels()
+    axes[2].legend(handles, labels, frameon=False, fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1))
     return save_figure(fig, path, title)
 
 
@@ -392,11 +448,11 @@ def diagram_figure(curves: pd.DataFrame, regimes: dict, path: Path, title: str =
     for elr, c in curves.groupby("optim.elr"):
         if "sphere/effective_grad_norm" not in c:
             continue
-        colour = COLOURS[regimes.get(elr, "unclear")]
-        ax.plot(c["sphere/train_tm_loss"], c["sphere/effective_grad_norm"], color=colour, lw=1,
+        shade = COLOURS[regimes.get(elr, "unclear")]
+        ax.plot(c["sphere/train_tm_loss"], c["sphere/effective_grad_norm"], color=shade, lw=1,
                 label=f"{elr:.3g}")  # fmt: skip
         start = c.iloc[0]
-        ax.plot(start["sphere/train_tm_loss"], start["sphere/effective_grad_norm"], "*", color=colour, ms=9)
+        ax.plot(start["sphere/train_tm_loss"], start["sphere/effective_grad_norm"], "*", color=shade, ms=9)
     ax.set(xscale="log", yscale="log", xlabel="train loss", ylabel="mean effective gradient norm")
     ax.legend(title="ELR", frameon=False, fontsize=7)
     return save_figure(fig, path, title)
@@ -407,17 +463,17 @@ def weight_decay_figure(runs: pd.DataFrame, boundary: dict | None, path: Path, t
     the sphere sweep's convergence | equilibrium interval shaded, the first loss spike marked."""
     fig, axes = new_figure(ncols=2, figsize=(11, 4))
     for i, (_, run) in enumerate(runs[runs["epoch"] > 0].groupby("run", sort=False)):
-        colour = f"C{i}"
+        shade = colour(i)
         axes[0].plot(
-            run["epoch"], run["sphere/train_tm_loss"], color=colour, lw=1, label=f"seed {run['seed'].iloc[0]}"
+            run["epoch"], run["sphere/train_tm_loss"], color=shade, lw=1, label=f"seed {run['seed'].iloc[0]}"
         )
-        axes[1].plot(run["epoch"], run["sphere/elr"], color=colour, lw=1)
+        axes[1].plot(run["epoch"], run["sphere/elr"], color=shade, lw=1)
         spikes = weight_decay_table(run, boundary)
         if len(spikes) and not math.isnan(spikes["first_spike_epoch"].iloc[0]):
             e, elr = spikes["first_spike_epoch"].iloc[0], spikes["elr_at_first_spike"].iloc[0]
-            axes[1].plot(e, elr, "v", color=colour, ms=7)
+            axes[1].plot(e, elr, "v", color=shade, ms=7)
     if boundary is not None:
-        axes[1].axhspan(boundary["lo"], boundary["hi"], color="tab:orange", alpha=0.2,
+        axes[1].axhspan(boundary["lo"], boundary["hi"], color=COLOURS["equilibrium"], alpha=0.2,
                         label="sphere sweep: convergence | equilibrium")  # fmt: skip
         axes[1].legend(frameon=False, fontsize=8)
     axes[0].set(yscale="log", xlabel="epoch", ylabel="train loss (BatchNorm in train mode)")
