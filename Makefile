@@ -20,11 +20,12 @@ $(STAMP): pyproject.toml Makefile
 demo: setup
 	$(BIN)/learnscope demo
 
+# The suite on every core (pytest-xdist; the demo's tests share one worker and one demo run).
 test: setup
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n auto --dist loadgroup
 
 test-fast: setup
-	$(BIN)/pytest -q -m "not slow"
+	$(BIN)/pytest -q -n auto --dist loadgroup -m "not slow"
 
 bench: setup
 	@for script in benchmarks/bench_*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done

@@ -350,15 +350,3 @@ def test_tiny_scale_clones_track_then_fall_behind_in_order_of_fidelity(tmp_path)
     assert final["gaussian"] - final["isotropic"] >= 0.10
     s = summary.set_index("distribution")
     assert s.loc["isotropic", "horizon"] < s.loc["gaussian", "horizon"]
-
-
-@pytest.mark.slow
-def test_demo_scale_shows_the_clones_leaving_the_baseline_in_order_of_fidelity(tmp_path):
-    result = run_study(
-        "increasing_complexity", "demo", store=tmp_path / "runs", out=tmp_path / "out",
-        executor="local", workers=2, quiet=True,
-    )  # fmt: skip
-    s = result.summary.set_index("distribution")
-    assert s.loc["isotropic", "horizon"] < s.loc["gaussian", "horizon"] < s.loc["gaussian", "final_step"]
-    assert s.loc["real", "final_acc"] - s.loc["gaussian", "final_acc"] >= 0.05
-    assert s.loc["gaussian", "final_acc"] - s.loc["isotropic", "final_acc"] >= 0.10
