@@ -172,7 +172,7 @@ class HessianOperator(Operator):
         vs = self.unflatten(v)
         total = torch.zeros_like(v)
         chunk = self._chunk_autograd if self.backend == "autograd" else self._chunk_func
-        with _untouched(self.model, self.device, self.seed):
+        with untouched(self.model, self.device, self.seed):
             for start in range(0, len(self.y), self.batch_size):
                 xc, yc = self.x[start : start + self.batch_size], self.y[start : start + self.batch_size]
                 total += self.flatten(chunk(xc, yc, vs))
@@ -203,10 +203,11 @@ hvp_operator = HessianOperator
 
 
 @contextlib.contextmanager
-def _untouched(model: nn.Module, device: torch.device, seed: int) -> Iterator[None]:
-    """Run a computation on `model` that leaves its buffers and the global RNG as found: BatchNorm modules in
-    train mode stop tracking running statistics, every buffer is restored afterwards, the global RNG (CPU and
-    the model's CUDA device) is forked and reseeded with `seed`."""
+def untouched(model: nn.Module, device: torch.device, seed: int = 0, grad: bool = True) -> Iterator[None]:
+    """Run a computation on `model` that leaves its buffers and the global RNG as found (a probe's promise):
+    BatchNorm modules in train mode stop tracking running statistics, every buffer is restored afterwards, the
+    global RNG (CPU and the model's CUDA device) is forked and reseeded with `seed`; autograd is on (`grad`)
+    or off inside."""
     norms = [
         m
         for m in model.modules()
@@ -219,7 +220,7 @@ def _untouched(model: nn.Module, device: torch.device, seed: int) -> Iterator[No
     for m in norms:
         m.track_running_stats = False
     try:
-        with torch.random.fork_rng(devices=cuda), torch.enable_grad():
+        with torch.random.fork_rng(devices=cuda), torch.set_grad_enabled(grad):
             torch.random.default_generator.manual_seed(seed)
             for index in cuda:
                 torch.cuda.default_generators[index].manual_seed(seed)

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import NonNegativeInt, PositiveInt
 
+from ..curvature import untouched
 from ..registry import PROBES
 from ..sections import ProbeConfig
 from .context import ProbeContext
@@ -109,56 +110,41 @@ def _si_lr(optimizer, params) -> float | None:
     return None
 
 
-def _bn_buffers(model: torch.nn.Module) -> list[torch.Tensor]:
-    return [
-        b
-        for m in model.modules()
-        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
-        for b in m.buffers()
-    ]
-
-
 @torch.no_grad()
 def train_mode_loss(
     model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean cross-entropy and accuracy with BatchNorm in train mode over fixed consecutive batches (the
-    original's training-set measurement), as device scalars. BatchNorm's running statistics, which train-mode
-    forward passes update, are restored: the probe leaves the model as it found it."""
-    saved = [b.clone() for b in _bn_buffers(model)]
+    original's training-set measurement), as device scalars. The model is left as found (curvature.untouched:
+    BatchNorm's running statistics, which train-mode forward passes would update, and the RNG)."""
     was_training = model.training
     model.train()
     loss = torch.zeros((), dtype=torch.float64, device=x.device)
     correct = torch.zeros((), dtype=torch.float64, device=x.device)
-    for start in range(0, len(x), batch_size):
-        out = model(x[start : start + batch_size])
-        target = y[start : start + batch_size]
-        loss += F.cross_entropy(out, target, reduction="sum").double()
-        correct += (out.argmax(-1) == target).sum()
+    with untouched(model, x.device, grad=False):
+        for start in range(0, len(x), batch_size):
+            out = model(x[start : start + batch_size])
+            target = y[start : start + batch_size]
+            loss += F.cross_entropy(out, target, reduction="sum").double()
+            correct += (out.argmax(-1) == target).sum()
     model.train(was_training)
-    for buffer, value in zip(_bn_buffers(model), saved, strict=True):
-        buffer.copy_(value)
     return loss / len(x), correct / len(x)
 
 
 def mean_grad_norm(ctx: ProbeContext, params, batch_size: int, batches: int) -> torch.Tensor:
     """Mean over `batches` fixed consecutive minibatches of the norm of the minibatch gradient (mean
-    cross-entropy) with respect to `params`, BatchNorm in train mode, buffers and gradients left as found."""
+    cross-entropy) with respect to `params`, BatchNorm in train mode; the model is left as found (buffers by
+    curvature.untouched; `autograd.grad` leaves `.grad` alone)."""
     model, x, y = ctx.model, ctx.data.train.x, ctx.data.train.y
-    saved = [b.clone() for b in _bn_buffers(model)]
-    grads_before = [None if p.grad is None else p.grad.clone() for p in params]
     was_training = model.training
     model.train()
     total = torch.zeros((), dtype=torch.float64, device=x.device)
     count = 0
-    for start in range(0, min(len(x), batches * batch_size), batch_size):
-        loss = F.cross_entropy(model(x[start : start + batch_size]), y[start : start + batch_size])
-        grads = torch.autograd.grad(loss, params)
-        total += torch.sqrt(sum(g.double().pow(2).sum() for g in grads))
-        count += 1
+    with untouched(model, x.device):
+        for start in range(0, min(len(x), batches * batch_size), batch_size):
+            loss = F.cross_entropy(model(x[start : start + batch_size]), y[start : start + batch_size])
+            grads = torch.autograd.grad(loss, params)
+            total += torch.sqrt(sum(g.double().pow(2).sum() for g in grads))
+            count += 1
     model.train(was_training)
-    for buffer, value in zip(_bn_buffers(model), saved, strict=True):
-        buffer.copy_(value)
-    for p, g in zip(params, grads_before, strict=True):
-        p.grad = g
     return total / max(count, 1)
