@@ -127,13 +127,26 @@ def test_refine_bisects_each_boundary_until_narrow(monkeypatch):
         )
 
     runs = table_of(grid)
-    monkeypatch.setattr(sr, "run_table", lambda table: table)
+    # the _af model's sweep: its own regimes, its convergence | equilibrium boundary at 0.015 bisected alone
+    af_truth = 0.015
+    af_runs = table_of(
+        {e: ["convergence" if e < af_truth else "equilibrium"] * 3 for e in [3e-3, 1e-2, 3e-2, 1e-1]}
+    )
+    monkeypatch.setattr(
+        sr, "run_table", lambda table, model=None: table[0] if model == "mlp_si" else table[1]
+    )
     for _ in range(10):
-        more = study.refine(runs)
+        more = study.refine((runs, af_runs))
         if not more:
             break
-        new = sorted({c.optim.elr for c in more})
-        runs = pd.concat([runs, table_of({e: [regime(e)] * 3 for e in new})], ignore_index=True)
+        si = sorted({c.optim.elr for c in more if c.model.kind == "mlp_si"})
+        runs = pd.concat([runs, table_of({e: [regime(e)] * 3 for e in si})], ignore_index=True)
+        af = sorted({c.optim.elr for c in more if c.model.kind == "mlp_si_af"})
+        assert all(c.optim.other_lr == 0.1 for c in more if c.model.kind == "mlp_si_af")
+        regimes = {e: ["convergence" if e < af_truth else "equilibrium"] * 3 for e in af}
+        af_runs = pd.concat([af_runs, table_of(regimes)], ignore_index=True)
+    (af_found,) = sr.boundaries(af_runs)
+    assert af_found["lo"] < af_truth <= af_found["hi"] and af_found["hi"] / af_found["lo"] <= 2
     found = sr.boundaries(runs)
     for b, edge in zip(found, (0.02, 0.06), strict=True):
         assert b["lo"] < edge <= b["hi"]

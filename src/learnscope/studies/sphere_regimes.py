@@ -70,6 +70,10 @@ SCALES: dict[str, dict] = {
             "optim": {"kind": "sgd", "lr": 0.1, "momentum": 0.0, "weight_decay": 0.01},
             "train": {"epochs": 300, "batch_size": 64, "checkpoint_every": 0},
         },
+        # the same _af model on the sphere (its affine BatchNorm and head trained by SGD at the weight-decay
+        # run's lr, `other_lr`), swept like the SI model: its own convergence | equilibrium boundary, by
+        # bisection, is what the weight-decay run's drifting ELR is set against
+        "af_sweep": {"elrs": [3e-3, 1e-2, 3e-2, 1e-1], "epochs": 100},
     },
     # A small ConvNetSI (c = 8) on the MNIST test split bundled with learnscope (8,000 train / 2,000 test),
     # batch 128, no augmentation, 20 epochs; 2 seeds and one bisection per boundary keep it ~40 CPU-minutes.
@@ -101,15 +105,22 @@ MAX_BISECTIONS = 3  # per boundary: each halves the interval in log ELR
 
 
 def sphere_config(
-    base: dict, elr: float, seed: int, overrides: tuple[str, ...] = (), then: float | None = None
+    base: dict,
+    elr: float,
+    seed: int,
+    overrides: tuple[str, ...] = (),
+    then: float | None = None,
+    other_lr: float = 0.0,
 ) -> Config:
     """A run at a fixed ELR; with `then`, the ELR drops to `then` half-way (the fine-tuning protocol: the
-    multistep schedule scales the sphere's lr, so the same number of steps as a run at `then` throughout)."""
+    multistep schedule scales the sphere's lr, so the same number of steps as a run at `then` throughout).
+    `other_lr`: the SGD rate of the trainable parameters that are not scale-invariant (an _af model's)."""
+    optim = {"kind": "sphere_sgd", "elr": elr} | ({"other_lr": other_lr} if other_lr else {})
     body = {
         **base,
         "name": f"elr={elr:g} seed={seed}" + (f" then {then:g}" if then is not None else ""),
         "seed": seed,
-        "optim": {"kind": "sphere_sgd", "elr": elr},
+        "optim": optim,
         "probes": base.get("probes", {"schedule": ["epochs"], "use": ["evaluation", "sphere"]}),
     }
     if then is not None:
@@ -121,6 +132,11 @@ def sphere_config(
             "gamma": then / elr,
         }
     return Config.from_dict(body).override(*overrides)
+
+
+def sweep_config(sweep: dict, elr: float, seed: int, overrides: tuple[str, ...] = ()) -> Config:
+    """A fixed-ELR run of one of the study's sweeps (Study.sweeps)."""
+    return sphere_config(sweep["base"], elr, seed, overrides, other_lr=sweep["other_lr"])
 
 
 # --- the regime of a run ------------------------------------------------------------------------------------
@@ -161,22 +177,30 @@ def classify(stats: dict[str, float], num_classes: int) -> str:
     return "unclear"
 
 
-def run_table(table: pd.DataFrame, classes: int = 10) -> pd.DataFrame:
-    """One row per run: ELR, seed, the window statistics and the regime (`classes`: chance is 1/classes)."""
+def run_table(table: pd.DataFrame, classes: int = 10, model: str | None = None) -> pd.DataFrame:
+    """One row per run at a fixed ELR (of the model kind `model`, if given): ELR, seed, the window statistics
+    and the regime (`classes`: chance is 1/classes)."""
     rows = []
-    for run_id, run in _fixed_elr(table).groupby("run", sort=False):
+    for run_id, run in _fixed_elr(table, model).groupby("run", sort=False):
         stats = window_statistics(run)
         rows.append(
             {"run": run_id, "elr": float(run["optim.elr"].iloc[0]), "seed": int(run["seed"].iloc[0]), **stats,
              "regime": classify(stats, classes)}
         )  # fmt: skip
-    return pd.DataFrame(rows).sort_values(["elr", "seed"]).reset_index(drop=True)
+    columns = ["run", "elr", "seed", "regime"]
+    return (
+        pd.DataFrame(rows, columns=None if rows else columns)
+        .sort_values(["elr", "seed"])
+        .reset_index(drop=True)
+    )
 
 
-def _fixed_elr(table: pd.DataFrame) -> pd.DataFrame:
+def _fixed_elr(table: pd.DataFrame, model: str | None = None) -> pd.DataFrame:
     """The runs on the sphere at one ELR throughout (not the fine-tuning protocol's, whose ELR drops
-    half-way, nor ordinary training with weight decay)."""
+    half-way, nor ordinary training with weight decay), of the model kind `model` if given."""
     table = table[table["optim.kind"] == "sphere_sgd"]
+    if model is not None:
+        table = table[table["model.kind"] == model]
     if "train.schedule" not in table:
         return table
     return table[table["train.schedule"].fillna("constant") == "constant"]
@@ -293,29 +317,56 @@ class SphereRegimes(Study):
                 runs += [sphere_config(base, low, seed, overrides) for seed in spec["seeds"]]
         if "weight_decay" in spec:
             runs += [weight_decay_config(spec["weight_decay"], seed, overrides) for seed in spec["seeds"]]
+        for sweep in self.sweeps()[1:]:
+            runs += [
+                sweep_config(sweep, elr, seed, overrides) for elr in sweep["elrs"] for seed in spec["seeds"]
+            ]
         return runs
 
-    def refine(self, table: pd.DataFrame) -> list:
-        """Bisection in log ELR: one midpoint per boundary whose interval is wider than `bisect_ratio`, run at
-        every seed, at most MAX_BISECTIONS times per boundary."""
+    def sweeps(self) -> list[dict]:
+        """The ELR sweeps on the sphere: the SI model's (every boundary located), then, with `af_sweep`, the
+        weight-decay run's _af model's (its convergence | equilibrium boundary only)."""
         spec = self.scales[self.scale]
-        runs = run_table(table)
-        grid = set(spec["elrs"])
+        out = [{"model": spec["config"]["model"]["kind"], "base": spec["config"], "elrs": spec["elrs"],
+                "other_lr": 0.0, "boundaries": None}]  # fmt: skip
+        if "af_sweep" in spec:
+            wd, af = spec["weight_decay"], spec["af_sweep"]
+            base = {**spec["config"], "model": wd["model"], "data": wd["data"]}
+            base["train"] = {**spec["config"]["train"], "epochs": af["epochs"]}
+            only = ["convergence|equilibrium"]
+            out.append({"model": wd["model"]["kind"], "base": base, "elrs": af["elrs"],
+                        "other_lr": wd["optim"]["lr"], "boundaries": only})  # fmt: skip
+        return out
+
+    def refine(self, table: pd.DataFrame) -> list:
+        """Bisection in log ELR, per sweep: one midpoint per boundary whose interval is wider than
+        `bisect_ratio`, run at every seed, at most MAX_BISECTIONS times per boundary."""
+        spec = self.scales[self.scale]
         more = []
-        for b in boundaries(runs):
-            inside = [e for e in runs["elr"].unique() if e not in grid and b["lo"] < e < b["hi"]]
-            if b["hi"] / b["lo"] <= spec["bisect_ratio"] or len(_bisections(runs, grid, b)) >= MAX_BISECTIONS:
-                continue
-            if inside:
-                continue  # a midpoint run already and classified 'unclear' inside: stop there
-            mid = float(np.round(math.sqrt(b["lo"] * b["hi"]), 6))
-            more += [sphere_config(spec["config"], mid, s, self.overrides) for s in spec["seeds"]]
+        for sweep in self.sweeps():
+            runs = run_table(table, model=sweep["model"])
+            grid = set(sweep["elrs"])
+            for b in boundaries(runs):
+                if sweep["boundaries"] is not None and b["boundary"] not in sweep["boundaries"]:
+                    continue
+                inside = [e for e in runs["elr"].unique() if e not in grid and b["lo"] < e < b["hi"]]
+                wide = b["hi"] / b["lo"] > spec["bisect_ratio"]
+                if not wide or len(_bisections(runs, grid, b)) >= MAX_BISECTIONS or inside:
+                    continue  # narrow enough, bisected enough, or a midpoint ran and was 'unclear' inside
+                mid = float(np.round(math.sqrt(b["lo"] * b["hi"]), 6))
+                more += [sweep_config(sweep, mid, seed, self.overrides) for seed in spec["seeds"]]
         return more
+
+    @property
+    def model_kind(self) -> str:
+        return self.scales[self.scale]["config"]["model"]["kind"]
 
     def summarise(self, table: pd.DataFrame) -> pd.DataFrame:
         self.finetune = finetune_table(table, self.scales[self.scale])  # shown by format_summary
-        runs = run_table(table)
-        self.weight_decay = weight_decay_table(table, _lower_boundary(runs))
+        runs = run_table(table, model=self.model_kind)
+        self.af_runs = run_table(table, model=self.sweeps()[1]["model"]) if len(self.sweeps()) > 1 else None
+        self.wd_boundary = self.weight_decay_boundary(runs)  # shown by format_summary and headlines
+        self.weight_decay = weight_decay_table(table, self.wd_boundary)
         regimes = elr_regimes(runs)
         grouped = runs.groupby("elr")
         columns = ["q3_loss", "q4_loss", "q4_loss_std", "q4_acc", "test_acc", "q4_angle", "q4_grad_norm"]
@@ -351,7 +402,8 @@ class SphereRegimes(Study):
             ratios = weight_decay["first_spike / boundary lo"].dropna()
             if len(ratios):
                 out.append(Headline(
-                    "lr + wd: ELR at the first loss spike / convergence boundary (lo), range over seeds",
+                    "lr + wd: ELR at the first loss spike / convergence | equilibrium boundary (lo) of the "
+                    f"{(self.wd_boundary or {}).get('model', '?')} model, range over seeds",
                     f"{ratios.min():.2f}–{ratios.max():.2f}", "≈ 1 (spikes as the ELR leaves convergence)",
                 ))  # fmt: skip
         return out
@@ -372,11 +424,23 @@ class SphereRegimes(Study):
         if len(finetune):
             lines += ["", "fine-tuning protocol (final test accuracy, same number of steps):"]
             lines.append(finetune.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+        af = getattr(self, "af_runs", None)
+        if af is not None and len(af):
+            regimes = elr_regimes(af)
+            lines += [
+                "",
+                f"the {self.sweeps()[1]['model']} model on the sphere (affine and head at other_lr):",
+            ]
+            lines.append("  " + ", ".join(f"{e:g} {r}" for e, r in regimes.items()))
+            found = _lower_boundary(af)
+            if found is not None:
+                lines.append(f"  convergence|equilibrium     ({found['lo']:.3g}, {found['hi']:.3g})")
         weight_decay = getattr(self, "weight_decay", pd.DataFrame())
         if len(weight_decay):
             lines += [
                 "",
-                "ordinary SGD with weight decay (_af model): its drifting ELR against the boundary:",
+                "ordinary SGD with weight decay (_af model): its drifting ELR against the convergence | "
+                f"equilibrium boundary of the {(self.wd_boundary or {}).get('model', '?')} model:",
             ]
             lines.append(
                 weight_decay.drop(columns="run").to_string(index=False, float_format=lambda v: f"{v:.4g}")
@@ -384,16 +448,28 @@ class SphereRegimes(Study):
         return "\n".join(lines)
 
     def extra_tables(self, table: pd.DataFrame) -> dict[str, pd.DataFrame]:
-        tables = {"runs_regimes": run_table(table)}
+        tables = {"runs_regimes": run_table(table, model=self.model_kind)}
+        if getattr(self, "af_runs", None) is not None:
+            tables["af_runs_regimes"] = self.af_runs
         for name in ("finetune", "weight_decay"):
             extra = getattr(self, name, pd.DataFrame())
             if len(extra):
                 tables[name] = extra
         return tables
 
+    def weight_decay_boundary(self, runs: pd.DataFrame) -> dict | None:
+        """The convergence | equilibrium interval the weight-decay runs are set against: the _af model's own
+        (its sphere sweep) where the scale has one, else the SI model's (`runs`); `model` says whose."""
+        af = getattr(self, "af_runs", None)
+        found = _lower_boundary(af) if af is not None and len(af) else None
+        if found is not None:
+            return {**found, "model": self.sweeps()[1]["model"]}
+        found = _lower_boundary(runs)
+        return {**found, "model": self.model_kind} if found is not None else None
+
     def figures(self, table: pd.DataFrame, summary: pd.DataFrame, out: Path) -> list[Path]:
         regimes = dict(zip(summary["elr"], summary["regime"], strict=True))
-        probed = _fixed_elr(table)
+        probed = _fixed_elr(table, self.model_kind)
         probed = probed[probed["epoch"] > 0]
         curves = probed.groupby(["optim.elr", "epoch"]).mean(numeric_only=True).reset_index()
         paths = [
@@ -402,7 +478,7 @@ class SphereRegimes(Study):
         ]
         if "optim.kind" in table and (table["optim.kind"] == "sgd").any():
             runs = table[table["optim.kind"] == "sgd"]
-            boundary = _lower_boundary(run_table(table))
+            boundary = self.weight_decay_boundary(run_table(table, model=self.model_kind))
             paths.append(weight_decay_figure(runs, boundary, out / "weight_decay.png", self.command))
         return paths
 
@@ -473,8 +549,8 @@ def weight_decay_figure(runs: pd.DataFrame, boundary: dict | None, path: Path, t
             e, elr = spikes["first_spike_epoch"].iloc[0], spikes["elr_at_first_spike"].iloc[0]
             axes[1].plot(e, elr, "v", color=shade, ms=7)
     if boundary is not None:
-        axes[1].axhspan(boundary["lo"], boundary["hi"], color=COLOURS["equilibrium"], alpha=0.2,
-                        label="sphere sweep: convergence | equilibrium")  # fmt: skip
+        label = f"{boundary.get('model', '')} on the sphere: convergence | equilibrium"
+        axes[1].axhspan(boundary["lo"], boundary["hi"], color=COLOURS["equilibrium"], alpha=0.2, label=label)
         axes[1].legend(frameon=False, fontsize=8)
     axes[0].set(yscale="log", xlabel="epoch", ylabel="train loss (BatchNorm in train mode)")
     axes[1].set(yscale="log", xlabel="epoch", ylabel="effective learning rate lr/ρ² (▼ first spike)")
