@@ -175,9 +175,15 @@ def test_tiny_study_finds_the_three_regimes(tmp_path):
     assert list(equil["regime"]) == ["equilibrium"] * 3
     assert list(div["regime"]) == ["divergence"] * 3
     assert "convergence|equilibrium" in result.text and "equilibrium|divergence" in result.text
-    # ordinary SGD with weight decay: its ELR drifts up through the first loss spikes and settles near the
-    # convergence | equilibrium boundary the sphere sweep located (measured: first spikes at 0.69-0.96 of
-    # the interval's lower end, settled at 0.90-0.92 of its upper end)
+    # the _af model on the sphere (its affine BatchNorm and head trained at the weight-decay run's lr): its
+    # own convergence | equilibrium boundary, bisected to a factor 2 (measured: (0.03, 0.0548))
+    af = pd.read_csv(tmp_path / "out" / "af_runs_regimes.csv")
+    assert set(af["regime"][af["elr"] <= 1e-2]) == {"convergence"}
+    assert set(af["regime"][af["elr"] >= 0.1]) == {"equilibrium"}
+    assert "mlp_si_af model on the sphere" in result.text
+    # ordinary SGD with weight decay: its ELR drifts up through the first loss spikes and settles near that
+    # boundary (measured, 1 thread: first spikes at 0.40-0.80 of the interval's lower end, settled at
+    # 0.90-0.92 of it)
     wd = pd.read_csv(tmp_path / "out" / "weight_decay.csv")
     assert len(wd) == 3 and (wd["spikes"] > 0).all()
     assert (wd["elr_at_first_spike"] < wd["settled_elr"]).all()
