@@ -99,11 +99,18 @@ def run_all(
     if executor == "slurm":
         return _run_on_slurm(configs, store, slurm, quiet)
     outcomes: list[Outcome | None] = [None] * len(configs)
+    pending = []
+    for i, cfg in enumerate(configs):
+        if _is_final(cfg, store):
+            outcomes[i] = _run_one(cfg, store, 0)  # read back from the store: no worker to start for it
+        else:
+            pending.append(i)
     with progress_bar(len(configs), "sweep", quiet) as bar:
-        if executor == "serial" or workers <= 1 or len(configs) <= 1:
-            for i, cfg in enumerate(configs):
-                outcomes[i] = _run_one(cfg, store, 0)
-                bar.update(i + 1)
+        bar.update(len(configs) - len(pending))
+        if executor == "serial" or workers <= 1 or len(pending) <= 1:
+            for done, i in enumerate(pending, start=len(configs) - len(pending) + 1):
+                outcomes[i] = _run_one(configs[i], store, 0)
+                bar.update(done)
         else:
             # spawn, not fork: a forked child of a process that has used torch's thread pool can hang.
             threads = max(1, torch.get_num_threads() // workers)
@@ -112,10 +119,8 @@ def run_all(
                 max_workers=workers, mp_context=context, initializer=_worker_init, initargs=(os.getpid(),)
             )
             try:
-                futures = {
-                    pool.submit(_run_in_worker, cfg, store, threads): i for i, cfg in enumerate(configs)
-                }
-                for done, future in enumerate(as_completed(futures), start=1):
+                futures = {pool.submit(_run_in_worker, configs[i], store, threads): i for i in pending}
+                for done, future in enumerate(as_completed(futures), start=len(configs) - len(pending) + 1):
                     outcomes[futures[future]] = future.result()
                     bar.update(done)
             except BaseException:  # Ctrl-C, SIGTERM: stop the workers (their runs become `interrupted`)
