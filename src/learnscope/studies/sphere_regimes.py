@@ -87,7 +87,7 @@ SCALES: dict[str, dict] = {
         },
         "elrs": [1e-3, 1e-2, 1e-1, 1.0, 10.0],
         "seeds": [1, 2],
-        "bisect_ratio": 2.0,
+        "bisect_ratio": 1.5,  # the equilibrium band of this convnet is narrow: (0.01, 0.03) holds all of it
     },
     # The paper's Fig. 1: ConvNetSI (c = 32) on CIFAR-10, batch 128, no augmentation, 1000 epochs.
     "paper": {
@@ -162,13 +162,15 @@ def window_statistics(run: pd.DataFrame) -> dict[str, float]:
 
 
 def classify(stats: dict[str, float], num_classes: int) -> str:
-    """The regime from windowed statistics (the rules of docs/studies/sphere_regimes.md §4):
-    divergence — the loss is at or above chance level (ln C) or the accuracy within 0.15 of chance;
+    """The regime from windowed statistics (the rules of docs/studies/sphere_regimes.md §5):
+    divergence — random guessing: the train accuracy within 0.15 of chance (1/C);
     convergence — the loss is below 0.05 and not rising (q4 ≤ q3);
     equilibrium — a nonzero loss that is stationary (q4/q3 within [0.5, 2]);
-    anything else (still falling fast, rising) is `unclear`."""
+    anything else (still falling fast, rising) is `unclear`. A loss above ln C alone is not divergence: with
+    a head of norm 10 a chaotic run can be confidently wrong on some samples and still classify three times
+    better than chance."""
     q3, q4, acc = stats["q3_loss"], stats["q4_loss"], stats["q4_acc"]
-    if q4 >= math.log(num_classes) or acc < 1 / num_classes + 0.15:
+    if acc < 1 / num_classes + 0.15:
         return "divergence"
     if q4 < 0.05 and q4 <= q3:
         return "convergence"
