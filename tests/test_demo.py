@@ -42,6 +42,8 @@ def test_demo_runs_the_five_studies_into_one_page(demo):
         assert len(record["figures"]) >= 1 and all(
             (store / "figures" / name / f).is_file() for f in record["figures"]
         )
+        key = store / "figures" / name / record["figures"][0]
+        assert (store / f"{name}.png").read_bytes() == key.read_bytes()  # the key figure beside the page
     assert page.count("data:image/png;base64,") == sum(len(r["figures"]) for r in records.values())
 
 

@@ -2,12 +2,14 @@
 
 Each study runs through the study protocol (`studies.run_study`: the local executor, finished runs reused), so
 a rerun does no training; a study that fails is recorded with its error and the others still run. The page is
-`<store>/report.html` (report.write_study_report), each study's figures and tables `<store>/figures/<study>`.
+`<store>/report.html` (report.write_study_report), each study's figures and tables `<store>/figures/<study>`,
+and its key figure also as `<store>/<study>.png`.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -62,6 +64,11 @@ def run_demo(store: str | Path = "demo-runs", workers: int | None = None, quiet:
                 lines.append(f"{name:<22} FAILED: {exc}")
                 continue
             lines.append(headline_line(name, result.record.get("headlines", [])))
+            key = [p for p in result.paths if p.suffix == ".png"][
+                :1
+            ]  # the study's key figure, beside the page
+            if key:
+                shutil.copyfile(key[0], store / f"{name}.png")
         bar.update(len(DEMO_STUDIES), probe="report")
     recorded = {
         r["study"]: r

@@ -89,6 +89,7 @@ class Study:
         raise NotImplementedError
 
     def figures(self, table: pd.DataFrame, summary: pd.DataFrame, out: Path) -> list[Path]:
+        """The figures written into `out`, the key one (in the form of the paper's key figure) first."""
         raise NotImplementedError
 
     def format_summary(self, summary: pd.DataFrame) -> str:

@@ -262,11 +262,11 @@ class DoubleDescent(Study):
 
     def figures(self, table: pd.DataFrame, summary: pd.DataFrame, out: Path) -> list[Path]:
         theory_runs = _theory(table)
-        return [
+        return [  # the key figure first: gradient descent on the closed forms (what learnscope demo shows)
+            gd_figure(table, out / "gd_vs_theory.png", self.command),
             fast_slow_figure(theory_runs, out / "fast_slow.png", self.command),
             heatmap_figure(theory_runs, network_curves(table), out / "heatmap.png", self.command),
             phase_figure(theory_runs, out / "phase_diagram.png", self.command),
-            gd_figure(table, out / "gd_vs_theory.png", self.command),
         ]
 
 
