@@ -91,6 +91,7 @@ PLANS: dict[str, Plan] = {
     "learnscope study double_descent --scale tiny": STUDY,
     "learnscope study double_descent --scale small --executor local --workers 2": STUDY,
     "learnscope study sphere_regimes --scale tiny": STUDY,
+    "learnscope study sphere_regimes --scale small --executor local --workers 2": STUDY,
     "learnscope run configs/digits_mlp.toml model=mlp_si optim=sphere_sgd optim.elr=0.03 "
     '"probes.use=[evaluation,sphere]"': Plan(AS_WRITTEN),
 }

@@ -32,7 +32,7 @@ from .base import Headline, Study, register_study
 
 REGIMES = ("convergence", "equilibrium", "divergence")
 COLOURS = {"convergence": PALETTE[0], "equilibrium": PALETTE[1], "divergence": PALETTE[3], "unclear": "grey"}
-LINE_STYLES = ("-", "--", ":", "-.")
+LINE_STYLES = ("-", "--", ":", "-.", (0, (6, 2, 1, 2, 1, 2)), (0, (1, 3)))
 # The paper's Fig. 1 (ConvNetSI c = 32 on CIFAR-10), as the ELR grid of its analysis notebook splits it.
 PAPER_REGIMES = "convergence ≤ 1e-3, equilibrium 2e-3–5e-3, divergence ≥ 5e-2 (ConvNetSI, CIFAR-10)"
 
