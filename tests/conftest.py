@@ -10,6 +10,12 @@ from learnscope.config import Config
 REPO = Path(__file__).resolve().parents[1]
 
 
+def pytest_collection_modifyitems(config, items):
+    """Slow tests first: pytest-xdist hands tests out in this order, so the long ones start early on every
+    worker and the short ones fill in around them (a long test last would run alone at the end)."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 def pytest_configure(config):
     """Under pytest-xdist (`make test` runs `-n auto`), the machine's cores are shared among the workers: each
     worker's torch gets its share of threads, so two workers on two cores do not run four threads."""

@@ -42,6 +42,12 @@ def _command(config: Path, store: Path) -> list[str]:
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # runs in subprocesses compare equal whatever the cores
 
 
+def default_signals() -> None:
+    """In the child: SIGINT as a terminal delivers it. A pytest-xdist worker ignores SIGINT, and a child
+    inherits an ignored signal (Python then keeps ignoring Ctrl-C), so the tests that send it restore it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory) -> tuple[Path, bytes]:
     """The config file of a 1,500-step run checkpointed every 250 steps, and its metrics.jsonl bytes."""
@@ -61,7 +67,9 @@ def _uninterrupted(tmp_path: Path, checkpoint_every: int) -> tuple[Path, bytes]:
 def _start_and_stop_at(config: Path, store: Path, records: int, sig: int) -> int:
     """Start the run, send `sig` once its metrics.jsonl holds at least `records` records; its exit code
     (None if it finished first)."""
-    proc = subprocess.Popen(_command(config, store), env=ENV, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        _command(config, store), env=ENV, stderr=subprocess.PIPE, preexec_fn=default_signals
+    )
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:
         found = list(store.glob("*/metrics.jsonl"))
@@ -127,7 +135,9 @@ def test_a_local_sweeps_workers_end_with_their_parent(tmp_path, sig):
     store = tmp_path / "runs"
     command = [sys.executable, "-m", "learnscope.cli", "sweep", str(config), "--grid", "seed=0,1"]
     command += ["--executor", "local", "--workers", "2", "--quiet", "--store", str(store)]
-    parent = subprocess.Popen(command, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    parent = subprocess.Popen(
+        command, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=default_signals
+    )
     pids: list[int] = []
     deadline = time.time() + 120
     while time.time() < deadline and len(pids) < 2:
