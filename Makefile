@@ -20,12 +20,13 @@ $(STAMP): pyproject.toml Makefile
 demo: setup
 	$(BIN)/learnscope demo
 
-# The suite on every core (pytest-xdist; the demo's tests share one worker and one demo run).
+# The suite on every core (pytest-xdist), one test at a time to the next free worker: the slow tests, collected
+# first (tests/conftest.py), spread over the workers instead of queueing on one.
 test: setup
-	$(BIN)/pytest -q -n auto --dist loadgroup
+	$(BIN)/pytest -q -n auto --dist load --maxschedchunk 1
 
 test-fast: setup
-	$(BIN)/pytest -q -n auto --dist loadgroup -m "not slow"
+	$(BIN)/pytest -q -n auto --dist load --maxschedchunk 1 -m "not slow"
 
 bench: setup
 	@for script in benchmarks/bench_*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done

@@ -1,5 +1,6 @@
 """`learnscope demo`: the five studies at their demo scale, each showing its effect, on one page that opens
-offline in a browser; a rerun does no work. One demo run (about two minutes on 2 cores) serves every test."""
+offline in a browser; a rerun does no work. One test, one demo run (about two minutes on 2 cores): under
+pytest-xdist a fixture shared by several tests could run once per worker."""
 
 from __future__ import annotations
 
@@ -13,17 +14,19 @@ import pytest
 from learnscope.demo import DEMO_STUDIES, run_demo
 from tests.conftest import cli
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("demo")]  # one worker runs the demo once
 
-
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    store = tmp_path_factory.mktemp("demo") / "demo-runs"
+@pytest.mark.slow
+def test_demo(tmp_path, capsys):
+    store = tmp_path / "demo-runs"
     started = time.perf_counter()
     outcome = run_demo(store, quiet=True)
     print(f"demo: {time.perf_counter() - started:.0f} s")
     records = {r: json.loads((store / "studies" / f"{r}-demo.json").read_text()) for r in DEMO_STUDIES}
-    return store, outcome, records
+    demo = store, outcome, records
+    check_the_page(demo)
+    check_each_effect(demo)
+    check_a_rerun(demo, capsys)
+    check_the_page_in_chromium(demo, tmp_path)
 
 
 def summary(record: dict, key: str) -> dict:
@@ -31,7 +34,8 @@ def summary(record: dict, key: str) -> dict:
     return {row[key]: row for row in record["summary"]}
 
 
-def test_demo_runs_the_five_studies_into_one_page(demo):
+def check_the_page(demo):
+    """The five studies into one page, every figure embedded, each key figure beside it."""
     store, outcome, records = demo
     assert outcome.failed == [] and len(outcome.lines) == len(DEMO_STUDIES)
     assert outcome.report == store / "report.html"
@@ -47,7 +51,7 @@ def test_demo_runs_the_five_studies_into_one_page(demo):
     assert page.count("data:image/png;base64,") == sum(len(r["figures"]) for r in records.values())
 
 
-def test_each_study_shows_its_effect(demo):
+def check_each_effect(demo):
     _, _, records = demo
     # clones of increasing fidelity track the baseline for longer, then fall behind
     clones = summary(records["increasing_complexity"], "distribution")
@@ -71,7 +75,8 @@ def test_each_study_shows_its_effect(demo):
     assert depth[0.0] < 8 and depth[0.4] is not None and depth[0.4] > depth[0.0]
 
 
-def test_a_rerun_trains_nothing_and_prints_a_line_per_study(demo, capsys):
+def check_a_rerun(demo, capsys):
+    """A rerun trains nothing (no run or study record written again) and prints a line per study."""
     store, _, records = demo
     before = {p: p.stat().st_mtime_ns for p in store.glob("*/*") if p.parent.name not in ("figures",)}
     code, out, err = cli("demo", "--store", store, "--quiet", capsys=capsys)
@@ -90,12 +95,15 @@ def chromium() -> str | None:
     )
 
 
-def test_the_page_opens_in_headless_chromium_without_errors(demo, tmp_path):
+def check_the_page_in_chromium(demo, tmp_path):
+    """The page loads in headless Chromium with no console error, and draws text and figures."""
     from matplotlib.image import imread
 
     browser = chromium()
     if browser is None:
-        pytest.skip("no chromium on this machine (.ci/run installs Debian's `chromium` where apt works)")
+        pytest.skip(
+            "no chromium here (.ci/run installs Debian's where apt works); the demo's other checks passed"
+        )
     _, outcome, _ = demo
     shot = tmp_path / "page.png"
     done = subprocess.run(
