@@ -263,7 +263,9 @@ def report(
 def study(
     name: Annotated[str, typer.Argument(help="A study (`learnscope study list` names them), or `list`.")],
     overrides: Annotated[list[str] | None, typer.Argument(help="Overrides applied to every run.")] = None,
-    scale: Annotated[str, typer.Option(help="tiny (minutes on a laptop) | small | paper.")] = "tiny",
+    scale: Annotated[
+        str, typer.Option(help="demo (learnscope demo) | tiny (minutes on a laptop) | small | paper.")
+    ] = "tiny",
     store: Store = Path("runs"),
     out: Annotated[
         Path | None,

@@ -1,9 +1,10 @@
 """The study protocol and its one driver.
 
-A study is one paper's experiment: named scales (`tiny` = minutes on 2 CPU cores, `small`, `paper`), the runs
-of a scale (derived from dotted `key=value` overrides; an adaptive study adds runs after seeing results,
-`refine`), an analysis of their records (`summarise`: a table,
-one row per setting), figures and a text summary. `run_study` is the only driver: it runs a study's sweep
+A study is one paper's experiment: named scales (`demo` = what `learnscope demo` runs, `tiny` = minutes on
+2 CPU cores, `small`, `paper`), the runs of a scale (derived from dotted `key=value` overrides; an adaptive
+study adds runs after seeing results, `refine`), an analysis of their records (`summarise`: a table, one row
+per setting), its headline numbers, figures (the key one first) and a text summary. `run_study` is the only
+driver: it runs a study's sweep
 through the executors (finished runs reused), then writes into `out`:
 
     summary.json   the study, scale, overrides, the runs (hash, state) and the summary rows
