@@ -23,7 +23,7 @@ demo: setup
 # The suite on every core (pytest-xdist), one test at a time to the next free worker: the slow tests, collected
 # first (tests/conftest.py), spread over the workers instead of queueing on one.
 test: setup
-	$(BIN)/pytest -q -n auto --dist load --maxschedchunk 1
+	$(BIN)/pytest -q -n auto --dist load --maxschedchunk 1 --durations=15
 
 test-fast: setup
 	$(BIN)/pytest -q -n auto --dist load --maxschedchunk 1 -m "not slow"

@@ -78,6 +78,7 @@ def check_each_effect(demo):
 def check_a_rerun(demo, capsys):
     """A rerun trains nothing (no run or study record written again) and prints a line per study."""
     store, _, records = demo
+    capsys.readouterr()  # what the test printed before
     before = {p: p.stat().st_mtime_ns for p in store.glob("*/*") if p.parent.name not in ("figures",)}
     code, out, err = cli("demo", "--store", store, "--quiet", capsys=capsys)
     assert code == 0, err
