@@ -59,6 +59,7 @@ PLANS: dict[str, Plan] = {
         AS_WRITTEN, "the studies above ran with --dry-run, so the page overlays the store's runs"
     ),
     "learnscope report runs -m test/acc --out curves.html": Plan(AS_WRITTEN),
+    "learnscope runs collect -o table.parquet": Plan(AS_WRITTEN),
     "learnscope study neural_collapse --scale paper --executor slurm --slurm slurm_partition=gpu "
     "--slurm gpus_per_node=1 --slurm timeout_min=600": Plan(DRY_RUN, "needs a Slurm cluster and a GPU"),
     "learnscope study neural_collapse --scale tiny --executor local --workers 2": STUDY,

@@ -13,7 +13,7 @@ import pytest
 
 from learnscope import run
 from learnscope.report import DIC_COLUMNS, dic_log, dic_table, export_run, records_csv
-from tests.conftest import cli
+from tests.conftest import cli, tiny
 
 REAL = ["train/loss", "train/acc", "test/loss", "test/acc"]
 REAL_SETS = ["real_train/loss", "real_train/acc", "test/loss", "test/acc"]  # a clone's real train and test
@@ -118,3 +118,26 @@ def test_bad_input_exits_2(tiny_run, tmp_path, capsys, args, message):
     assert code == 2 and message in err and stdout == ""
     if message[0].islower():
         assert err.startswith("error: ") and err.count("\n") == 1
+
+
+def test_runs_collect_writes_every_record_of_the_store_as_csv_and_parquet(tmp_path, capsys):
+    from learnscope.store import load_runs
+    from learnscope.sweep import grid, run_all
+
+    store = tmp_path / "runs"
+    base = tiny().override("train.steps=20", "train.checkpoint_every=0", "probes.every=5")
+    run_all(grid(base, {"seed": [0, 1], "optim.lr": [0.1, 0.05]}), store, quiet=True)
+    run_all([base.override("optim.lr=1/sharpness", "name=adaptive")], store, quiet=True)  # a text lr
+    expected = load_runs(store)
+    for suffix, read in ((".csv", pd.read_csv), (".parquet", pd.read_parquet)):
+        out = tmp_path / f"table{suffix}"
+        code, printed, err = cli("runs", "collect", "--store", store, "-o", out, capsys=capsys)
+        assert code == 0, err
+        table = read(out)
+        assert len(table) == len(expected) and list(table.columns) == list(expected.columns)
+        assert set(table["run"]) == set(expected["run"]) and set(table["status"]) == {"done"}
+        assert sorted(table["seed"].unique()) == [0, 1] and "optim.lr" in table and "test/acc" in table
+        assert (table.groupby("run")["step"].count() == expected.groupby("run")["step"].count()).all()
+        assert f"{len(expected)} rows (5 runs)" in printed
+    code, _, err = cli("runs", "collect", "--store", store, "-o", tmp_path / "t.xlsx", capsys=capsys)
+    assert code == 2 and "t.xlsx" in err and len(err.strip().splitlines()) == 1

@@ -403,6 +403,20 @@ def runs_export(
         print(f"{fmt}: {out}")
 
 
+@runs_app.command("collect")
+def runs_collect(
+    out: Annotated[Path, typer.Option("--out", "-o", help="A .csv or .parquet file.")],
+    store: Store = Path("runs"),
+) -> None:
+    """Every run of the store as one table file: a row per record, the run's hash and status, its config as
+    dotted columns (what `load_runs` returns). Parquet needs pyarrow (`pip install 'learnscope[parquet]'`);
+    pandas, DuckDB and polars read it."""
+    from .store import collect_runs
+
+    table = collect_runs(store, out)
+    print(f"{out}: {len(table)} rows ({table['run'].nunique()} runs) x {len(table.columns)} columns")
+
+
 @data_app.command("fit-clone")
 def data_fit_clone(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output .npz (x, y): a clone of method 'file'.")],

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -356,3 +357,46 @@ def load_runs(root: str | Path, runs: Iterable[str] | None = None) -> pd.DataFra
     if not frames:
         return pd.DataFrame()
     return pd.concat(frames, ignore_index=True)
+
+
+COLLECT_FORMATS = (".csv", ".parquet")
+
+
+def collect_runs(root: str | Path, out: str | Path) -> pd.DataFrame:
+    """Every run of a store as one file (`load_runs`: a row per record, the run's hash and status, its config
+    as dotted columns), CSV or Parquet by the suffix of `out`, written atomically. Values that are not scalars
+    (lists, tuples) are written as their JSON text, and so are the values of a column that mixes text with
+    numbers (e.g. `optim.lr`, a number or "1/sharpness"), so that every column has one type."""
+    out = Path(out)
+    if out.suffix not in COLLECT_FORMATS:
+        raise StoreError(f"--out {out}: must end in {' or '.join(COLLECT_FORMATS)}")
+    table = load_runs(root)
+    if table.empty:
+        raise StoreError(f"no runs in {root}")
+    for column in [c for c in table.columns if pd.api.types.is_object_dtype(table[c])]:
+        values = table[column].dropna()
+        if not all(isinstance(v, str) for v in values) and not all(_is_number(v) for v in values):
+            table[column] = table[column].map(lambda v: v if v is None or _is_nan(v) else _text(v))
+    if out.suffix == ".parquet":
+        try:
+            import pyarrow  # noqa: F401 (pandas writes parquet through it)
+        except ImportError:
+            raise StoreError("writing parquet needs pyarrow: pip install 'learnscope[parquet]'") from None
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix == ".csv":
+        atomic_write(out, lambda tmp: table.to_csv(tmp, index=False))
+    else:
+        atomic_write(out, lambda tmp: table.to_parquet(tmp, index=False))
+    return table
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
+
+
+def _is_nan(value: Any) -> bool:
+    return isinstance(value, float) and math.isnan(value)
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, default=str)
