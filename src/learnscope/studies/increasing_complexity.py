@@ -89,6 +89,23 @@ class StudyOptions(Strict):
         return value
 
 
+# The CPU check (docs/studies/increasing_complexity.md §6): MNIST-1D (12,000 generated samples, 10,000
+# train / 2,000 test, standardised), MLP 40-512-10, SGD(0.05, 0.9, wd 5e-4), batch 128, 4,000 steps at a
+# constant rate; the demo cuts it short.
+TINY_BASE = {
+    "name": "increasing_complexity/tiny",
+    "data": {"kind": "mnist1d", "num_samples": 12000, "train_split": 10000 / 12000},
+    "model": {"kind": "mlp", "depth": 1, "width": 512},
+    "optim": {"kind": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4},
+    "train": {"steps": 4000, "batch_size": 128, "checkpoint_every": 0},
+    "probes": {
+        "schedule": ["log"],
+        "points": 100,
+        "batch_size": 2000,
+        "use": [{"kind": "evaluation"}, {"kind": "predictions"}],
+    },
+}
+
 # Each scale: the real-data config (every clone wraps its `data` as its source), the study's options, and the
 # options shared by every clone. Clone labels are uniform i.i.d. draws, as the original's.
 SCALES: dict[str, dict] = {
@@ -98,38 +115,17 @@ SCALES: dict[str, dict] = {
     # flattened below it; 3 seeds make the bootstrap interval of a horizon more than the two seeds' own.
     "demo": {
         "base": {
+            **TINY_BASE,
             "name": "increasing_complexity/demo",
-            "data": {"kind": "mnist1d", "num_samples": 12000, "train_split": 10000 / 12000},
-            "model": {"kind": "mlp", "depth": 1, "width": 512},
-            "optim": {"kind": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4},
-            "train": {"steps": 1500, "batch_size": 128, "checkpoint_every": 0},
-            "probes": {
-                "schedule": ["log"],
-                "points": 50,
-                "batch_size": 2000,
-                "use": [{"kind": "evaluation"}, {"kind": "predictions"}],
-            },
+            "train": {**TINY_BASE["train"], "steps": 1500},
+            "probes": {**TINY_BASE["probes"], "points": 50},
         },
         "study": {"distributions": ["real", "gaussian", "isotropic"], "seeds": [0, 1, 2], "clone_test": 2000},
         "clone": {"labels": "uniform"},
     },
-    # The CPU check (docs/studies/increasing_complexity.md §6): MNIST-1D (12,000 generated samples, 10,000
-    # train / 2,000 test, standardised), MLP 40-512-10, SGD(0.05, 0.9, wd 5e-4), batch 128, 4,000 steps at a
-    # constant rate.
+    # The CPU check (TINY_BASE).
     "tiny": {
-        "base": {
-            "name": "increasing_complexity/tiny",
-            "data": {"kind": "mnist1d", "num_samples": 12000, "train_split": 10000 / 12000},
-            "model": {"kind": "mlp", "depth": 1, "width": 512},
-            "optim": {"kind": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4},
-            "train": {"steps": 4000, "batch_size": 128, "checkpoint_every": 0},
-            "probes": {
-                "schedule": ["log"],
-                "points": 100,
-                "batch_size": 2000,
-                "use": [{"kind": "evaluation"}, {"kind": "predictions"}],
-            },
-        },
+        "base": TINY_BASE,
         "study": {"distributions": ["real", "gaussian", "isotropic"], "real_train": True, "clone_test": 2000},
         "clone": {"labels": "uniform"},
     },

@@ -26,6 +26,30 @@ from ..report import new_figure, save_figure
 from ..sweep import grid
 from .base import Headline, Study, register_study
 
+# The CPU check (docs/studies/neural_collapse.md §5); the demo cuts it to one depth, two noise levels and half
+# the epochs.
+TINY_BASE = {
+    "name": "neural_collapse/tiny",
+    "data": {"kind": "digits", "test_fraction": 0.3},
+    "model": {"kind": "mlp", "width": 256, "batchnorm": True},
+    "optim": {"kind": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4},
+    "train": {
+        "epochs": 200,
+        "batch_size": 128,
+        "drop_last": True,
+        "schedule": "multistep",
+        "milestones": [100, 150],
+        "gamma": 0.1,
+        "checkpoint_every": 0,
+    },
+    "probes": {
+        "schedule": ["log"],
+        "points": 40,
+        "batch_size": 2000,
+        "use": [{"kind": "evaluation"}, {"kind": "collapse", "eps": 0.01}],
+    },
+}
+
 # Each scale: a base config and its sweep axes (docs/studies/neural_collapse.md §4-5). `tiny` is the CPU check
 # (digits, 70/30 stratified split, MLP-L-256, 200 epochs, lr x0.1 at 50% and 75%; `--data mnist1d` runs it on
 # MNIST-1D); `small` MNIST with CONV-L-64 (see its weight decay); `paper` the README recipe of the original
@@ -34,52 +58,14 @@ SCALES: dict[str, dict] = {
     # `learnscope demo`: the tiny recipe at L = 8, clean and with 40 % label noise, for half the epochs.
     "demo": {
         "base": {
+            **TINY_BASE,
             "name": "neural_collapse/demo",
-            "data": {"kind": "digits", "test_fraction": 0.3},
-            "model": {"kind": "mlp", "width": 256, "batchnorm": True},
-            "optim": {"kind": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4},
-            "train": {
-                "epochs": 100,
-                "batch_size": 128,
-                "drop_last": True,
-                "schedule": "multistep",
-                "milestones": [50, 75],
-                "gamma": 0.1,
-                "checkpoint_every": 0,
-            },
-            "probes": {
-                "schedule": ["log"],
-                "points": 30,
-                "batch_size": 2000,
-                "use": [{"kind": "evaluation"}, {"kind": "collapse", "eps": 0.01}],
-            },
+            "train": {**TINY_BASE["train"], "epochs": 100, "milestones": [50, 75]},
+            "probes": {**TINY_BASE["probes"], "points": 30},
         },
         "axes": {"model.depth": [8], "data.label_noise": [0.0, 0.4]},
     },
-    "tiny": {
-        "base": {
-            "name": "neural_collapse/tiny",
-            "data": {"kind": "digits", "test_fraction": 0.3},
-            "model": {"kind": "mlp", "width": 256, "batchnorm": True},
-            "optim": {"kind": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4},
-            "train": {
-                "epochs": 200,
-                "batch_size": 128,
-                "drop_last": True,
-                "schedule": "multistep",
-                "milestones": [100, 150],
-                "gamma": 0.1,
-                "checkpoint_every": 0,
-            },
-            "probes": {
-                "schedule": ["log"],
-                "points": 40,
-                "batch_size": 2000,
-                "use": [{"kind": "evaluation"}, {"kind": "collapse", "eps": 0.01}],
-            },
-        },
-        "axes": {"model.depth": [8, 12], "data.label_noise": [0.0, 0.2, 0.4]},
-    },
+    "tiny": {"base": TINY_BASE, "axes": {"model.depth": [8, 12], "data.label_noise": [0.0, 0.2, 0.4]}},
     "small": {
         "base": {
             "name": "neural_collapse/small",

@@ -36,27 +36,26 @@ LINE_STYLES = ("-", "--", ":", "-.", (0, (6, 2, 1, 2, 1, 2)), (0, (1, 3)))
 # The paper's Fig. 1 (ConvNetSI c = 32 on CIFAR-10), as the ELR grid of its analysis notebook splits it.
 PAPER_REGIMES = "convergence ≤ 1e-3, equilibrium 2e-3–5e-3, divergence ≥ 5e-2 (ConvNetSI, CIFAR-10)"
 
+# The CPU protocol's run (docs/studies/sphere_regimes.md §5): a fully SI MLP (2 hidden layers of 128, a frozen
+# head of norm 10) on the bundled digits, batch 64, 100 epochs.
+SI_MLP_DIGITS = {
+    "data": {"kind": "digits", "flatten": True},
+    "model": {"kind": "mlp_si", "depth": 2, "width": 128, "head_norm": 10.0},
+    "train": {"epochs": 100, "batch_size": 64, "drop_last": True, "checkpoint_every": 0},
+}
+
 # Scales: the base run config, the ELR grid, seeds, and the bisection's stopping ratio hi/lo.
 SCALES: dict[str, dict] = {
     # `learnscope demo`: the tiny protocol at one ELR deep inside each regime, 2 seeds, no bisection.
     "demo": {
-        "config": {
-            "data": {"kind": "digits", "flatten": True},
-            "model": {"kind": "mlp_si", "depth": 2, "width": 128, "head_norm": 10.0},
-            "train": {"epochs": 100, "batch_size": 64, "drop_last": True, "checkpoint_every": 0},
-        },
+        "config": SI_MLP_DIGITS,
         "elrs": [1e-3, 3e-2, 1.0],
         "seeds": [1, 2],
         "bisect_ratio": 100.0,
     },
-    # The CPU protocol (docs/studies/sphere_regimes.md §5): a fully SI MLP (2 hidden layers of 128, a frozen
-    # head of norm 10) on the bundled digits, batch 64, 100 epochs.
+    # The CPU protocol (SI_MLP_DIGITS).
     "tiny": {
-        "config": {
-            "data": {"kind": "digits", "flatten": True},
-            "model": {"kind": "mlp_si", "depth": 2, "width": 128, "head_norm": 10.0},
-            "train": {"epochs": 100, "batch_size": 64, "drop_last": True, "checkpoint_every": 0},
-        },
+        "config": SI_MLP_DIGITS,
         "elrs": [1e-3, 1e-2, 3e-2, 1e-1, 1.0],
         "seeds": [1, 2, 3],
         "bisect_ratio": 2.0,
@@ -189,12 +188,9 @@ def run_table(table: pd.DataFrame, classes: int = 10, model: str | None = None) 
             {"run": run_id, "elr": float(run["optim.elr"].iloc[0]), "seed": int(run["seed"].iloc[0]), **stats,
              "regime": classify(stats, classes)}
         )  # fmt: skip
-    columns = ["run", "elr", "seed", "regime"]
-    return (
-        pd.DataFrame(rows, columns=None if rows else columns)
-        .sort_values(["elr", "seed"])
-        .reset_index(drop=True)
-    )
+    if not rows:
+        return pd.DataFrame(columns=["run", "elr", "seed", "regime"])
+    return pd.DataFrame(rows).sort_values(["elr", "seed"]).reset_index(drop=True)
 
 
 def _fixed_elr(table: pd.DataFrame, model: str | None = None) -> pd.DataFrame:
