@@ -142,8 +142,7 @@ def write_html(table: pd.DataFrame, figures: list[Path], metrics: list[str], pat
     )
     page = f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
-<style>body{{font-family:sans-serif;margin:2em}} img{{max-width:100%}} table{{border-collapse:collapse}}
-td,th{{border:1px solid #ccc;padding:2px 8px;text-align:left;font-size:90%}}</style></head>
+<style>{PAGE_STYLE} img{{max-width:100%}}</style></head>
 <body><h1>{html.escape(title)}</h1>{images}
 <h2>Runs</h2><table><tr>{head}</tr>{"".join(rows)}</table></body></html>
 """
