@@ -29,7 +29,7 @@ test-fast: setup
 	$(BIN)/pytest -q -n auto --dist load --maxschedchunk 1 -m "not slow"
 
 bench: setup
-	@for script in benchmarks/bench_*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
+	$(BIN)/python benchmarks/run.py
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks

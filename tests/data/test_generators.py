@@ -22,6 +22,7 @@ from learnscope.data.generators import (
     IIDGenerator,
     RandomSignGenerator,
     RealNVPGenerator,
+    _sign,
     estimate_moments,
     load_moments,
     make_generator,
@@ -551,3 +552,12 @@ def test_omega_symmetry_tolerance_follows_the_stored_precision(tmp_path):
     for name, dtype, relative in (("f64.npz", np.float64, 2.4e-7), ("f32_asym.npz", np.float32, 1e-3)):
         with pytest.raises(DataError, match=rf"omega is not symmetric .*{np.dtype(dtype).name} precision"):
             load_moments(skewed(name, dtype, relative))
+
+
+def test_sign_is_plus_or_minus_one_with_sign_of_zero_plus_one():
+    """The in-place sign of the rand generator against its definition np.where(u >= 0, 1, -1), signed zeros
+    included, and it writes over its argument (the fresh product it is given)."""
+    u = np.array([[-2.5, -0.0, 0.0, 1e-300, -1e-300, 3.0]])
+    expected = np.where(u >= 0, 1.0, -1.0)
+    out = _sign(u)
+    assert out is u and np.array_equal(out, expected) and np.all(np.signbit(out) == (expected < 0))

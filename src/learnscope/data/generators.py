@@ -85,8 +85,13 @@ class GeneratorMoments:
 
 
 def _sign(u: np.ndarray) -> np.ndarray:
-    """sign with sign(0) := +1, so outputs are exactly +-1 (u = 0 has probability 0)."""
-    return np.where(u >= 0, 1.0, -1.0)
+    """sign with sign(0) := +1, so outputs are exactly +-1 (u = 0 has probability 0), written over `u` (a
+    fresh product): in place and branch-free, it runs at memory speed, where np.where(u >= 0, 1.0, -1.0)
+    allocated a second array of the size of the generator's widest layer and cost 3x the layer's matrix
+    product.
+    Adding +0.0 turns -0.0 into +0.0, so copysign gives +1 at 0 exactly as `u >= 0` does."""
+    u += 0.0
+    return np.copysign(1.0, u, out=u)
 
 
 class RandomSignGenerator:

@@ -167,6 +167,7 @@ def simulate_online_sgd(
     n_test: int = 10_000,
     moments: Moments | None = None,
     chunk: int | None = None,
+    backend: Literal["numba", "numpy"] = "numba",
 ) -> list[dict]:
     """Online SGD of R student replicas on one teacher, one fresh sample per step per replica (Goldt et al.
     2020; docs/studies/gaussian_equivalence.md §2).
@@ -184,7 +185,13 @@ def simulate_online_sgd(
       R = w Phi B'/sqrt(ND); without, estimated on the test set as the original (Q = lambda lambda'/n,
       R = lambda nu'/n); T = B B'/D.
     Returns records {"t", "step", "replica", "eg", "eg_sem", "eg_analytic", "Q_kl", "R_kn", "T_nm", "v_k"}.
+
+    The steps between two logs run in a compiled loop (learnscope.kernels.sgd_chunk: `sgd_step` entry by
+    entry, no per-step array calls) unless backend="numpy", which calls `sgd_step` per step and is the
+    reference the loop is tested against.
     """
+    if backend not in ("numba", "numpy"):
+        raise ValueError(f"backend={backend!r}: numba or numpy")
     gfun, _ = activation(g)
     w = np.asarray(w, dtype=float)
     v = np.asarray(v, dtype=float)
@@ -245,9 +252,17 @@ def simulate_online_sgd(
         xs = np.asarray(xs, dtype=float).reshape(n, R_, N)
         # teacher labels for the whole chunk in one product: y (n, R)
         ys = gfun(np.asarray(cs, dtype=float).reshape(n, R_, D) @ B.T / sqrtD) @ A
-        for s in range(n):
-            sgd_step(w, v, xs[s], ys[s], eta, g, train_second_layer)
-            step += 1
+        s = 0
+        while s < n:  # run to the next log step (or the chunk's end), log, go on
+            m = min(n - s, int(steps_log[i_log]) - step)
+            if backend == "numba":
+                from ..kernels import ACTIVATION_CODES, sgd_chunk
+
+                sgd_chunk(w, v, xs[s : s + m], ys[s : s + m], eta, ACTIVATION_CODES[g], train_second_layer)
+            else:
+                for i in range(s, s + m):
+                    sgd_step(w, v, xs[i], ys[i], eta, g, train_second_layer)
+            s, step = s + m, step + m
             while i_log < len(steps_log) and steps_log[i_log] == step:
                 log(step)
                 i_log += 1
