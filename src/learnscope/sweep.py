@@ -249,6 +249,8 @@ def _run_on_slurm(
             jobs = _submit(executor, [configs[i] for i in pending], str(absolute), threads)
             index = {id(job): i for job, i in zip(jobs, pending, strict=True)}
             on_slurm = executor.cluster == "slurm"
+            if on_slurm:
+                _follow_in_squeue_without_accounting(submitit, jobs)
             where = f"slurm array {jobs[0].job_id.split('_')[0]}" if on_slurm else executor.cluster
             bar.update(completed, probe=where)
             for job in submitit.helpers.as_completed(jobs, poll_frequency=10.0 if on_slurm else 0.5):
@@ -269,6 +271,11 @@ def _is_final(cfg: Config | OnlineConfig, store: str) -> bool:
 def _slurm_executor(submitit, store: Path, options: dict[str, Any]):
     """The AutoExecutor of `options`, and the threads each job uses (0: torch's default)."""
     options = {**SLURM_DEFAULTS, **options}
+    # Jobs are requeueable (sbatch --requeue) even where the cluster's default is not (JobRequeue=0): submitit
+    # requeues a preempted or timed-out job with `scontrol requeue`, which Slurm refuses for such a job.
+    extra = options.get("slurm_additional_parameters", {})
+    if isinstance(extra, dict):
+        options["slurm_additional_parameters"] = {"requeue": True, **extra}
     cluster = options.pop("cluster", None)
     constructor = {
         key: options.pop(key)
@@ -289,6 +296,50 @@ def _submit(executor, configs: list, store: str, threads: int) -> list:
         return executor.map_array(SlurmRun(), configs, [store] * len(configs), [threads] * len(configs))
     except Exception as exc:  # sbatch refused the array (unknown partition, account, limits)
         raise LearnscopeError(f"slurm submission failed: {type(exc).__name__}: {_first_line(exc)}") from None
+
+
+# Slurm's states of a job that is over, and the state of one that squeue no longer lists.
+_OVER = {"BOOT_FAIL", "CANCELLED", "COMPLETED", "DEADLINE", "FAILED", "NODE_FAIL", "OUT_OF_MEMORY", "TIMEOUT"}
+_LEFT = "ENDED"
+
+
+def _follow_in_squeue_without_accounting(submitit, jobs: list) -> None:
+    """Where Slurm keeps no accounting (`sacct` fails: a Slurm without slurmdbd, such as the one-node cluster
+    of .ci/slurm), submitit cannot learn a job's state: it warns at every poll, and waits forever for a job
+    that ended without a result (cancelled, killed for its memory). The jobs then follow their states in
+    squeue instead, where a job that has left the queue is over (its result, if any, is in its folder)."""
+    import subprocess
+
+    try:
+        sacct = ["sacct", "-n", "-X", "-j", jobs[0].job_id.split("_")[0]]
+        if subprocess.run(sacct, capture_output=True, timeout=60).returncode == 0:
+            return
+    except (OSError, subprocess.TimeoutExpired):
+        pass
+    watcher = _squeue_watcher(submitit)
+    for job in jobs:
+        job.watcher = watcher  # the job's own, over submitit's watcher of every Slurm job (a class attribute)
+        watcher.register_job(job.job_id)
+
+
+def _squeue_watcher(submitit):
+    class SqueueWatcher(submitit.slurm.slurm.SlurmInfoWatcher):
+        def _make_command(self) -> list[str] | None:
+            if not self._registered - self._finished:
+                return None
+            command = ["squeue", "--user", str(os.getuid()), "--states", "all", "--array", "--noheader"]
+            return [*command, "--format", "%i|%T"]
+
+        def read_info(self, string: bytes | str) -> dict[str, dict[str, str]]:
+            text = string.decode() if isinstance(string, bytes) else string
+            listed = dict(line.split("|", 1) for line in text.split() if "|" in line)
+            return {job: {"JobID": job, "State": listed.get(job, _LEFT)} for job in self._registered}
+
+        def is_done(self, job_id: str, mode: str = "standard") -> bool:
+            state = self.get_state(job_id, mode=mode)
+            return state in _OVER or state == _LEFT  # PENDING, RUNNING, SUSPENDED, REQUEUED...: not over
+
+    return SqueueWatcher(delay_s=600)
 
 
 def _job_outcome(job, cfg: Config | OnlineConfig, store: str) -> Outcome:
