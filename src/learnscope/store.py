@@ -41,6 +41,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from . import tracking
 from .atomic import TMP_SUFFIX, atomic_text, atomic_write
 from .errors import INTERRUPTS, StoreError, describe_os_error
 
@@ -148,6 +149,7 @@ class RunDir:
         self.checkpoint_path = self.path / "checkpoint.pt"
         self.status_path = self.path / "status.json"
         self._metrics_file = None
+        self._trackers = None  # tracking.RunTrackers while LEARNSCOPE_TRACK names any
 
     # -- lifecycle -------------------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -217,14 +219,22 @@ class RunDir:
     def append(self, record: dict[str, Any]) -> None:
         if self._metrics_file is None:
             self._metrics_file = open(self.metrics_path, "a")  # noqa: SIM115 (kept open while the run lasts)
+            names = tracking.requested()
+            if names:
+                self._trackers = tracking.RunTrackers(self.path, self.config.to_dict(), names)
         self._metrics_file.write(encode_record(record))
         self._metrics_file.flush()
+        if self._trackers is not None:  # after the store has it: the store is the source of truth
+            self._trackers.log(record)
 
     def _close_metrics(self) -> None:
         if self._metrics_file is not None:
             with contextlib.suppress(OSError):  # a full disk: what was flushed stays, the rest is recomputed
                 self._metrics_file.close()
             self._metrics_file = None
+        if self._trackers is not None:
+            self._trackers.close()
+            self._trackers = None
 
     # -- checkpoints -----------------------------------------------------------------------------------
     def save_checkpoint(self, state: dict[str, Any], records: list[dict[str, Any]]) -> None:
