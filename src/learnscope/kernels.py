@@ -22,13 +22,13 @@ from pathlib import Path
 import numba
 import numpy as np
 
-from .theory.committee_ode import i2_erf, i3_erf, i4_erf
+from .theory.gaussian_integrals import i2_erf, i3_erf, i4_erf
 
 
 def _drop_stale_cache() -> None:
     """numba's cache notices edits to this file, not to the closed forms it compiles from
-    theory/committee_ode.py: a compiled kernel would keep an edited formula's old version. So the cache is
-    stamped with a digest of their source and dropped when it differs."""
+    theory/gaussian_integrals.py: a compiled kernel would keep an edited formula's old version. So the cache
+    is stamped with a digest of their source and dropped when it differs."""
     source = "".join(inspect.getsource(f) for f in (i2_erf, i3_erf, i4_erf)).encode()
     digest = hashlib.sha256(source).hexdigest()
     cache = Path(__file__).parent / "__pycache__"

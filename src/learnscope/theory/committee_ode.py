@@ -28,6 +28,7 @@ import numpy as np
 from scipy.integrate import solve_ivp
 
 from ..errors import DataError
+from .gaussian_integrals import i2_erf, i3_erf, i4_erf
 
 Activation = Literal["erf", "linear"]
 _ACTIVATIONS = ("erf", "linear")
@@ -65,29 +66,9 @@ def _check_g(g: str) -> None:
 # ----------------------------------------------------------------------------------------------------------
 
 
-def i2_erf(c00, c01, c11):
-    """E[g(u0) g(u1)], g(u) = erf(u/sqrt 2)."""
-    return (2 / np.pi) * np.arcsin(c01 / np.sqrt((1 + c00) * (1 + c11)))
-
-
-def i3_erf(c00, c01, c02, c12, c22):
-    """E[g'(u0) u1 g(u2)], g(u) = erf(u/sqrt 2)."""
-    lam3 = (1 + c00) * (1 + c22) - c02**2
-    return (2 / np.pi) / np.sqrt(lam3) * (c12 * (1 + c00) - c01 * c02) / (1 + c00)
-
-
-def i4_erf(c00, c01, c02, c03, c11, c12, c13, c22, c23, c33):
-    """E[g'(u0) g'(u1) g(u2) g(u3)], g(u) = erf(u/sqrt 2)."""
-    lam4 = (1 + c00) * (1 + c11) - c01**2
-    lam0 = lam4 * c23 - c12 * c13 * (1 + c00) - c02 * c03 * (1 + c11) + c01 * c02 * c13 + c01 * c03 * c12
-    lam1 = lam4 * (1 + c22) - c12**2 * (1 + c00) - c02**2 * (1 + c11) + 2 * c01 * c02 * c12
-    lam2 = lam4 * (1 + c33) - c13**2 * (1 + c00) - c03**2 * (1 + c11) + 2 * c01 * c03 * c13
-    return (4 / np.pi**2) / np.sqrt(lam4) * np.arcsin(lam0 / np.sqrt(lam1 * lam2))
-
-
-# The erf forms above are plain arithmetic on scalars or arrays: numpy evaluates them on whole blocks here,
-# and learnscope.kernels compiles the same functions for its loops. For g linear the integrals are a
-# covariance entry.
+# The erf forms (theory/gaussian_integrals.py) are plain arithmetic on scalars or arrays: numpy evaluates
+# them on whole blocks here, and learnscope.kernels compiles the same functions for its loops. For g linear
+# the integrals are a covariance entry.
 
 
 def _i2(c00, c01, c11, g: str):
