@@ -5,6 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+TRACK_STAMP := $(VENV)/.installed-track
 
 .PHONY: setup demo test test-fast bench lint clean
 
@@ -17,12 +18,17 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/pip install --quiet -e ".[dev,slurm]"
 	touch $(STAMP)
 
+# The trackers' packages (tensorboard, mlflow) only for the tests of learnscope.tracking: not a dependency.
+$(TRACK_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet -e ".[track]"
+	touch $(TRACK_STAMP)
+
 demo: setup
 	$(BIN)/learnscope demo
 
 # The suite on every core (pytest-xdist), one test at a time to the next free worker: the slow tests, collected
 # first (tests/conftest.py), spread over the workers instead of queueing on one.
-test: setup
+test: setup $(TRACK_STAMP)
 	$(BIN)/pytest -q -n auto --dist load --maxschedchunk 1 --durations=15
 
 test-fast: setup
