@@ -17,6 +17,7 @@ import time
 
 import torch
 import torch.nn.functional as F
+from claims import claim
 
 from learnscope import Config
 from learnscope.data import build_data, from_tensors
@@ -70,6 +71,14 @@ def case(name: str, cfg: Config, data, repeats: int) -> float:
     print(
         f"{name:<38} steps {steps:>5}  learnscope {ours:7.3f} s  bare {bare:7.3f} s  "
         f"ratio {ratio:.3f}  ({steps / ours:,.0f} vs {steps / bare:,.0f} steps/s)"
+    )
+    claim(
+        f"train loop, probes off: {name}",
+        f"{steps / ours:,.0f} steps/s",
+        f"a bare PyTorch loop on the same batches, same final weights: {steps / bare:,.0f} steps/s",
+        ratio,
+        1.05,
+        "at most",
     )
     return ratio
 
