@@ -213,3 +213,37 @@ def test_headlines_quote_the_docs_only_for_their_setting_and_put_the_worst_setti
     early = result.summary.assign(max_gap_late=np.nan, t_max_gap=np.nan)
     first = ge.GaussianEquivalence("demo").headlines(early)[0]
     assert "t < 3" in first.name and first.value == pytest.approx(early["max_gap_early"].iloc[0])
+
+
+def test_simulation_and_ode_starting_at_once_estimate_the_moments_once(tmp_path, monkeypatch):
+    """Two runs of one setting that ask for its moments at the same time (a local sweep's workers): one
+    estimates, the other waits for its file (a lock beside it) and reads the same arrays."""
+    import threading
+    import time
+
+    from learnscope import online_sgd
+
+    micro = tuple(o for o in MICRO if not o.startswith("moments="))
+    sim, ode, _ = ge.configs("tiny", (*micro, "moments=estimate", "moment_samples=4000"))
+    calls = []
+    estimate = online_sgd._estimate
+
+    def slow_estimate(*args):
+        calls.append(1)
+        time.sleep(0.5)  # long enough for the other thread to arrive meanwhile
+        return estimate(*args)
+
+    monkeypatch.setattr(online_sgd, "_estimate", slow_estimate)
+    results = {}
+    threads = [
+        threading.Thread(
+            target=lambda c=c: results.setdefault(c.method, online_sgd.input_moments(c, tmp_path))
+        )
+        for c in (sim, ode)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(calls) == 1
+    np.testing.assert_array_equal(results["simulation"].omega, results["ode"].omega)

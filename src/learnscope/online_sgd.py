@@ -12,6 +12,7 @@ config's hash: a finished run is read back, never recomputed.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 from pathlib import Path
@@ -113,16 +114,27 @@ def input_moments(
         k: getattr(cfg, k)
         for k in ("generator", "D", "N", "L", "generator_seed", "weights", "moment_samples")
     }
-    path = None if store is None else Path(store) / "moments" / f"{run_digest(key)}.npz"
-    if path is not None and path.is_file():
+    if store is None:
+        return _estimate(cfg, gen, quiet)
+    path = Path(store) / "moments" / f"{run_digest(key)}.npz"
+    if path.is_file():
         return load_moments(path)
-    gen = gen if gen is not None else _generator(cfg)
-    rng = np.random.default_rng([cfg.generator_seed, 7])
-    moments = estimate_moments(gen.sample, rng, cfg.moment_samples, quiet=quiet, description="moments")
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # The simulation and the ODE of a setting often start at once (a local sweep's workers): the first to take
+    # the lock estimates, the others wait for its file instead of estimating the same moments again.
+    with open(path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if path.is_file():
+            return load_moments(path)
+        moments = _estimate(cfg, gen, quiet)
         save_moments(path, moments, key)
     return moments
+
+
+def _estimate(cfg: OnlineConfig, gen, quiet: bool) -> GeneratorMoments:
+    gen = gen if gen is not None else _generator(cfg)
+    rng = np.random.default_rng([cfg.generator_seed, 7])
+    return estimate_moments(gen.sample, rng, cfg.moment_samples, quiet=quiet, description="moments")
 
 
 def centred(sample, mean_x: np.ndarray):
