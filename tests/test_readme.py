@@ -60,6 +60,11 @@ PLANS: dict[str, Plan] = {
     ),
     "learnscope report runs -m test/acc --out curves.html": Plan(AS_WRITTEN),
     "learnscope runs collect -o table.parquet": Plan(AS_WRITTEN),
+    "learnscope sweep configs/digits_mlp.toml --zip optim.lr=0.1,0.01 --zip optim.weight_decay=0,5e-4 "
+    "--grid seed=0,1": Plan(AS_WRITTEN),
+    "learnscope sweep configs/digits_mlp.toml --grid seed=0,1,2 --dry-run": Plan(AS_WRITTEN),
+    "learnscope sweep status runs": Plan(AS_WRITTEN),
+    "learnscope sweep configs/digits_mlp.toml --grid seed=0,1,2 --retry-failed": Plan(AS_WRITTEN),
     "learnscope study neural_collapse --scale paper --executor slurm --slurm slurm_partition=gpu "
     "--slurm gpus_per_node=1 --slurm timeout_min=600": Plan(DRY_RUN, "needs a Slurm cluster and a GPU"),
     "learnscope study neural_collapse --scale tiny --executor local --workers 2": STUDY,

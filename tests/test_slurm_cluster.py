@@ -234,7 +234,7 @@ def test_a_preempted_job_is_requeued_and_resumes_from_its_checkpoint(tmp_path, j
     assert (run_dir / "metrics.jsonl").read_bytes() == (reference.path / "metrics.jsonl").read_bytes()
 
 
-def test_a_failed_run_leaves_the_others_done_and_a_rerun_submits_only_it(tmp_path, job_name):
+def test_a_failed_run_leaves_the_others_done_and_a_retry_submits_only_it(tmp_path, job_name):
     good = [tiny().override("train.steps=30", f"seed={seed}") for seed in (0, 1)]
     bad = good[0].override("optim=sphere_sgd", "optim.elr=0.03")  # fails in its job: no scale-invariant layer
     configs = [good[0], bad, good[1]]
@@ -250,7 +250,10 @@ def test_a_failed_run_leaves_the_others_done_and_a_rerun_submits_only_it(tmp_pat
     before = submitted(tmp_path)
 
     again = run_all(configs, tmp_path, executor="slurm", slurm=options, quiet=True)
-    assert [o.status for o in again] == ["done", "failed", "done"]
+    assert [o.status for o in again] == ["done", "failed", "done"] and again[1].error == first[1].error
+    assert submitted(tmp_path) == before  # reported from the store: nothing submitted
+    retried = run_all(configs, tmp_path, executor="slurm", slurm=options, quiet=True, retry_failed=True)
+    assert [o.status for o in retried] == ["done", "failed", "done"]
     (new,) = submitted(tmp_path) - before  # one job: the failed run's
     import submitit
 

@@ -50,8 +50,13 @@ def test_a_failed_run_does_not_stop_the_array_and_only_unfinished_runs_are_resub
     assert "missing" in outcomes[0].error and "\n" not in outcomes[0].error
     stamps = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("metrics.jsonl")}
     again = run_all([bad, tiny_config], tmp_path, executor="slurm", slurm=DEBUG, quiet=True)
-    assert [o.status for o in again] == ["failed", "done"]
-    assert submitted == [bad, tiny_config, bad]  # the done run is read back, not submitted
+    assert [o.status for o in again] == ["failed", "done"] and again[0].error == outcomes[0].error
+    assert submitted == [bad, tiny_config]  # both read back: the failed run is reported, not retried
+    retried = run_all(
+        [bad, tiny_config], tmp_path, executor="slurm", slurm=DEBUG, quiet=True, retry_failed=True
+    )
+    assert [o.status for o in retried] == ["failed", "done"]
+    assert submitted == [bad, tiny_config, bad]  # with --retry-failed the failed one alone is submitted
     assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("metrics.jsonl")} == stamps
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import Annotated, Any
 import typer
 from pydantic import Field, NonNegativeInt, PositiveInt
 from rich.table import Table
+from typer.core import TyperGroup
 
 from . import __version__
 from .config import parse_value
@@ -28,6 +30,24 @@ app = typer.Typer(
 runs_app = typer.Typer(no_args_is_help=True, help="Inspect a run store.")
 app.add_typer(runs_app, name="runs")
 data_app = typer.Typer(no_args_is_help=True, help="Data sets and their clones.")
+
+
+class _SweepGroup(TyperGroup):
+    """`learnscope sweep CONFIG ...` runs a sweep (the `run` subcommand, implied); `learnscope sweep status
+    STORE` reports on one."""
+
+    def parse_args(self, ctx, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ("--help", "-h"):
+            args = ["run", *args]
+        return super().parse_args(ctx, args)
+
+
+sweep_app = typer.Typer(
+    cls=_SweepGroup,
+    no_args_is_help=True,
+    help="Run a grid of configs (`sweep CONFIG --grid ...`), or report on a store (`sweep status STORE`).",
+)
+app.add_typer(sweep_app, name="sweep")
 app.add_typer(data_app, name="data")
 
 Store = Annotated[Path, typer.Option("--store", "-s", help="Run store directory.")]
@@ -36,9 +56,29 @@ Plugin = Annotated[
     list[str], typer.Option("--plugin", help="Import this module first (registers its kinds).")
 ]
 ExecutorName = Annotated[
-    str, typer.Option("--executor", help="serial | local (a process pool) | slurm (a submitit job array).")
+    str,
+    typer.Option(
+        "--executor",
+        help="serial | local (a process pool) | slurm (a submitit job array) | ensemble (runs differing only "
+        "in seed and optimiser trained together as one stacked model, in this process).",
+    ),
 ]
 Workers = Annotated[int, typer.Option(help="Processes for the local executor.")]
+Track = Annotated[
+    list[str],
+    typer.Option(
+        "--track",
+        metavar="NAME",
+        help="Also send every record to a tracker as the run writes it (repeatable): tensorboard "
+        "(STORE/tensorboard) | mlflow (STORE/mlflow.db, or $MLFLOW_TRACKING_URI). Needs learnscope\\[track].",
+    ),
+]
+RetryFailed = Annotated[
+    bool,
+    typer.Option(
+        "--retry-failed", help="Run the failed runs again (otherwise they are reported, not rerun)."
+    ),
+]
 DryRun = Annotated[
     bool, typer.Option("--dry-run", help="Print the runs (hash, state, name) and run nothing.")
 ]
@@ -75,7 +115,8 @@ def run(
     overrides: Annotated[list[str] | None, typer.Argument(help="Dotted overrides: optim.lr=0.1 ...")] = None,
     store: Store = Path("runs"),
     quiet: Quiet = False,
-    plugin: Plugin = [],  # noqa: B006 (typer reads the default)
+    track: Track = [],  # noqa: B006 (typer reads the default)
+    plugin: Plugin = [],  # noqa: B006
 ) -> None:
     """Run one config of any kind (training, or a committee-machine simulation or ODE: `kind = "online_sgd"`);
     a finished run is returned from the store without work, a killed one resumes."""
@@ -83,6 +124,7 @@ def run(
     from .registry import RUN_KINDS
 
     load_plugins(plugin)
+    _track(track)
     cfg = load_run_config(config, overrides or [])
     result = RUN_KINDS.builder(cfg.kind)(cfg, store, quiet=quiet)
     last = result.records[-1] if result.records else {}
@@ -128,7 +170,16 @@ def _executor_options(executor: str, items: list[str]) -> dict[str, Any] | None:
     return options if executor == "slurm" else None
 
 
-def _grid_axes(items: list[str]) -> dict[str, list[str]]:
+def _track(names: list[str]) -> None:
+    """Turn the trackers on for every run of this command, its worker processes and jobs included."""
+    if names:
+        from .tracking import ENVIRONMENT, check_available
+
+        check_available(names)
+        os.environ[ENVIRONMENT] = ",".join(dict.fromkeys(names))
+
+
+def _grid_axes(items: list[str], option: str = "--grid") -> dict[str, list[str]]:
     """`--grid KEY=V1,V2` items as axes; a comma inside brackets belongs to a list value: lr=[1,2],[3,4]."""
     axes = {}
     for item in items:
@@ -141,12 +192,12 @@ def _grid_axes(items: list[str]) -> dict[str, list[str]]:
                 start = i + 1
         parts.append(values[start:])
         if not sep or not key.strip() or not all(p.strip() for p in parts):
-            raise ConfigError(f"--grid expects KEY=V1,V2,... (e.g. seed=0,1,2), not {item!r}")
+            raise ConfigError(f"{option} expects KEY=V1,V2,... (e.g. seed=0,1,2), not {item!r}")
         axes[key.strip()] = [p.strip() for p in parts]
     return axes
 
 
-@app.command()
+@sweep_app.command("run")
 def sweep(
     config: Annotated[Path, typer.Argument(help="Config file (.toml or .json).")],
     overrides: Annotated[list[str] | None, typer.Argument(help="Overrides applied to every run.")] = None,
@@ -154,34 +205,84 @@ def sweep(
         list[str],
         typer.Option("--grid", metavar="KEY=V1,V2", help="An axis of the grid (repeatable): seed=0,1,2."),
     ] = [],  # noqa: B006 (typer reads the default)
+    zipped: Annotated[
+        list[str],
+        typer.Option(
+            "--zip",
+            metavar="KEY=V1,V2",
+            help="Axes walked together, as one axis of the grid (repeatable, same length): "
+            "--zip optim.lr=0.1,0.01 --zip optim.weight_decay=0,5e-4.",
+        ),
+    ] = [],  # noqa: B006
     store: Store = Path("runs"),
     executor: ExecutorName = "serial",
     workers: Workers = 2,
     slurm: SlurmOptions = [],  # noqa: B006
+    retry_failed: RetryFailed = False,
     quiet: Quiet = False,
+    track: Track = [],  # noqa: B006
     plugin: Plugin = [],  # noqa: B006
     dry_run: DryRun = False,
 ) -> None:
-    """Run every combination of the --grid axes on a config (reusing finished runs), one line per run; a
+    """Run every combination of the --grid axes (and the --zip axes, walked together) on a config, one line
+    per run. Finished runs are reused and failed ones reported, not rerun (--retry-failed reruns them); a
     failed run does not stop the others, and makes the exit code 2."""
     from .config import load_run_config
     from .sweep import grid, run_all
 
     options = _executor_options(executor, slurm)
     load_plugins(plugin)
-    grid_axes = _grid_axes(axes)
-    configs = grid(load_run_config(config, overrides or []), grid_axes)
+    _track(track)
+    grid_axes, zip_axes = _grid_axes(axes), _grid_axes(zipped, "--zip")
+    configs = grid(load_run_config(config, overrides or []), grid_axes, zip_axes)
     if dry_run:
         _print_plan(configs, store)
         return
-    outcomes = run_all(configs, store, executor=executor, workers=workers, quiet=quiet, slurm=options)
+    outcomes = run_all(
+        configs,
+        store,
+        executor=executor,
+        workers=workers,
+        quiet=quiet,
+        slurm=options,
+        retry_failed=retry_failed,
+    )
     for outcome in outcomes:
-        shown = " ".join(f"{key}={_dotted(outcome.config.to_dict(), key)}" for key in grid_axes)
+        shown = " ".join(f"{key}={_dotted(outcome.config.to_dict(), key)}" for key in [*grid_axes, *zip_axes])
         error = f"  {outcome.error}" if outcome.error else ""
         print(f"{outcome.status}: {outcome.path or '-'}  {shown}{error}".rstrip())
     failed = sum(outcome.status == "failed" for outcome in outcomes)
     if failed:
-        raise LearnscopeError(f"{failed} of {len(outcomes)} runs failed")
+        retry = "" if retry_failed else " (--retry-failed runs them again)"
+        raise LearnscopeError(f"{failed} of {len(outcomes)} runs failed{retry}")
+
+
+@sweep_app.command("status")
+def sweep_status(
+    store: Annotated[Path, typer.Argument(help="The run store of a sweep or study.")] = Path("runs"),
+) -> None:
+    """How many runs of STORE are in each state (done, diverged, failed, interrupted, running, ...), then
+    each failed run with its error on one line."""
+    from collections import Counter
+
+    if not store.is_dir():
+        raise LearnscopeError(f"{store}: no such run store")
+    states: Counter[str] = Counter()
+    failed = []
+    for path in run_dirs(store):
+        body, status, _ = read_run_or_corrupt(path)
+        state = shown_state(status)
+        states[state] += 1
+        if state in ("failed", "corrupt"):
+            name = body["config"].get("name", "") if isinstance(body.get("config"), dict) else ""
+            error = str(status.get("error", "")).strip().splitlines()
+            failed.append((path.name, state, name, error[0] if error else "no error recorded"))
+    total = sum(states.values())
+    order = ["done", "diverged", "failed", "interrupted", "running", "new", "corrupt"]
+    counts = ", ".join(f"{states[s]} {s}" for s in [*order, *sorted(set(states) - set(order))] if states[s])
+    print(f"{store}: {total} runs" + (f": {counts}" if counts else ""))
+    for digest, state, name, error in failed:
+        print(f"{state}: {digest}  {name + '  ' if name else ''}{error}")
 
 
 def _print_plan(configs: list, store: Path) -> None:
@@ -190,8 +291,11 @@ def _print_plan(configs: list, store: Path) -> None:
     rows = plan(configs, store)
     for digest, state, name in rows:
         print(f"{digest}  {state:<11}  {name}".rstrip())
-    to_run = sum(state not in ("done", "diverged") for _, state, _ in rows)
-    print(f"{len(rows)} runs in {store}: {len(rows) - to_run} finished, {to_run} to run")
+    finished = sum(state in ("done", "diverged") for _, state, _ in rows)
+    failed = sum(state == "failed" for _, state, _ in rows)
+    to_run = len(rows) - finished - failed
+    failures = f"{failed} failed (--retry-failed reruns them), " if failed else ""
+    print(f"{len(rows)} runs in {store}: {finished} finished, {failures}{to_run} to run")
 
 
 def _dotted(body: dict[str, Any], key: str) -> Any:
@@ -278,11 +382,13 @@ def study(
         str | None, typer.Option(help="Data kind for every run (= the override data=KIND).")
     ] = None,
     model: Annotated[str | None, typer.Option(help="Model kind for every run (= model=KIND).")] = None,
+    retry_failed: RetryFailed = False,
     quiet: Quiet = False,
     dry_run: DryRun = False,
     report: Annotated[
         bool, typer.Option("--report", help="Also write --out/report.html: the study's page.")
     ] = False,
+    track: Track = [],  # noqa: B006
     plugin: Plugin = [],  # noqa: B006
 ) -> None:
     """Run a study's sweep at a scale (reusing finished runs); write its summary (JSON, text), a table of its
@@ -302,12 +408,24 @@ def study(
             "(e.g. generator=dcgan K=3 eta=0.1)"
         )
     options = _executor_options(executor, slurm)
+    _track(track)
     kinds = tuple(f"{key}={kind}" for key, kind in (("data", data), ("model", model)) if kind)
     everywhere = (*kinds, *(overrides or ()))
     if dry_run:
         _print_plan(cls(scale, everywhere).configs(), store)
         return
-    result = run_study(name, scale, everywhere, store, out, executor, workers, quiet, slurm=options)
+    result = run_study(
+        name,
+        scale,
+        everywhere,
+        store,
+        out,
+        executor,
+        workers,
+        quiet,
+        slurm=options,
+        retry_failed=retry_failed,
+    )
     print(result.text)
     paths = result.paths
     if report:
@@ -409,7 +527,7 @@ def runs_collect(
     store: Store = Path("runs"),
 ) -> None:
     """Every run of the store as one table file: a row per record, the run's hash and status, its config as
-    dotted columns (what `load_runs` returns). Parquet needs pyarrow (`pip install 'learnscope[parquet]'`);
+    dotted columns (what `load_runs` returns). Parquet needs pyarrow (`pip install 'learnscope\\[parquet]'`);
     pandas, DuckDB and polars read it."""
     from .store import collect_runs
 

@@ -3,8 +3,9 @@
 Every run goes through the runner of its kind (registry.RUN_KINDS: `train.run` for training configs,
 `online_sgd.run_online` for committee-machine simulations and ODEs), so a sweep skips what is done, resumes
 what was killed, and a failed run (recorded as `failed` in its directory) does not stop the others.
-Executors: `serial`, `local` (a bounded pool of worker processes) and `slurm` (one submitit job array; a
-preempted or timed-out job is requeued, and its run resumes from its own checkpoint).
+Executors: `serial`, `local` (a bounded pool of worker processes), `slurm` (one submitit job array; a
+preempted or timed-out job is requeued, and its run resumes from its own checkpoint) and `ensemble` (in this
+process, runs that differ only in seed and optimiser trained together as one stacked model: ensemble.py).
 """
 
 from __future__ import annotations
@@ -31,8 +32,8 @@ from .registry import RUN_KINDS
 from .store import FINAL, RunDir, load_runs, shown_state
 from .ui import progress_bar
 
-Executor = Literal["serial", "local", "slurm"]
-EXECUTORS: tuple[str, ...] = ("serial", "local", "slurm")
+Executor = Literal["serial", "local", "slurm", "ensemble"]
+EXECUTORS: tuple[str, ...] = ("serial", "local", "slurm", "ensemble")
 SLURM_DEFAULTS: dict[str, Any] = {"timeout_min": 240, "name": "learnscope"}
 
 
@@ -44,12 +45,27 @@ class Outcome:
     error: str = ""
 
 
-def grid(base, axes: dict[str, list]) -> list:
-    """The product of `axes` ({"model.depth": [4, 8], "data.label_noise": [0, 0.2]}) applied to `base`."""
-    keys = list(axes)
+def grid(base, axes: dict[str, list], zipped: dict[str, list] | None = None) -> list:
+    """The product of `axes` ({"model.depth": [4, 8], "data.label_noise": [0, 0.2]}) applied to `base`; the
+    lists of `zipped` ({"optim.lr": [0.1, 0.01], "optim.weight_decay": [0, 5e-4]}) are walked together, as
+    one more axis of the product (the same length, else a ConfigError)."""
+    zipped = zipped or {}
+    lengths = {key: len(values) for key, values in zipped.items()}
+    if len(set(lengths.values())) > 1:
+        shown = ", ".join(f"{key} has {n}" for key, n in lengths.items())
+        raise ConfigError(f"--zip axes are walked together and need as many values each: {shown}")
+    both = sorted(set(axes) & set(zipped))
+    if both:
+        raise ConfigError(f"{both[0]} is both a --grid and a --zip axis")
+    keys, zip_keys = list(axes), list(zipped)
+    zip_rows = list(zip(*(zipped[k] for k in zip_keys), strict=True)) if zip_keys else [()]
     return [
-        base.override(*(f"{k}={_literal(v)}" for k, v in zip(keys, values, strict=True)))
+        base.override(
+            *(f"{k}={_literal(v)}" for k, v in zip(keys, values, strict=True)),
+            *(f"{k}={_literal(v)}" for k, v in zip(zip_keys, row, strict=True)),
+        )
         for values in itertools.product(*(axes[k] for k in keys))
+        for row in zip_rows
     ]
 
 
@@ -69,9 +85,32 @@ def _run_one(cfg: Config | OnlineConfig, store: str, threads: int) -> Outcome:
         result = RUN_KINDS.builder(cfg.kind)(cfg, store, quiet=True)
         return Outcome(cfg, result.status, result.path)
     except LearnscopeError as exc:
-        return Outcome(cfg, "failed", error=str(exc))
+        return Outcome(cfg, "failed", _failed_run_dir(cfg, store, str(exc)), error=str(exc))
     except Exception as exc:  # a crash in one run is recorded in its status.json; the sweep goes on
-        return Outcome(cfg, "failed", error=f"{type(exc).__name__}: {exc}")
+        error = f"{type(exc).__name__}: {exc}"
+        return Outcome(cfg, "failed", _failed_run_dir(cfg, store, error), error=error)
+
+
+def _failed_run_dir(cfg: Config | OnlineConfig, store: str, error: str) -> Path | None:
+    """The run directory of a failed run, where its status.json has the error. A run whose input was
+    rejected before it wrote anything (bad data, a model that does not fit it) gets one here: in a sweep the
+    store records every run's outcome, so a rerun reports it instead of trying it again (--retry-failed), and
+    `sweep status` lists it."""
+    try:
+        run_dir = RunDir(store, cfg)
+    except Exception:  # a config that cannot even be hashed (a missing moments file): nowhere to record it
+        return None
+    if run_dir.status_path.exists():
+        return run_dir.path
+    try:
+        with run_dir.lock():
+            run_dir.write_config()
+            if not run_dir.status_path.exists():
+                lines = error.strip().splitlines()
+                run_dir.set_status("failed", error=lines[0] if lines else "failed")
+    except (LearnscopeError, OSError):  # busy, or an unwritable store: the outcome still has the error
+        return run_dir.path if run_dir.path.is_dir() else None
+    return run_dir.path
 
 
 def run_all(
@@ -81,8 +120,10 @@ def run_all(
     workers: int = 2,
     quiet: bool = False,
     slurm: dict[str, Any] | None = None,
+    retry_failed: bool = False,
 ) -> list[Outcome]:
     """Run every config not yet final; outcomes in the order of `configs`. `workers` bounds the `local` pool.
+    A run recorded `failed` is reported with its error and not run again, unless `retry_failed`.
 
     `slurm`: options of the `slurm` executor, which submits
     the configs not yet final as one job array of `submitit.AutoExecutor(folder=<store>/slurm)`; a job that
@@ -97,14 +138,10 @@ def run_all(
         raise ConfigError(f"unknown executor {executor!r}; available: {', '.join(EXECUTORS)}")
     store = str(store)
     if executor == "slurm":
-        return _run_on_slurm(configs, store, slurm, quiet)
-    outcomes: list[Outcome | None] = [None] * len(configs)
-    pending = []
-    for i, cfg in enumerate(configs):
-        if _is_final(cfg, store):
-            outcomes[i] = _run_one(cfg, store, 0)  # read back from the store: no worker to start for it
-        else:
-            pending.append(i)
+        return _run_on_slurm(configs, store, slurm, quiet, retry_failed)
+    if executor == "ensemble":
+        return _run_as_ensembles(configs, store, quiet, retry_failed)
+    outcomes, pending = _settled(configs, store, retry_failed)  # no worker to start for a settled run
     with progress_bar(len(configs), "sweep", quiet) as bar:
         bar.update(len(configs) - len(pending))
         if executor == "serial" or workers <= 1 or len(pending) <= 1:
@@ -164,6 +201,76 @@ def _stop_workers(pool: ProcessPoolExecutor) -> None:
     pool.shutdown(wait=False, cancel_futures=True)
 
 
+def _run_as_ensembles(
+    configs: list[Config] | list[OnlineConfig], store: str, quiet: bool, retry_failed: bool = False
+) -> list[Outcome]:
+    """The `ensemble` executor of `run_all`: configs that differ only in seed and optimiser train together, a
+    group at a time, in this process (ensemble.py); a config that groups with no other, or whose model cannot
+    be stacked, runs alone as under `serial`. An error stops its whole group (each member `failed`,
+    resumable), not the sweep. The groups are those of all `configs`, whatever has run: the settled members
+    of a group hold their places in its stack, so a rerun stacks (and sums) as the first run did."""
+    from .ensemble import group_configs
+
+    outcomes, pending = _settled(configs, store, retry_failed)
+    waiting = set(pending)
+    with progress_bar(len(configs), "sweep", quiet) as bar:
+        completed = len(configs) - len(pending)
+        bar.update(completed)
+        for group in group_configs(configs):
+            indices = [i for i in group if i in waiting]
+            if not indices:
+                continue
+            members = [configs[i] for i in indices]
+            held = [configs[i] for i in group if i not in waiting]
+            results = _run_ensemble(members, held, store) if len(group) > 1 else None
+            if results is None:
+                results = [_run_one(cfg, store, 0) for cfg in members]
+            for i, outcome in zip(indices, results, strict=True):
+                outcomes[i] = outcome
+            completed += len(indices)
+            bar.update(completed)
+    return [o for o in outcomes if o is not None]
+
+
+def _run_ensemble(members: list[Config], held: list[Config], store: str) -> list[Outcome] | None:
+    """The outcomes of `members` trained as one ensemble, stacked with the `held` rest of their group; None
+    where it cannot be (said before anything was written: the members are to run one by one)."""
+    from .ensemble import NotBatchable, run_ensemble
+
+    try:
+        results = run_ensemble(members, store, quiet=True, stacked_with=held)
+    except NotBatchable:
+        return None
+    except Exception as exc:  # recorded in each member's status.json, as `_run_one` does; the sweep goes on
+        error = str(exc) if isinstance(exc, LearnscopeError) else f"{type(exc).__name__}: {exc}"
+        return [Outcome(cfg, "failed", _failed_run_dir(cfg, store, error), error=error) for cfg in members]
+    return [Outcome(cfg, r.status, r.path) for cfg, r in zip(members, results, strict=True)]
+
+
+def _settled(
+    configs: list[Config] | list[OnlineConfig], store: str, retry_failed: bool
+) -> tuple[list[Outcome | None], list[int]]:
+    """(outcomes, pending): the outcome of every run this sweep will not run, read from the store (a final
+    run; a failed one, with its recorded error, unless `retry_failed`), None for the others, whose indices are
+    `pending`."""
+    outcomes: list[Outcome | None] = [None] * len(configs)
+    pending = []
+    for i, cfg in enumerate(configs):
+        try:
+            run_dir = RunDir(store, cfg)
+            state = run_dir.status().get("state")
+        except LearnscopeError:  # an unreadable status or config: running it reports the error
+            state = None
+        if state in FINAL:
+            outcomes[i] = _run_one(cfg, store, 0)
+        elif state == "failed" and not retry_failed:
+            error = str(run_dir.status().get("error", "")).strip().splitlines()
+            outcomes[i] = Outcome(cfg, "failed", run_dir.path, error=error[0] if error else "failed")
+        else:
+            pending.append(i)
+    return outcomes, pending
+
+
 def plan(
     configs: list[Config] | list[OnlineConfig], store: str | Path = "runs"
 ) -> list[tuple[str, str, str]]:
@@ -187,16 +294,26 @@ def run_and_load(
     workers: int = 2,
     quiet: bool = False,
     slurm: dict[str, Any] | None = None,
+    retry_failed: bool = False,
 ) -> pd.DataFrame:
     """What a study does with its sweep: run every config not yet final (a failed run does not stop the
     others), then stop with one line naming the first failure, or return the table of exactly these runs
     (a diverged run is in it, with its records up to the divergence)."""
-    outcomes = run_all(configs, store, executor=executor, workers=workers, quiet=quiet, slurm=slurm)
+    outcomes = run_all(
+        configs,
+        store,
+        executor=executor,
+        workers=workers,
+        quiet=quiet,
+        slurm=slurm,
+        retry_failed=retry_failed,
+    )
     failed = [o for o in outcomes if o.status == "failed"]
     if failed:
         name = failed[0].config.name or "unnamed"
+        retry = "" if retry_failed else " (--retry-failed runs them again)"
         raise LearnscopeError(
-            f"{len(failed)} of {len(outcomes)} runs failed; first ({name}): {failed[0].error}"
+            f"{len(failed)} of {len(outcomes)} runs failed; first ({name}): {failed[0].error}{retry}"
         )
     return load_runs(store, {o.path.name for o in outcomes if o.path is not None})
 
@@ -224,7 +341,11 @@ class SlurmRun:
 
 
 def _run_on_slurm(
-    configs: list[Config] | list[OnlineConfig], store: str, options: dict[str, Any] | None, quiet: bool
+    configs: list[Config] | list[OnlineConfig],
+    store: str,
+    options: dict[str, Any] | None,
+    quiet: bool,
+    retry_failed: bool = False,
 ) -> list[Outcome]:
     """The `slurm` executor of `run_all`."""
     try:
@@ -232,13 +353,7 @@ def _run_on_slurm(
     except ImportError:
         raise LearnscopeError("the slurm executor needs submitit: pip install 'learnscope[slurm]'") from None
 
-    outcomes: list[Outcome | None] = [None] * len(configs)
-    pending = []
-    for i, cfg in enumerate(configs):
-        if _is_final(cfg, store):
-            outcomes[i] = _run_one(cfg, store, 0)  # read back from the store: not worth a job
-        else:
-            pending.append(i)
+    outcomes, pending = _settled(configs, store, retry_failed)  # a settled run is not worth a job
     with progress_bar(len(configs), "sweep", quiet) as bar:
         completed = len(configs) - len(pending)
         bar.update(completed)
@@ -259,13 +374,6 @@ def _run_on_slurm(
                 completed += 1
                 bar.update(completed)
     return [o for o in outcomes if o is not None]
-
-
-def _is_final(cfg: Config | OnlineConfig, store: str) -> bool:
-    try:
-        return RunDir(store, cfg).status()["state"] in FINAL
-    except LearnscopeError:  # an unreadable status: the job reports it
-        return False
 
 
 def _slurm_executor(submitit, store: Path, options: dict[str, Any]):

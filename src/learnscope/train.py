@@ -114,39 +114,44 @@ def run(
         return train(cfg, model, data, None, quiet=quiet)
 
     run_dir = RunDir(store, cfg, fingerprint(model, data))
-    if _state(run_dir) in FINAL:
-        return _stored(run_dir)
+    if run_state(run_dir) in FINAL:
+        return stored_result(run_dir)
     data = data if data is not None else build_data(cfg.data)
     check_data(cfg, data)
     model = model if model is not None else build_model(cfg, data)
     try:
         with run_dir.lock():
-            if _state(run_dir) in FINAL:  # finished by another process meanwhile
-                return _stored(run_dir)
+            if run_state(run_dir) in FINAL:  # finished by another process meanwhile
+                return stored_result(run_dir)
             checkpoint = run_dir.load_checkpoint()  # fails early (and harmlessly) on a foreign checkpoint
             run_dir.write_config()
             run_dir.set_status("running", pid=os.getpid())
             try:
                 result = train(cfg, model, data, run_dir, checkpoint, quiet=quiet)
-            except INTERRUPTS:
-                run_dir.set_status_if_possible("interrupted")
-                raise
-            except OSError as exc:
-                run_dir.set_status_if_possible("failed", error=describe_os_error(exc))
-                raise
-            except LearnscopeError as exc:
-                run_dir.set_status_if_possible("failed", error=str(exc))
-                raise
-            except Exception as exc:
-                run_dir.set_status_if_possible(
-                    "failed", error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc()
-                )
+            except BaseException as exc:
+                mark_stopped(run_dir, exc)
                 raise
             run_dir.set_status(result.status, **result.info)
     except OSError as exc:
         raise StoreError(describe_os_error(exc)) from None
     result.path = run_dir.path
     return result
+
+
+def mark_stopped(run_dir: RunDir, exc: BaseException) -> None:
+    """Record in its status why a run stopped before its end (call it where `exc` is being handled):
+    `interrupted` after Ctrl-C or SIGTERM, `failed` with the one-line error (and the traceback of a crash).
+    Either resumes from the last checkpoint when run again."""
+    if isinstance(exc, INTERRUPTS):
+        run_dir.set_status_if_possible("interrupted")
+    elif isinstance(exc, OSError):
+        run_dir.set_status_if_possible("failed", error=describe_os_error(exc))
+    elif isinstance(exc, LearnscopeError):
+        run_dir.set_status_if_possible("failed", error=str(exc))
+    elif isinstance(exc, Exception):
+        run_dir.set_status_if_possible(
+            "failed", error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc()
+        )
 
 
 def check_data(cfg: Config, data: Dataset) -> None:
@@ -159,7 +164,7 @@ def check_data(cfg: Config, data: Dataset) -> None:
         )
 
 
-def _state(run_dir: RunDir) -> str:
+def run_state(run_dir: RunDir) -> str:
     """The run's state; an unreadable status.json counts as not final (the run is computed again)."""
     try:
         return run_dir.status()["state"]
@@ -177,7 +182,7 @@ def environment(device: torch.device) -> dict[str, Any]:
     }
 
 
-def _stored(run_dir: RunDir) -> RunResult:
+def stored_result(run_dir: RunDir) -> RunResult:
     status = run_dir.status()
     return RunResult(run_dir.config, status["state"], run_dir.records(), run_dir.path, info=status)
 
@@ -192,116 +197,227 @@ def train(
 ) -> RunResult:
     """The loop: draw a batch, step the optimiser, run probes at scheduled steps, checkpoint, repeat."""
     t0 = time.perf_counter()
-    device = resolve_device(cfg.device)
-    env = environment(device)
-    data = data.to(device)
-    model.to(device)
-    tc = cfg.train
-    batch_size = None if tc.batch_size == "full" else tc.batch_size
-    loader = BatchLoader(data.train, batch_size, cfg.seed + LOADER_SEED_OFFSET, tc.drop_last, data.augment)
-    per_epoch = loader.steps_per_epoch
-    total = tc.steps if tc.steps is not None else math.ceil(tc.epochs * per_epoch)
-
-    optimizer = build_optimizer(_resolved_lr(cfg, model, data), model)
-    base_lrs = [group["lr"] for group in optimizer.param_groups]
-    schedule = Schedule(tc, per_epoch, total)
-    loss_fn = loss_function(tc.loss)
-    probes = build_probes(cfg.probes)
-    context = ProbeContext(
-        model, data, loss_function(tc.loss, "sum"), 0, cfg.probes.batch_size, optimizer=optimizer
-    )
-    probe_at = set(probe_steps(cfg.probes, total, per_epoch)) if probes else set()
-    checkpoint_at = (
-        set(range(tc.checkpoint_every, total, tc.checkpoint_every)) if tc.checkpoint_every else set()
-    )
-    checkpoint_at.add(total)
-    sync_at = probe_at | checkpoint_at | set(range(0, total + 1, tc.log_every))
-
-    records: list[dict[str, Any]] = []
-    window = torch.zeros(tc.log_every + 1, device=device)  # batch losses since the last read-back
-    host = {"loss_sum": 0.0, "loss_count": 0, "last_sync": 0}  # loss read back since the last record
-    step, resumed_at = 0, None
-    status, info = "done", {"env": env}
-    envs = [{**env, "from_step": 0}]  # the environment of each stretch of the run, kept in its checkpoints
-    if checkpoint is not None:
-        step = resumed_at = checkpoint["step"]
-        model.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        loader.load_state_dict(checkpoint["loader"])
-        set_rng_state(checkpoint["rng"])
-        host = dict(checkpoint["host"])
-        for probe, state in zip(probes, checkpoint.get("probes", []), strict=False):
-            if state is not None:
-                probe.load_state_dict(state)
-        if "records" in checkpoint:
-            records = list(checkpoint["records"])
-        else:  # a checkpoint of an older learnscope: the records it covers are those in the file
-            records = [r for r in run_dir.records() if r["step"] <= step]
-        envs = list(checkpoint.get("envs", envs))
-        if {k: v for k, v in envs[-1].items() if k != "from_step"} != env:
-            envs.append({**env, "from_step": step})  # resumed elsewhere: the numbers may differ from here on
-    if len(envs) > 1:
-        info["env_history"] = envs
-    if run_dir is not None:  # the store's invariant: the checkpoint's records, or none, and nothing after
-        run_dir.restart_metrics(records)
+    loop = RunLoop.start(cfg, model, data, run_dir, checkpoint)
+    model, optimizer, loader, loss_fn, host = loop.model, loop.optimizer, loop.loader, loop.loss_fn, loop.host
+    window = torch.zeros(cfg.train.log_every + 1, device=loop.device)  # batch losses since the last read-back
     model.train()
-    with progress_bar(total, cfg.name or "train", quiet) as bar:
-        bar.update(step)
+    with progress_bar(loop.total, cfg.name or "train", quiet) as bar:
+        bar.update(loop.step)
         while True:
-            if step != resumed_at:
-                if step in probe_at:
-                    record = {"step": step, "epoch": step / per_epoch, "lr": optimizer.param_groups[0]["lr"]}
-                    if host["loss_count"]:
-                        record["batch_loss"] = host["loss_sum"] / host["loss_count"]
-                    host["loss_sum"], host["loss_count"] = 0.0, 0
-                    context.step = step
-                    for probe in probes:
-                        record.update(probe(context))
-                    records.append(record)
-                    if run_dir is not None:
-                        run_dir.append(record)
-                    bar.update(step, probe=_summary(record))
-                if step in checkpoint_at and run_dir is not None:
-                    run_dir.save_checkpoint(
-                        {
-                            "step": step,
-                            "model": model.state_dict(),
-                            "optimizer": optimizer.state_dict(),
-                            "loader": loader.state_dict(),
-                            "rng": get_rng_state(),
-                            "host": host,
-                            "envs": envs,
-                            "probes": [_probe_state(probe) for probe in probes],
-                        },
-                        records,
-                    )
-            if step >= total:
+            if loop.step != loop.resumed_at:
+                record = loop.at_step()
+                if record is not None:
+                    bar.update(loop.step, probe=_summary(record))
+            if loop.step >= loop.total:
                 break
 
-            if not schedule.constant:
-                set_lr(optimizer, base_lrs, schedule(step))
+            loop.set_lr()
             x, y = loader.next()
             loss = loss_fn(model(x), y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            window[step - host["last_sync"]] = loss.detach()
-            step += 1
+            window[loop.step - host["last_sync"]] = loss.detach()
+            loop.step += 1
 
-            if step in sync_at:
-                losses = window[: step - host["last_sync"]].tolist()
-                bad = [i for i, v in enumerate(losses) if not math.isfinite(v)]
-                if bad:
-                    status = "diverged"
-                    info.update(step=host["last_sync"] + bad[0] + 1, loss=str(losses[bad[0]]))
+            if loop.step in loop.sync_at:
+                losses = window[: loop.step - host["last_sync"]].tolist()
+                if loop.take_losses(losses):
                     break
-                host["loss_sum"] += sum(losses)
-                host["loss_count"] += len(losses)
-                host["last_sync"] = step
-                bar.update(step, loss=f"loss {losses[-1]:.4f}")
+                bar.update(loop.step, loss=f"loss {losses[-1]:.4f}")
 
-    info["seconds"] = round(time.perf_counter() - t0, 3)
-    return RunResult(cfg, status, records, model=model, info=info)
+    return loop.result(time.perf_counter() - t0)
+
+
+@dataclass
+class RunLoop:
+    """One run's state in the train loop and what happens at its scheduled steps: built by `start` (a
+    fresh run or one resumed from a checkpoint), stepped by `train` (one model) or by `ensemble.py` (a
+    member of a stacked ensemble), so both write the same records and checkpoints."""
+
+    cfg: Config
+    model: nn.Module
+    data: Dataset
+    run_dir: RunDir | None
+    device: torch.device
+    loader: BatchLoader
+    per_epoch: int
+    total: int
+    optimizer: torch.optim.Optimizer
+    base_lrs: list[float]
+    schedule: Schedule
+    loss_fn: Any
+    probes: list[Any]
+    context: ProbeContext
+    probe_at: set[int]
+    checkpoint_at: set[int]
+    sync_at: set[int]
+    records: list[dict[str, Any]]
+    host: dict[str, Any]  # loss read back since the last record
+    envs: list[dict[str, Any]]  # the environment of each stretch of the run, kept in its checkpoints
+    info: dict[str, Any]
+    step: int = 0
+    resumed_at: int | None = None
+    status: str = "done"
+
+    @classmethod
+    def start(
+        cls,
+        cfg: Config,
+        model: nn.Module,
+        data: Dataset,
+        run_dir: RunDir | None = None,
+        checkpoint: dict[str, Any] | None = None,
+        env_extra: dict[str, Any] | None = None,
+    ) -> RunLoop:
+        """Everything the loop needs, resumed from `checkpoint` if given; `metrics.jsonl` is rewritten to the
+        checkpoint's records. `env_extra`: what else decides the numbers (an ensemble says so)."""
+        device = resolve_device(cfg.device)
+        env = {**environment(device), **(env_extra or {})}
+        data = data.to(device)
+        model.to(device)
+        tc = cfg.train
+        batch_size = None if tc.batch_size == "full" else tc.batch_size
+        loader = BatchLoader(
+            data.train, batch_size, cfg.seed + LOADER_SEED_OFFSET, tc.drop_last, data.augment
+        )
+        per_epoch = loader.steps_per_epoch
+        total = tc.steps if tc.steps is not None else math.ceil(tc.epochs * per_epoch)
+
+        optimizer = build_optimizer(_resolved_lr(cfg, model, data), model)
+        probes = build_probes(cfg.probes)
+        context = ProbeContext(
+            model, data, loss_function(tc.loss, "sum"), 0, cfg.probes.batch_size, optimizer=optimizer
+        )
+        probe_at = set(probe_steps(cfg.probes, total, per_epoch)) if probes else set()
+        checkpoint_at = (
+            set(range(tc.checkpoint_every, total, tc.checkpoint_every)) if tc.checkpoint_every else set()
+        )
+        checkpoint_at.add(total)
+        loop = cls(
+            cfg=cfg,
+            model=model,
+            data=data,
+            run_dir=run_dir,
+            device=device,
+            loader=loader,
+            per_epoch=per_epoch,
+            total=total,
+            optimizer=optimizer,
+            base_lrs=[group["lr"] for group in optimizer.param_groups],
+            schedule=Schedule(tc, per_epoch, total),
+            loss_fn=loss_function(tc.loss),
+            probes=probes,
+            context=context,
+            probe_at=probe_at,
+            checkpoint_at=checkpoint_at,
+            sync_at=probe_at | checkpoint_at | set(range(0, total + 1, tc.log_every)),
+            records=[],
+            host={"loss_sum": 0.0, "loss_count": 0, "last_sync": 0},
+            envs=[{**env, "from_step": 0}],
+            info={"env": env},
+        )
+        if checkpoint is not None:
+            loop._resume(checkpoint, env)
+        if len(loop.envs) > 1:
+            loop.info["env_history"] = loop.envs
+        if run_dir is not None:  # the store's invariant: the checkpoint's records, or none, and nothing after
+            run_dir.restart_metrics(loop.records)
+        return loop
+
+    def _resume(self, checkpoint: dict[str, Any], env: dict[str, Any]) -> None:
+        self.step = self.resumed_at = checkpoint["step"]
+        self.model.load_state_dict(checkpoint["model"])
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        self.loader.load_state_dict(checkpoint["loader"])
+        set_rng_state(checkpoint["rng"])
+        self.host = dict(checkpoint["host"])
+        for probe, state in zip(self.probes, checkpoint.get("probes", []), strict=False):
+            if state is not None:
+                probe.load_state_dict(state)
+        if "records" in checkpoint:
+            self.records = list(checkpoint["records"])
+        else:  # a checkpoint of an older learnscope: the records it covers are those in the file
+            self.records = [r for r in self.run_dir.records() if r["step"] <= self.step]
+        self.envs = list(checkpoint.get("envs", self.envs))
+        if {k: v for k, v in self.envs[-1].items() if k != "from_step"} != env:
+            self.envs.append({**env, "from_step": self.step})  # resumed elsewhere: the numbers may differ
+
+    def at_step(self) -> dict[str, Any] | None:
+        """The probes and the checkpoint scheduled at this step (the model is that after `step` updates);
+        returns the record when probes ran."""
+        record = None
+        if self.step in self.probe_at:
+            record = {
+                "step": self.step,
+                "epoch": self.step / self.per_epoch,
+                "lr": self.optimizer.param_groups[0]["lr"],
+            }
+            if self.host["loss_count"]:
+                record["batch_loss"] = self.host["loss_sum"] / self.host["loss_count"]
+            self.host["loss_sum"], self.host["loss_count"] = 0.0, 0
+            self.context.step = self.step
+            for probe in self.probes:
+                record.update(probe(self.context))
+            self.records.append(record)
+            if self.run_dir is not None:
+                self.run_dir.append(record)
+        if self.step in self.checkpoint_at and self.run_dir is not None:
+            self.run_dir.save_checkpoint(
+                {
+                    "step": self.step,
+                    "model": _own_storage(self.model.state_dict()),
+                    "optimizer": _own_storage(self.optimizer.state_dict()),
+                    "loader": self.loader.state_dict(),
+                    "rng": get_rng_state(),
+                    "host": self.host,
+                    "envs": self.envs,
+                    "probes": [_probe_state(probe) for probe in self.probes],
+                },
+                self.records,
+            )
+        return record
+
+    def set_lr(self) -> None:
+        """The scheduled learning rate of the update from `step` to `step + 1`."""
+        if not self.schedule.constant:
+            set_lr(self.optimizer, self.base_lrs, self.schedule(self.step))
+
+    def take_losses(self, losses: list[float]) -> bool:
+        """The batch losses of the steps since the last read-back (host floats, read at a sync step): True,
+        with the run `diverged` at the exact step, when one is not finite."""
+        bad = [i for i, v in enumerate(losses) if not math.isfinite(v)]
+        if bad:
+            self.status = "diverged"
+            self.info.update(step=self.host["last_sync"] + bad[0] + 1, loss=str(losses[bad[0]]))
+            return True
+        self.host["loss_sum"] += sum(losses)
+        self.host["loss_count"] += len(losses)
+        self.host["last_sync"] = self.step
+        return False
+
+    def result(self, seconds: float) -> RunResult:
+        self.info["seconds"] = round(seconds, 3)
+        return RunResult(self.cfg, self.status, self.records, model=self.model, info=self.info)
+
+
+def _own_storage(value: Any) -> Any:
+    """`value` with every tensor that views a larger storage copied out, since torch.save writes a view's
+    whole storage (an ensemble member's weights view the stacked ones). Where nothing views more, `value`
+    itself: a single run's checkpoint is saved as it always was."""
+    if isinstance(value, torch.Tensor):
+        viewing_more = value.untyped_storage().nbytes() > value.numel() * value.element_size()
+        return value.clone() if viewing_more else value
+    if isinstance(value, dict | list):
+        pairs = list(value.items() if isinstance(value, dict) else enumerate(value))
+        owned = {k: _own_storage(v) for k, v in pairs}
+        if all(owned[k] is v for k, v in pairs):
+            return value
+        out = copy.copy(value)  # the same type and attributes (a state_dict's _metadata)
+        for k, v in owned.items():
+            out[k] = v
+        return out
+    return value
 
 
 def _resolved_lr(cfg: Config, model: nn.Module, data: Dataset):

@@ -144,9 +144,11 @@ def run_study(
     workers: int = 2,
     quiet: bool = False,
     slurm: dict[str, Any] | None = None,
+    retry_failed: bool = False,
 ) -> StudyResult:
     """Run (or reuse) every run of a study's scale, summarise them and write the summary, the per-run table
-    and the figures into `out` (default figures/<name>)."""
+    and the figures into `out` (default figures/<name>). A run that failed before is reported, not rerun,
+    unless `retry_failed`."""
     study = get_study(name)(scale, overrides)
     out = Path(out) if out is not None else Path("figures") / name
     started = time.perf_counter()
@@ -166,8 +168,17 @@ def run_study(
 
     def sweep(configs: list) -> pd.DataFrame:
         nonlocal computed
-        computed |= any(state not in FINAL for _, state, _ in plan(configs, store))
-        return run_and_load(configs, store, executor=executor, workers=workers, quiet=quiet, slurm=slurm)
+        settled = (*FINAL, *(() if retry_failed else ("failed",)))
+        computed |= any(state not in settled for _, state, _ in plan(configs, store))
+        return run_and_load(
+            configs,
+            store,
+            executor=executor,
+            workers=workers,
+            quiet=quiet,
+            slurm=slurm,
+            retry_failed=retry_failed,
+        )
 
     try:
         table = sweep(configs)
