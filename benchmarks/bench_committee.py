@@ -35,7 +35,7 @@ import torch
 from claims import claim
 
 from learnscope.data.generators import RandomSignGenerator
-from learnscope.models.committee import init_teacher_student, simulate_online_sgd
+from learnscope.models.committee import CHUNK_NUMBERS, init_teacher_student, simulate_online_sgd
 from learnscope.theory.committee_ode import GEState, gaussian_equivalence_ode, ge_initial_state, i2, i3, i4
 
 
@@ -273,7 +273,7 @@ def bench_sim(small: bool) -> None:
     slow = steps_torch / t_torch
     # where the time goes: the generator on the same number of samples, in the simulator's chunks
     rng = np.random.default_rng(3)
-    chunk = 2_000_000 // (R * N)
+    chunk = CHUNK_NUMBERS // (R * N)
     t0 = time.perf_counter()
     for _ in range(steps // chunk):
         gen.sample(rng, chunk * R)
