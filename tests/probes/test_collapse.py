@@ -1,4 +1,5 @@
-"""The collapse probe against a direct two-pass float64 computation; effective depth on hand-made lists."""
+"""The collapse probe against a direct two-pass float64 computation; effective depth on hand-made lists and
+against a per-resample loop."""
 
 import numpy as np
 import pytest
@@ -17,6 +18,7 @@ from learnscope.probes.collapse import (
     collapse,
     effective_depth,
     effective_depth_interval,
+    effective_depths,
 )
 
 
@@ -104,6 +106,41 @@ def test_effective_depth_on_hand_made_lists():
     correct[:5, 1] = False  # layer 2 at 99.5%: depth 2 or 3 across resamples
     lo, hi = effective_depth_interval(correct, 0.01, 200)
     assert lo == 2 and hi <= 3
+
+
+def bootstrap_loop(correct, eps, resamples, seed=0, level=0.9):
+    """Reference: the percentile bootstrap written out, one resample at a time, with the same draws."""
+    rng = np.random.default_rng(seed)
+    n, layers = correct.shape
+    idx = rng.integers(0, n, size=(resamples, n))
+    depths = [effective_depth(correct[i].mean(0), eps) or layers + 1 for i in idx]
+    lo, hi = np.quantile(depths, [(1 - level) / 2, (1 + level) / 2])
+    return float(lo), float(hi)
+
+
+def test_vectorised_effective_depths_equal_the_one_list_version():
+    rng = np.random.default_rng(0)
+    accs = 1 - rng.choice([0.0, 0.005, 0.01, 0.02, 0.3], size=(500, 6))  # errors at, below and above eps
+    accs[:5] = 1.0  # every layer within eps: depth 1
+    accs[5:10, -1] = 0.9  # top layer misses eps: L + 1
+    for eps in (0.0, 0.01, 0.05):
+        expected = [effective_depth(a, eps) or 7 for a in accs]
+        assert effective_depths(accs, eps).tolist() == expected
+
+
+@pytest.mark.parametrize("seed", [0, 3])
+def test_bootstrap_interval_equals_the_per_resample_loop(seed):
+    rng = np.random.default_rng(seed)
+    n, layers = 700, 5
+    error_rate = np.array([0.5, 0.05, 0.012, 0.004, 0.0])  # layer 3 straddles eps = 0.01 across resamples
+    correct = rng.random((n, layers)) >= error_rate
+    for eps, level in ((0.01, 0.9), (0.02, 0.5)):
+        got = effective_depth_interval(correct, eps, 300, seed=seed, level=level)
+        assert got == bootstrap_loop(correct, eps, 300, seed=seed, level=level)
+    assert effective_depth_interval(correct, 0.01, 300, seed=seed) != (
+        3.0,
+        3.0,
+    )  # the interval is not a point
 
 
 class Probed(nn.Module):
@@ -200,3 +237,31 @@ def test_linear_probe_matches_scikit_learn_ridge():
             (ridge.predict(ht).argmax(1) == yt).mean(), abs=2e-3
         )
     assert record["train/linear/2"] > 0.5
+
+
+def test_kept_train_features_give_the_record_of_a_second_forward_pass(monkeypatch):
+    """The train features of the first pass serve the NCC predictions of the second when they fit the budget:
+    the network then runs once over each set, and the record is the one that running it again gives, bit for
+    bit (label-noise subsets and linear probe included)."""
+    import learnscope.probes.collapse as collapse_module
+
+    torch.manual_seed(0)
+    data = build_data(Config().override("data.label_noise=0.2").data)
+    model = Probed().eval()
+    ctx = ProbeContext(model, data, loss_function("ce", "sum"), 5, batch_size=128)  # batches split classes
+    probe = collapse(CollapseConfig(layers=["body.1", "body.3"], linear_probe=True, bootstrap=50))
+    rows_seen = []
+    model.register_forward_pre_hook(lambda _module, inputs: rows_seen.append(len(inputs[0])))
+    kept = probe(ctx)
+    assert sum(rows_seen) == len(data.train.y) + len(data.evals["test"].y)
+    rows_seen.clear()
+    monkeypatch.setattr(collapse_module, "TRAIN_FEATURE_CACHE_BYTES", 0)
+    again = probe(ctx)
+    assert sum(rows_seen) == 2 * len(data.train.y) + len(data.evals["test"].y)
+    assert kept == again
+    assert {
+        "train_clean/ncc/2",
+        "train_noisy_true/cdnv/1",
+        "test/linear/2",
+        "train/effective_depth_hi",
+    } <= set(kept)

@@ -9,12 +9,14 @@ Then, with C x C matrices only:
     CDNV   = mean over c < c' of (Var_c + Var_c') / (2 ||mu_c - mu_c'||^2)      (Galanti et al. 2022, Def. 1)
     NCC(h) = argmin_c ||h - mu_c||^2 = argmin_c ||mu_c||^2 - 2 h.mu_c          (centres from the train split)
 
-The train split is read twice (centres, then NCC predictions against them); every other set once. Layers
-are read through forward hooks on named modules, so any model works. A pass never waits for the device.
+The train split is read twice (centres, then NCC predictions against them), the second time from the
+features of the first when they fit in memory; every other set once. Layers are read through forward hooks on
+named modules, so any model works. A pass never waits for the device.
 """
 
 from __future__ import annotations
 
+import itertools
 from typing import Annotated, Literal
 
 import numpy as np
@@ -174,37 +176,65 @@ def effective_depth_interval(
     """Percentile bootstrap interval of the effective depth over training samples; `correct` is (n, L) bool.
     A resample whose top layer misses eps counts as depth L + 1."""
     rng = np.random.default_rng(seed)
-    n, layers = correct.shape
-    idx = rng.integers(0, n, size=(resamples, n))
-    accs = np.stack([correct[i].mean(0) for i in idx])  # (resamples, L)
-    depths = [effective_depth(a, eps) or layers + 1 for a in accs]
+    n = len(correct)
+    idx = torch.from_numpy(rng.integers(0, n, size=(resamples, n)))
+    # How often each sample is drawn in each resample, then all resamples' hit counts in one product instead
+    # of `resamples` gathers of an (n, L) array. Counts and hits are integers below 2**53, so the float64
+    # product is exact and the accuracies equal correct[i].mean(0) bit for bit. In torch, not numpy: inside
+    # a training run numpy's BLAS threads would compete with torch's for the same cores.
+    ones = torch.ones(idx.shape, dtype=torch.float64)
+    counts = torch.zeros(idx.shape, dtype=torch.float64).scatter_add_(1, idx, ones)
+    accs = (counts @ torch.from_numpy(np.asarray(correct, dtype=np.float64))) / n  # (resamples, L)
+    depths = effective_depths(accs.numpy(), eps)
     lo, hi = np.quantile(depths, [(1 - level) / 2, (1 + level) / 2])
     return float(lo), float(hi)
 
 
-@torch.no_grad()
-def _pass(model, names, x, y, batch_size, fits=(), classifiers=(), subsets=None):
-    """One pass over (x, y). Per layer: update each of `fits[layer]` (moments, linear-probe fits), predict
-    with each of `classifiers[layer]`, update the training `subsets` (moments, labels, mask). Returns the
-    classifiers' predictions (n, L, K) or None, and the network's (n,)."""
-    predictions, net = [], []
-    with capture(model, names) as outputs:
-        for start in range(0, len(y), batch_size):
-            rows = slice(start, start + batch_size)
-            yb = y[rows]
-            net.append(model(x[rows]).argmax(-1))
-            row = []
-            for layer, name in enumerate(names):
-                h = outputs[name].flatten(1)
-                for fit in fits[layer] if fits else ():
-                    fit.update(h, yb)
-                if classifiers:
-                    row.append(torch.stack([c.predict(h) for c in classifiers[layer]], 1))
-                for subset_moments, labels, mask in (subsets or {}).values():
-                    subset_moments[layer].update(h, labels[rows], mask[rows])
-            if row:
-                predictions.append(torch.stack(row, 1))
-    return (torch.cat(predictions) if predictions else None), torch.cat(net)
+def effective_depths(ncc_train_acc: np.ndarray, eps: float) -> np.ndarray:
+    """`effective_depth` of each row of an (R, L) array of NCC train accuracies at once, L + 1 where the top
+    layer misses eps: one more than the (1-based) highest layer whose error exceeds eps, 1 if none does."""
+    bad = (1 - np.asarray(ncc_train_acc, dtype=float)) > eps
+    layers = bad.shape[1]
+    highest_bad = layers - 1 - np.argmax(bad[:, ::-1], axis=1)  # 0-based; meaningless where no layer is bad
+    return np.where(bad.any(axis=1), highest_bad + 2, 1)
+
+
+# The train split is read twice: once for the class centres, once for the NCC predictions against them. Its
+# features of the first read are kept for the second when they fit in this many bytes (all layers together),
+# which saves one of the probe's three forward passes in a small run (the tiny neural-collapse study keeps
+# ~10 MB); beyond it (CIFAR-10 at CONV-L-400: ~5 GB a layer) the second read runs the network again. The kept
+# features are those a second pass would compute (eval mode, no_grad; bit for bit on the CPU), so the numbers
+# are the same either way.
+TRAIN_FEATURE_CACHE_BYTES = 256 * 2**20
+
+
+def _features(model, names, outputs, x, batch_size, net):
+    """Runs x through the model in batches, with `outputs` filled by `capture(model, names)`: yields, per
+    batch, its rows and each layer's features (B, d), and appends the network's predictions to `net`."""
+    for start in range(0, len(x), batch_size):
+        rows = slice(start, start + batch_size)
+        net.append(model(x[rows]).argmax(-1))
+        yield rows, [outputs[name].flatten(1) for name in names]
+
+
+def _pass(batches, y, fits=(), classifiers=(), subsets=None):
+    """One pass over the (rows, features per layer) of `batches`, labels y. Per layer: update each of
+    `fits[layer]` (moments, linear-probe fits), predict with each of `classifiers[layer]`, update the training
+    `subsets` (moments, labels, mask). Returns the classifiers' predictions (n, L, K), or None."""
+    predictions = []
+    for rows, features in batches:
+        yb = y[rows]
+        row = []
+        for layer, h in enumerate(features):
+            for fit in fits[layer] if fits else ():
+                fit.update(h, yb)
+            if classifiers:
+                row.append(torch.stack([c.predict(h) for c in classifiers[layer]], 1))
+            for subset_moments, labels, mask in (subsets or {}).values():
+                subset_moments[layer].update(h, labels[rows], mask[rows])
+        if row:
+            predictions.append(torch.stack(row, 1))
+    return torch.cat(predictions) if predictions else None
 
 
 @PROBES.register("collapse", CollapseConfig)
@@ -223,34 +253,51 @@ def collapse(cfg: CollapseConfig):
         was_training = model.training
         model.eval()
         try:
-            dims = _dims(model, names, train.x[:1])
-            # Pass 1 over train: class means (the NCC centres), train CDNV, the linear probes' statistics.
-            train_moments = [ClassMoments(C, d, device) for d in dims]
-            probe_fits = [LinearProbeFit(C, d, device, cfg.ridge) for d in dims] if cfg.linear_probe else []
-            fits = [[m, *probe_fits[i : i + 1]] for i, m in enumerate(train_moments)]
-            _, net = _pass(model, names, train.x, train.y, bs, fits=fits)
-            present = train_moments[0].present
-            classifiers = [
-                [NearestCentre(m.mean, present), *(f.solve() for f in probe_fits[i : i + 1])]
-                for i, m in enumerate(train_moments)
-            ]
-            # Pass 2 over train: predictions of those classifiers, and the label-noise subsets.
-            subsets = _noise_subsets(cfg, data, dims, device)
-            preds, _ = _pass(model, names, train.x, train.y, bs, classifiers=classifiers, subsets=subsets)
-            train_hits = preds[:, :, 0] == train.y[:, None]
-            _report(out, "train", train_moments, preds == train.y[:, None, None], net == train.y, present)
-            for name, (moments, labels, mask) in subsets.items():
-                _report(out, name, moments, preds == labels[:, None, None], net == labels, present, mask)
-            for set_name in cfg.sets:
-                if set_name != "train":
-                    split = data.evals[set_name]
-                    moments = [ClassMoments(C, d, device) for d in dims]
-                    fits = [[m] for m in moments]
-                    preds_set, net_set = _pass(
-                        model, names, split.x, split.y, bs, fits=fits, classifiers=classifiers
-                    )
-                    hits = preds_set == split.y[:, None, None]
-                    _report(out, set_name, moments, hits, net_set == split.y, present)
+            with torch.no_grad(), capture(model, names) as outputs:
+                net_batches: list[torch.Tensor] = []
+                train_batches = _features(model, names, outputs, train.x, bs, net_batches)
+                first = next(train_batches)  # the layers' widths, and the bytes a sample's features take
+                dims = [h.shape[1] for h in first[1]]
+                sample_bytes = sum(h[0].nbytes for h in first[1])
+                train_batches = itertools.chain([first], train_batches)
+                keep = len(train.y) * sample_bytes <= TRAIN_FEATURE_CACHE_BYTES
+                if keep:
+                    train_batches = list(train_batches)
+                # Pass 1 over train: class means (the NCC centres), train CDNV, the linear probes' statistics.
+                train_moments = [ClassMoments(C, d, device) for d in dims]
+                probe_fits = (
+                    [LinearProbeFit(C, d, device, cfg.ridge) for d in dims] if cfg.linear_probe else []
+                )
+                fits = [[m, *probe_fits[i : i + 1]] for i, m in enumerate(train_moments)]
+                _pass(train_batches, train.y, fits=fits)
+                net = torch.cat(net_batches)
+                present = train_moments[0].present
+                classifiers = [
+                    [NearestCentre(m.mean, present), *(f.solve() for f in probe_fits[i : i + 1])]
+                    for i, m in enumerate(train_moments)
+                ]
+                # Pass 2 over train (the kept features, or the network again): predictions of those
+                # classifiers, and the label-noise subsets.
+                if not keep:
+                    train_batches = _features(model, names, outputs, train.x, bs, [])
+                subsets = _noise_subsets(cfg, data, dims, device)
+                preds = _pass(train_batches, train.y, classifiers=classifiers, subsets=subsets)
+                del train_batches
+                train_hits = preds[:, :, 0] == train.y[:, None]
+                _report(out, "train", train_moments, preds == train.y[:, None, None], net == train.y, present)
+                for name, (moments, labels, mask) in subsets.items():
+                    _report(out, name, moments, preds == labels[:, None, None], net == labels, present, mask)
+                for set_name in cfg.sets:
+                    if set_name != "train":
+                        split = data.evals[set_name]
+                        moments = [ClassMoments(C, d, device) for d in dims]
+                        net_set: list[torch.Tensor] = []
+                        batches = _features(model, names, outputs, split.x, bs, net_set)
+                        preds_set = _pass(
+                            batches, split.y, fits=[[m] for m in moments], classifiers=classifiers
+                        )
+                        hits = preds_set == split.y[:, None, None]
+                        _report(out, set_name, moments, hits, torch.cat(net_set) == split.y, present)
         finally:
             model.train(was_training)
         keys = list(out)
@@ -265,12 +312,6 @@ def collapse(cfg: CollapseConfig):
         return record
 
     return probe
-
-
-def _dims(model, names, x) -> list[int]:
-    with torch.no_grad(), capture(model, names) as outputs:
-        model(x)
-    return [outputs[n][0].numel() for n in names]
 
 
 def _noise_subsets(
