@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TRACK_STAMP := $(VENV)/.installed-track
 
-.PHONY: setup demo test test-fast bench lint clean
+.PHONY: setup demo test test-slow test-all bench lint clean
 
 setup: $(STAMP)
 
@@ -26,13 +26,20 @@ $(TRACK_STAMP): $(STAMP)
 demo: setup
 	$(BIN)/learnscope demo
 
-# The suite on every core (pytest-xdist), one test at a time to the next free worker: the slow tests, collected
-# first (tests/conftest.py), spread over the workers instead of queueing on one.
-test: setup $(TRACK_STAMP)
-	$(BIN)/pytest -q -n auto --dist load --maxschedchunk 1 --durations=15
+# The suite on every core (pytest-xdist), one test at a time to the next free worker. `make test` is the
+# everyday run, without the `slow` acceptance tests (each reproduces a study at tiny scale or kills runs for
+# minutes); `make test-slow` runs those, the slowest first (tests/conftest.py) so none queues at the end; CI
+# (.ci/run) runs both; `make test-all` runs everything in one go.
+PYTEST := $(BIN)/pytest -q -n auto --dist load --maxschedchunk 1 --durations=15
 
-test-fast: setup
-	$(BIN)/pytest -q -n auto --dist load --maxschedchunk 1 -m "not slow"
+test: setup $(TRACK_STAMP)
+	$(PYTEST) -m "not slow"
+
+test-slow: setup $(TRACK_STAMP)
+	$(PYTEST) -m slow
+
+test-all: setup $(TRACK_STAMP)
+	$(PYTEST)
 
 bench: setup
 	$(BIN)/python benchmarks/run.py

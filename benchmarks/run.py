@@ -50,7 +50,7 @@ def versions() -> str:
 def fmt_ratio(row: dict) -> str:
     value = row["ratio"]
     if row["unit"] == "%":
-        return f"{value:.1f} %"
+        return f"{value:.1f}"
     return f"{value:.2f}" if value < 10 else f"{value:.0f}"
 
 
