@@ -22,6 +22,7 @@ machine's ratio flatters the ensemble.
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import platform
 import statistics
@@ -109,6 +110,8 @@ def case(name: str, spec: dict, members: int, steps: int, repeats: int) -> float
         f"ratio {ratio:4.2f}  ({members * steps / seq:,.0f} vs {members * steps / ens:,.0f} member-steps/s; "
         f"same weights after {CHECK_STEPS} steps to {distance:.0e})"
     )
+    if spec["model"]["kind"] == "mlp":
+        roofline(spec, seq / (members * steps), ens / (members * steps), data)
     claim(
         f"seed ensemble of {members}: {name}",
         f"one stacked model (vmap), {ens:.2f} s",
@@ -117,6 +120,46 @@ def case(name: str, spec: dict, members: int, steps: int, repeats: int) -> float
         3 if "conv" not in name else 1,
     )
     return ratio
+
+
+def mlp_flops(widths: list[int], batch: int) -> int:
+    """Multiply-add FLOPs of one SGD step of an MLP with these layer widths: forward 2·B·in·out per layer,
+    backward the same for the weight gradient and for the input gradient (not needed below the first
+    layer)."""
+    layers = list(itertools.pairwise(widths))
+    forward = sum(2 * batch * fan_in * fan_out for fan_in, fan_out in layers)
+    return 3 * forward - 2 * batch * widths[0] * widths[1]
+
+
+def gemm_rate(m: int, k: int, n: int, batch: int = 1, seconds: float = 0.5) -> float:
+    """FLOP/s of float32 (batched) matrix products of this shape on this machine, best of a few rounds."""
+    a, b = torch.randn(batch, m, k), torch.randn(batch, k, n)
+    torch.bmm(a, b)
+    best = 0.0
+    for _ in range(5):
+        count, t0 = 0, time.perf_counter()
+        while time.perf_counter() - t0 < seconds / 5:
+            torch.bmm(a, b)
+            count += 1
+        best = max(best, 2 * batch * m * k * n * count / (time.perf_counter() - t0))
+    return best
+
+
+def roofline(spec: dict, seq_step: float, ens_step: float, data) -> None:
+    """How much faster any ensemble could be: the arithmetic rate the separate runs already reach, against
+    the machine's rate for the stacked products (members x batch x width x width) and for a large product."""
+    depth, width = spec["model"]["depth"], spec["model"]["width"]
+    widths = [int(np.prod(data.input_shape)), *[width] * depth, data.num_classes]
+    flops = mlp_flops(widths, 128)
+    stacked = gemm_rate(128, width, width, batch=8)
+    large = gemm_rate(2048, 2048, 2048)
+    print(
+        f"    arithmetic: {flops / 1e6:.0f} MFLOP a member-step; the runs one after another reach "
+        f"{flops / seq_step / 1e9:.0f} GFLOP/s, the ensemble {flops / ens_step / 1e9:.0f}; this machine's "
+        f"float32 products: {stacked / 1e9:.0f} GFLOP/s for the stacked 8 x 128 x {width} x {width}, "
+        f"{large / 1e9:.0f} for 2048^3. So no ensemble can be more than {large * seq_step / flops:.1f}x "
+        f"faster than the separate runs here."
+    )
 
 
 def main() -> None:

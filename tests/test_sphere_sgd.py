@@ -147,3 +147,26 @@ def test_a_model_without_scale_invariant_parameters_is_a_one_line_error():
 
     with pytest.raises(ConfigError, match="scale-invariant"):
         SphereSGD([], elr=0.1)
+
+
+@pytest.mark.parametrize("sphere", ["whole", "layer"])
+@pytest.mark.parametrize(("momentum", "mode"), [(0.0, "tangent"), (0.9, "tangent"), (0.9, "plain")])
+def test_host_scalars_on_the_cpu_take_the_same_steps_as_device_scalars(sphere, momentum, mode):
+    """The CPU does the step's scalar arithmetic in Python floats; an accelerator keeps it in device scalars
+    (no host sync). Both are float64 arithmetic: forced onto the CPU, the device path must agree."""
+    x, y = batch()
+    runs = []
+    for host in (True, False):
+        model, si = si_mlp()
+        opt = SphereSGD(si, elr=0.2, sphere=sphere, momentum=momentum, momentum_mode=mode)
+        assert opt.host_scalars  # the default on the CPU
+        opt.host_scalars = host
+        for _ in range(10):
+            F.cross_entropy(model(x), y).backward()
+            opt.step()
+            model.zero_grad()
+        runs.append((flat(si), opt.step_statistics()))
+    (w_host, stats_host), (w_device, stats_device) = runs
+    assert torch.allclose(w_host, w_device, rtol=0, atol=1e-13)
+    assert stats_host == pytest.approx(stats_device, rel=1e-12)
+    assert stats_host["angle"] > 1  # the steps turned the weights: the comparison is not vacuous

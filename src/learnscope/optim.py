@@ -179,6 +179,55 @@ class SphereSGDConfig(OptimConfig):
     other_lr: NonNegativeFloat = 0.0  # the original's noninvlr: a frozen head has no trainable parameters
 
 
+class _HostScalars:
+    """SphereSGD's scalar arithmetic as Python floats (float64), read from the Gram matrix in one transfer."""
+
+    @staticmethod
+    def read(gram: torch.Tensor) -> list[list[float]]:
+        return gram.tolist()
+
+    @staticmethod
+    def sqrt(x: float) -> float:
+        return math.sqrt(max(x, 0.0))
+
+    @staticmethod
+    def degrees_atan2(y: float, x: float) -> float:
+        return math.degrees(math.atan2(y, x))
+
+    @staticmethod
+    def scale(tensors: list[torch.Tensor], factor: float) -> None:
+        torch._foreach_mul_(tensors, factor)
+
+    @staticmethod
+    def add_scaled(tensors: list[torch.Tensor], others: list[torch.Tensor], factor: float) -> None:
+        torch._foreach_add_(tensors, others, alpha=factor)
+
+
+class _DeviceScalars:
+    """The same as float64 device scalars: no host sync (the update takes them cast to the weights' dtype)."""
+
+    @staticmethod
+    def read(gram: torch.Tensor) -> torch.Tensor:
+        return gram
+
+    @staticmethod
+    def sqrt(x: torch.Tensor) -> torch.Tensor:
+        return torch.sqrt(x.clamp_min(0))
+
+    @staticmethod
+    def degrees_atan2(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return torch.rad2deg(torch.atan2(y, x))
+
+    @staticmethod
+    def scale(tensors: list[torch.Tensor], factor: torch.Tensor) -> None:
+        torch._foreach_mul_(tensors, factor.to(tensors[0].dtype))
+
+    @staticmethod
+    def add_scaled(tensors: list[torch.Tensor], others: list[torch.Tensor], factor) -> None:
+        factor = torch.as_tensor(factor, dtype=tensors[0].dtype, device=tensors[0].device)
+        torch._foreach_add_(tensors, torch._foreach_mul(others, factor))
+
+
 class SphereSGD(torch.optim.Optimizer):
     """Projected SGD on spheres. Group 0 holds the SI tensors with lr = elr·ρ² and its radii (saved with the
     optimiser's state), group 1 (if any) the other trainable parameters, plain SGD at `other_lr`.
@@ -217,6 +266,8 @@ class SphereSGD(torch.optim.Optimizer):
         super().__init__(groups, {"momentum": momentum, "sphere": sphere, "momentum_mode": momentum_mode,
                                   "elr": elr})  # fmt: skip
         device = si_params[0].device
+        self.host_scalars = device.type == "cpu"  # see _sphere_step
+        self._gram_rows: dict[tuple[int, int], torch.Tensor] = {}  # see _gram
         self._angle_sum = torch.zeros((), dtype=torch.float64, device=device)
         self._grad_norm_sum = torch.zeros((), dtype=torch.float64, device=device)
         self._steps = 0
@@ -247,55 +298,64 @@ class SphereSGD(torch.optim.Optimizer):
         self._steps += 1
         return loss
 
-    @staticmethod
-    def _gram(*vectors: list[torch.Tensor]) -> torch.Tensor:
-        """The float64 Gram matrix of vectors given as lists of tensors (each list one vector): one
-        concatenation and one product, not a pass per tensor and pair (the step's cost on small models)."""
-        rows = torch.stack([torch.cat([t.reshape(-1) for t in v]) for v in vectors]).double()
+    def _gram(self, *vectors: list[torch.Tensor]) -> torch.Tensor:
+        """The float64 Gram matrix of vectors given as lists of tensors (each list one vector): each vector
+        concatenated into a row of one float64 buffer kept per sphere and size, then one product, not a pass
+        per tensor and pair (the step's cost on small models)."""
+        key = (id(vectors[0][0]), len(vectors))
+        rows = self._gram_rows.get(key)
+        if rows is None:
+            size = sum(t.numel() for t in vectors[0])
+            rows = torch.empty(len(vectors), size, dtype=torch.float64, device=vectors[0][0].device)
+            self._gram_rows[key] = rows
+        for row, v in zip(rows, vectors, strict=True):
+            torch.cat([t.reshape(-1) for t in v], out=row)
         return rows @ rows.T
 
     def _sphere_step(self, group, params, radius: float, lr: float) -> tuple[torch.Tensor, torch.Tensor]:
-        """One step on one sphere; returns (angle turned in degrees, effective gradient norm ρ‖P g‖), as
-        device scalars. Everything the step needs of the vectors comes from Gram matrices; the update is
-        w ← s·(a·w − lr·b) with device scalars a, s, by foreach ops."""
+        """One step on one sphere; returns (angle turned in degrees, effective gradient norm ρ‖P g‖).
+        Everything the step needs of the vectors comes from Gram matrices; the update is w ← s·(a·w − lr·b)
+        by foreach ops. The scalars in between are a dozen float64 operations: on the CPU they are done on
+        the host (`host_scalars`), where a tensor op per scalar would cost more than the step's arithmetic
+        on a small model; on an accelerator they stay device scalars, so a step never waits for the device."""
         m, tangent = group["momentum"], group["momentum_mode"] == "tangent"
         grads = [torch.zeros_like(p) if p.grad is None else p.grad for p in params]
-        gram = self._gram(params, grads)
-        w_sq, w_g, g_sq = gram[0, 0], gram[0, 1], gram[1, 1]
+        scalars = _HostScalars if self.host_scalars else _DeviceScalars
+        if m == 0:
+            gram = scalars.read(self._gram(params, grads))
+        else:  # b = m·b + g, then one Gram matrix of (w, g, b)
+            buffers = [self.state[p].get("momentum_buffer") for p in params]
+            if buffers[0] is None:
+                buffers = [g.clone() for g in grads]
+                for p, buf in zip(params, buffers, strict=True):
+                    self.state[p]["momentum_buffer"] = buf
+            else:
+                torch._foreach_mul_(buffers, m)
+                torch._foreach_add_(buffers, grads)
+            gram = scalars.read(self._gram(params, grads, buffers))
+        w_sq, w_g, g_sq = gram[0][0], gram[0][1], gram[1][1]
         # the tangent gradient P g = g − c·w (c = 0 without projection), its norm from the Gram matrix
-        c = w_g / w_sq if tangent else torch.zeros_like(w_sq)
-        grad_norm = torch.sqrt((g_sq - 2 * c * w_g + c * c * w_sq).clamp_min(0)) * radius
+        c = w_g / w_sq if tangent else 0.0
+        grad_norm = scalars.sqrt(g_sq - 2 * c * w_g + c * c * w_sq) * radius
         if m == 0:  # the direction b = g − c·w: w·b and b·b from the same Gram matrix
             direction, a = grads, 1 + lr * c
             w_b, b_sq = w_g - c * w_sq, g_sq - 2 * c * w_g + c * c * w_sq
         else:
-            direction = []
-            for p, g in zip(params, grads, strict=True):
-                state = self.state[p]
-                buf = state.get("momentum_buffer")
-                if buf is None:
-                    state["momentum_buffer"] = buf = g.clone()
-                else:
-                    buf.mul_(m).add_(g)
-                direction.append(buf)
-            if tangent:  # the gradient's projection, then the buffer's onto this point's tangent space
-                torch._foreach_add_(direction, torch._foreach_mul(params, (-c).to(params[0].dtype)))
-                gram = self._gram(params, direction)
-                torch._foreach_add_(
-                    direction, torch._foreach_mul(params, (-gram[0, 1] / w_sq).to(params[0].dtype))
-                )
-            gram = self._gram(params, direction)
-            a, w_b, b_sq = torch.ones_like(w_sq), gram[0, 1], gram[1, 1]
+            direction, a = buffers, 1.0
+            w_b, b_sq = gram[0][2], gram[2][2]
+            if tangent:  # the buffer projected onto this point's tangent space, and kept so (P b: w·P b = 0)
+                k = w_b / w_sq
+                scalars.add_scaled(direction, params, -k)
+                w_b, b_sq = w_b - k * w_sq, b_sq - 2 * k * w_b + k * k * w_sq
         # w' = a·w − lr·b; the angle between w and w' (the rescaling does not turn it), by atan2: accurate for
         # the tiny angles of the convergence regime, where an arccos of a cosine near 1 is not
         along = a * w_sq - lr * w_b  # w·w'
         new_sq = a * a * w_sq - 2 * a * lr * w_b + lr * lr * b_sq
-        across = torch.sqrt((new_sq * w_sq - along * along).clamp_min(0))  # ‖w‖‖w'‖ sin θ
-        angle = torch.rad2deg(torch.atan2(across, along))
-        scale = radius / torch.sqrt(new_sq)
-        dtype = params[0].dtype
-        torch._foreach_mul_(params, (scale * a).to(dtype))
-        torch._foreach_add_(params, torch._foreach_mul(direction, (-lr * scale).to(dtype)))
+        across = scalars.sqrt(new_sq * w_sq - along * along)  # ‖w‖‖w'‖ sin θ
+        angle = scalars.degrees_atan2(across, along)
+        scale = radius / scalars.sqrt(new_sq)
+        scalars.scale(params, scale * a)
+        scalars.add_scaled(params, direction, -lr * scale)
         return angle, grad_norm
 
     def state_dict(self) -> dict:

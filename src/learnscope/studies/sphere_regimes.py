@@ -94,6 +94,15 @@ SCALES: dict[str, dict] = {
             "data": {"kind": "cifar10", "path": "data/cifar-10-batches-py"},
             "model": {"kind": "convnet_si", "width": 32, "head_norm": 10.0},
             "train": {"epochs": 1000, "batch_size": 128, "checkpoint_every": 3910},
+            # every 10 epochs (391 steps each) and at 30 log-spaced steps for the start: the train-mode loss
+            # is a forward pass over the whole training set, ~1/2 of an epoch's training on a CPU, so probing
+            # every epoch as the original does would cost as much as the training (benchmarks/bench_sphere.py)
+            "probes": {
+                "schedule": ["log", "every"],
+                "points": 30,
+                "every": 3910,
+                "use": ["evaluation", "sphere"],
+            },
         },
         "elrs": [1e-5, 1e-4, 5e-4, 1e-3, 2e-3, 5e-3, 5e-2, 1e-1],
         "seeds": [1, 2, 3],
