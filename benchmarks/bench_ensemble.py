@@ -157,8 +157,8 @@ def roofline(spec: dict, seq_step: float, ens_step: float, data) -> None:
         f"    arithmetic: {flops / 1e6:.0f} MFLOP a member-step; the runs one after another reach "
         f"{flops / seq_step / 1e9:.0f} GFLOP/s, the ensemble {flops / ens_step / 1e9:.0f}; this machine's "
         f"float32 products: {stacked / 1e9:.0f} GFLOP/s for the stacked 8 x 128 x {width} x {width}, "
-        f"{large / 1e9:.0f} for 2048^3. So no ensemble can be more than {large * seq_step / flops:.1f}x "
-        f"faster than the separate runs here."
+        f"{large / 1e9:.0f} for 2048^3. So no ensemble can be more than "
+        f"{max(stacked, large) * seq_step / flops:.1f}x faster than the separate runs here."
     )
 
 
