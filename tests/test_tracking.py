@@ -43,6 +43,39 @@ def test_tensorboard_receives_every_record_of_the_store(tmp_path, monkeypatch, t
             assert got == pytest.approx(want, rel=1e-6)  # TensorBoard stores float32
 
 
+def test_a_resumed_run_shows_each_step_once_in_tensorboard(tmp_path, monkeypatch, tiny_config):
+    """Interrupted after logging step 50 (its last checkpoint at 40), then run again: the resumed process
+    logs steps 41.. again; TensorBoard must show each step once, with the store's values."""
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from learnscope.store import RunDir
+
+    monkeypatch.setenv(ENVIRONMENT, "tensorboard")
+    append = RunDir.append
+
+    def interrupted_after_step_50(self, record):
+        append(self, record)
+        if record.get("step") == 50 and "train/loss" in record:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(RunDir, "append", interrupted_after_step_50)
+    with pytest.raises(KeyboardInterrupt):
+        run(tiny_config, store=tmp_path, quiet=True)
+    monkeypatch.setattr(RunDir, "append", append)
+    result = run(tiny_config, store=tmp_path, quiet=True)
+    assert result.status == "done"
+    expected = _expected(_stored(result))
+    events = EventAccumulator(str(tmp_path / "tensorboard" / result.path.name))
+    events.Reload()
+    for key, points in expected.items():
+        logged = [(e.step, e.value) for e in events.Scalars(key)]
+        assert [s for s, _ in logged] == [s for s, _ in points], key
+        for (_, got), (_, want) in zip(logged, points, strict=True):
+            assert got == pytest.approx(want, rel=1e-6)
+    assert any(step > 40 for step, _ in expected["train/loss"])  # logged by both processes
+
+
 def test_mlflow_receives_every_record_of_the_store_in_a_local_sqlite_file(tmp_path, monkeypatch, tiny_config):
     pytest.importorskip("mlflow")
     import mlflow

@@ -10,7 +10,10 @@ comma-separated), so that a sweep's worker processes and Slurm jobs inherit it; 
   (`mlflow ui --backend-store-uri sqlite:///<store>/mlflow.db`), experiment "learnscope", one MLflow run per
   learnscope run, named by its hash, with the config's scalars as parameters.
 Every numeric field of a record is logged at the record's `step` (its index in the run where a record has no
-step). A resumed run logs again the records after its checkpoint, as the store rewrites them.
+step). A resumed run logs again the records after its checkpoint, as the store rewrites them: TensorBoard is
+told to purge what the interrupted process logged from that step on (SummaryWriter's `purge_step`), so each
+step shows once; MLflow keeps no such mark, and its history holds those steps twice, with equal values (a
+resumed run recomputes the same records).
 """
 
 from __future__ import annotations
@@ -69,10 +72,14 @@ def scalars(record: dict[str, Any]) -> dict[str, float]:
 
 
 class TensorBoardTracker:
-    def __init__(self, run_path: Path, config: dict[str, Any]) -> None:
+    def __init__(self, run_path: Path, config: dict[str, Any], first_step: int) -> None:
         from torch.utils.tensorboard import SummaryWriter
 
-        self.writer = SummaryWriter(log_dir=str(run_path.parent / "tensorboard" / run_path.name))
+        # purge_step: events at or after the first step this process logs, left by an interrupted one, are
+        # dropped when TensorBoard reads the directory (a fresh run's first step is 0: nothing to drop)
+        self.writer = SummaryWriter(
+            log_dir=str(run_path.parent / "tensorboard" / run_path.name), purge_step=first_step
+        )
 
     def log(self, record: dict[str, Any], step: int) -> None:
         for key, value in scalars(record).items():
@@ -83,7 +90,7 @@ class TensorBoardTracker:
 
 
 class MLflowTracker:
-    def __init__(self, run_path: Path, config: dict[str, Any]) -> None:
+    def __init__(self, run_path: Path, config: dict[str, Any], first_step: int) -> None:
         import mlflow
 
         uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{run_path.parent.resolve() / 'mlflow.db'}"
@@ -132,16 +139,25 @@ _BUILDERS = {"tensorboard": TensorBoardTracker, "mlflow": MLflowTracker}
 
 
 class RunTrackers:
-    """The trackers of one run directory: opened on its first record, closed with the run's metrics file."""
+    """The trackers of one run directory: opened at its first record in this process (whose step is where
+    a resumed run takes up again), closed with the run's metrics file."""
 
     def __init__(self, run_path: Path, config: dict[str, Any], names: tuple[str, ...]) -> None:
-        self.trackers = [_BUILDERS[name](run_path, config) for name in names]
+        self.run_path, self.config, self.names = run_path, config, names
+        self.trackers: list[Tracker] | None = None
         self.count = 0
 
     def log(self, record: dict[str, Any]) -> None:
         step = record.get("step", self.count)
         self.count += 1
         step = int(step) if isinstance(step, int | float) and math.isfinite(step) else self.count - 1
+        if self.trackers is None:
+            self.trackers = []
+            for name in self.names:
+                try:
+                    self.trackers.append(_BUILDERS[name](self.run_path, self.config, step))
+                except Exception as exc:  # as a failing log: the run goes on without it
+                    _say_stopped(_BUILDERS[name].__name__, exc)
         for tracker in list(self.trackers):
             try:
                 tracker.log(record, step)
@@ -149,7 +165,7 @@ class RunTrackers:
                 self._drop(tracker, exc)
 
     def close(self) -> None:
-        for tracker in list(self.trackers):
+        for tracker in list(self.trackers or ()):
             try:
                 tracker.close()
             except Exception as exc:
@@ -157,9 +173,13 @@ class RunTrackers:
 
     def _drop(self, tracker: Tracker, exc: Exception) -> None:
         self.trackers.remove(tracker)
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        print(
-            f"learnscope: {type(tracker).__name__} stopped ({type(exc).__name__}: {message}); "
-            "the run goes on, its store has every record",
-            file=sys.stderr,
-        )
+        _say_stopped(type(tracker).__name__, exc)
+
+
+def _say_stopped(name: str, exc: Exception) -> None:
+    message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    print(
+        f"learnscope: {name} stopped ({type(exc).__name__}: {message}); the run goes on, its store has "
+        "every record",
+        file=sys.stderr,
+    )
