@@ -2,7 +2,9 @@
 
 One row per claim (each script's `claims.claim` calls): what is measured, the reference it is measured
 against in the same run, the ratio, the target and whether it holds; then the machine, versions and date,
-and each script's wall time and output. Run it on a quiet machine: two jobs at once skew every ratio.
+and each script's wall time and output. Each script's last result is kept in benchmarks/results.json: `--only`
+reruns some scripts and the page keeps the others' (each with its own date). Run it on a quiet machine: two
+jobs at once skew every ratio.
 
     .venv/bin/python benchmarks/run.py [--only committee,loop] [--args "--small"] [--out FILE.md]
 """
@@ -70,54 +72,84 @@ def main() -> int:
     if args.only:
         wanted = {f"bench_{name.strip()}.py" for name in args.only.split(",")}
         scripts = [s for s in scripts if s.name in wanted]
-    rows, runs = [], []
-    started = datetime.datetime.now(datetime.UTC)
+    # Each script's last result is kept beside the page (results.json), so that --only reruns some scripts and
+    # the page still shows the others, each with its own date, machine and versions.
+    kept_path = args.out.with_name("results.json")
+    kept = json.loads(kept_path.read_text()) if kept_path.is_file() else {}
     for script in scripts:
-        with tempfile.NamedTemporaryFile("r", suffix=".jsonl") as claims:
-            env = {**os.environ, "LEARNSCOPE_BENCH_CLAIMS": claims.name}
-            command = [sys.executable, str(script), *shlex.split(args.args)]
-            print(f"== {script.name}", flush=True)
-            t0 = time.perf_counter()
-            proc = subprocess.run(
-                command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-            )
-            wall = time.perf_counter() - t0
-            print(proc.stdout, end="", flush=True)
-            found = [json.loads(line) for line in claims.read().splitlines() if line.strip()]
-        for row in found:
-            row["script"] = script.name
-        rows += found
-        runs.append((script.name, wall, proc.returncode, proc.stdout))
-    lines = [
-        "# Benchmark results",
-        "",
-        f"Written by `make bench` (benchmarks/run.py{' ' + args.args if args.args else ''}) on "
-        f"{started:%Y-%m-%d %H:%M} UTC.",
-        f"Machine: {machine()}. {versions()}.",
-        "Every ratio is measured against its reference in the same run, on the same machine; a speed-up is "
-        "reference time / learnscope time, an overhead is the share of a step or run.",
-        "",
-        "| claim | learnscope | reference (same run) | ratio | target | holds | script |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for row in rows:
-        target = f"{'≥' if row['direction'] == 'at least' else '≤'} {row['target']:g}{row['unit']}"
-        lines.append(
-            f"| {cell(row['claim'])} | {cell(row['ours'])} | {cell(row['reference'])} | "
-            f"{fmt_ratio(row)}{row['unit']} | {target} | {'yes' if row['holds'] else '**no**'} | "
-            f"{row['script']} |"
-        )
-    lines += ["", "## Scripts", "", "| script | wall time | exit code |", "|---|---|---|"]
-    lines += [f"| {name} | {wall:.0f} s | {code} |" for name, wall, code, _ in runs]
-    lines += ["", "## Output", ""]
-    for name, _, _, out in runs:
-        lines += [f"### {name}", "", "```", out.rstrip(), "```", ""]
-    args.out.write_text("\n".join(lines))
-    failed = [name for name, _, code, _ in runs if code]
+        print(f"== {script.name}", flush=True)
+        kept[script.name] = run_script(script, args.args)
+    kept = {name: kept[name] for name in sorted(kept) if (HERE / name).is_file()}
+    kept_path.write_text(json.dumps(kept, indent=1) + "\n")
+    args.out.write_text(render(kept))
+    rows = [row for result in kept.values() for row in result["claims"]]
     print(f"wrote {args.out}: {len(rows)} claims, {sum(not r['holds'] for r in rows)} missed", flush=True)
+    failed = [script.name for script in scripts if kept[script.name]["exit_code"]]
     if failed:
         print(f"scripts that failed: {', '.join(failed)}", file=sys.stderr)
     return 1 if failed else 0
+
+
+def run_script(script: Path, extra: str) -> dict:
+    """Run one benchmark script: its claims, output, wall time and exit code, and where and when."""
+    started = datetime.datetime.now(datetime.UTC)
+    with tempfile.NamedTemporaryFile("r", suffix=".jsonl") as claims:
+        env = {**os.environ, "LEARNSCOPE_BENCH_CLAIMS": claims.name}
+        command = [sys.executable, str(script), *shlex.split(extra)]
+        t0 = time.perf_counter()
+        proc = subprocess.run(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        wall = time.perf_counter() - t0
+        print(proc.stdout, end="", flush=True)
+        found = [json.loads(line) for line in claims.read().splitlines() if line.strip()]
+    return {
+        "claims": found,
+        "output": proc.stdout,
+        "wall_s": wall,
+        "exit_code": proc.returncode,
+        "args": extra,
+        "date": f"{started:%Y-%m-%d %H:%M} UTC",
+        "machine": machine(),
+        "versions": versions(),
+    }
+
+
+def render(results: dict[str, dict]) -> str:
+    """RESULTS.md: one row per claim of every script, then each script's run and output."""
+    settings = {(r["machine"], r["versions"]) for r in results.values()}
+    lines = [
+        "# Benchmark results",
+        "",
+        "Written by `make bench` (benchmarks/run.py; `--only NAME` reruns some scripts and keeps the "
+        "others' last results, benchmarks/results.json). Every ratio is measured against its reference in "
+        "the same run, on the same machine; a speed-up is reference time / learnscope time, an overhead is "
+        "the share of a step or run.",
+        "",
+    ]
+    if len(settings) == 1:
+        ((machine_text, versions_text),) = settings
+        lines += [f"Machine: {machine_text}. {versions_text}.", ""]
+    lines += [
+        "| claim | learnscope | reference (same run) | ratio | target | holds | script |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, result in results.items():
+        for row in result["claims"]:
+            target = f"{'≥' if row['direction'] == 'at least' else '≤'} {row['target']:g}{row['unit']}"
+            lines.append(
+                f"| {cell(row['claim'])} | {cell(row['ours'])} | {cell(row['reference'])} | "
+                f"{fmt_ratio(row)}{row['unit']} | {target} | {'yes' if row['holds'] else '**no**'} | {name} |"
+            )
+    lines += ["", "## Scripts", "", "| script | run on | wall time | exit code |", "|---|---|---|---|"]
+    for name, result in results.items():
+        where = result["date"] + (
+            "" if len(settings) == 1 else f", {result['machine']}, {result['versions']}"
+        )
+        extra = f" (`{result['args']}`)" if result["args"] else ""
+        lines.append(f"| {name}{extra} | {where} | {result['wall_s']:.0f} s | {result['exit_code']} |")
+    lines += ["", "## Output", ""]
+    for name, result in results.items():
+        lines += [f"### {name}", "", "```", result["output"].rstrip(), "```", ""]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
