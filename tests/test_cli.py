@@ -316,3 +316,18 @@ def test_study_data_and_model_options_apply_only_to_studies_that_train_networks(
     assert code == 2 and "--data and --model do not apply" in err and len(err.strip().splitlines()) == 1
     code, out, _ = cli("study", "neural_collapse", "--model", "mlp", "--dry-run", capsys=capsys)
     assert code == 0 and "6 runs" in out
+
+
+def test_a_sweep_dry_run_names_each_runs_axis_values(tmp_path, capsys):
+    config = Path(__file__).parents[1] / "configs" / "digits_mlp.toml"
+    code, out, _ = cli(
+        "sweep", config, "--grid", "optim=adam,sgd", "--grid", "optim.lr=0.1,0.01",
+        "--store", tmp_path, "--dry-run", capsys=capsys,
+    )  # fmt: skip
+    lines = out.strip().splitlines()
+    assert code == 0 and lines[-1] == f"4 runs in {tmp_path}: 0 finished, 4 to run"
+    # a section swapped whole shows by its kind, not as its dict
+    assert [line.split("  ")[-1] for line in lines[:-1]] == [
+        "optim=adam optim.lr=0.1", "optim=adam optim.lr=0.01",
+        "optim=sgd optim.lr=0.1", "optim=sgd optim.lr=0.01",
+    ]  # fmt: skip

@@ -235,8 +235,9 @@ def sweep(
     _track(track)
     grid_axes, zip_axes = _grid_axes(axes), _grid_axes(zipped, "--zip")
     configs = grid(load_run_config(config, overrides or []), grid_axes, zip_axes)
+    keys = [*grid_axes, *zip_axes]
     if dry_run:
-        _print_plan(configs, store)
+        _print_plan(configs, store, [_axis_values(cfg, keys) for cfg in configs])
         return
     outcomes = run_all(
         configs,
@@ -248,7 +249,7 @@ def sweep(
         retry_failed=retry_failed,
     )
     for outcome in outcomes:
-        shown = " ".join(f"{key}={_dotted(outcome.config.to_dict(), key)}" for key in [*grid_axes, *zip_axes])
+        shown = _axis_values(outcome.config, keys)
         error = f"  {outcome.error}" if outcome.error else ""
         print(f"{outcome.status}: {outcome.path or '-'}  {shown}{error}".rstrip())
     failed = sum(outcome.status == "failed" for outcome in outcomes)
@@ -285,17 +286,30 @@ def sweep_status(
         print(f"{state}: {digest}  {name + '  ' if name else ''}{error}")
 
 
-def _print_plan(configs: list, store: Path) -> None:
+def _print_plan(configs: list, store: Path, labels: list[str] | None = None) -> None:
+    """One line per run (hash, state, name and `labels`, e.g. a sweep's axis values), then the counts."""
     from .sweep import plan
 
     rows = plan(configs, store)
-    for digest, state, name in rows:
-        print(f"{digest}  {state:<11}  {name}".rstrip())
+    for (digest, state, name), label in zip(rows, labels or [""] * len(rows), strict=True):
+        print(f"{digest}  {state:<11}  {name}  {label}".rstrip())
     finished = sum(state in ("done", "diverged") for _, state, _ in rows)
     failed = sum(state == "failed" for _, state, _ in rows)
     to_run = len(rows) - finished - failed
     failures = f"{failed} failed (--retry-failed reruns them), " if failed else ""
     print(f"{len(rows)} runs in {store}: {finished} finished, {failures}{to_run} to run")
+
+
+def _axis_values(cfg, keys: list[str]) -> str:
+    """`key=value` of each sweep axis in a run's config; a section swapped whole (optim=adam) by its kind."""
+    body = cfg.to_dict()
+    shown = []
+    for key in keys:
+        value = _dotted(body, key)
+        if isinstance(value, dict):
+            value = value.get("kind", value)
+        shown.append(f"{key}={value}")
+    return " ".join(shown)
 
 
 def _dotted(body: dict[str, Any], key: str) -> Any:
