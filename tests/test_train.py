@@ -24,7 +24,7 @@ def test_log_spaced_steps_are_unique_integers_with_zero_and_last():
     assert steps[0] == 0 and steps[1] == 1 and steps[-1] == 19550
     assert steps == sorted(set(steps)) and 80 < len(steps) <= 101
     cfg = Config().probes.model_copy(update={"schedule": ["log", "epochs"], "points": 10})
-    combined = probe_steps(cfg, 95, 10)
+    combined = list(probe_steps(cfg, 95, 10))
     assert {0, 10, 20, 90, 95}.issubset(combined) and combined == sorted(set(combined))
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import codecs
+import contextlib
 import json
 import os
 import signal
@@ -226,9 +228,12 @@ def sweep(
 ) -> None:
     """Run every combination of the --grid axes (and the --zip axes, walked together) on a config, one line
     per run. Finished runs are reused and failed ones reported, not rerun (--retry-failed reruns them); a
-    failed run does not stop the others, and makes the exit code 2."""
+    failed run does not stop the others, and makes the exit code 2. A run that another process is running
+    (a second sweep on the store) is `busy`, not failed: exit code 3 when no run failed; run the sweep again
+    once that process is done. A combination that repeats a run (the same run hash: it differs only in
+    `name`, or a value is listed twice) runs once; its line names the one it repeats."""
     from .config import load_run_config
-    from .sweep import grid, run_all
+    from .sweep import grid, run_all, sweep_error
 
     options = _executor_options(executor, slurm)
     load_plugins(plugin)
@@ -250,12 +255,14 @@ def sweep(
     )
     for outcome in outcomes:
         shown = _axis_values(outcome.config, keys)
-        error = f"  {outcome.error}" if outcome.error else ""
-        print(f"{outcome.status}: {outcome.path or '-'}  {shown}{error}".rstrip())
-    failed = sum(outcome.status == "failed" for outcome in outcomes)
-    if failed:
-        retry = "" if retry_failed else " (--retry-failed runs them again)"
-        raise LearnscopeError(f"{failed} of {len(outcomes)} runs failed{retry}")
+        if outcome.same_as is not None:  # its run's error is on the line of the run it repeats
+            note = f"  (same run as {_axis_values(configs[outcome.same_as], keys)})"
+        else:
+            note = f"  {outcome.error}" if outcome.error else ""
+        print(f"{outcome.status}: {outcome.path or '-'}  {shown}{note}".rstrip())
+    error = sweep_error(outcomes, retry_failed)
+    if error is not None:
+        raise error
 
 
 @sweep_app.command("status")
@@ -344,17 +351,32 @@ def report(
 ) -> None:
     """One page of a store: the studies run into it (per study its figures, headline numbers beside the
     paper's, what was run and on what, failed runs), or, with --run/--metric, a .png or when the store holds
-    no study, an overlay of its runs: one line per run against log x, replicas as mean and band."""
-    from .report import load_study_records, plot_curves, run_labels, write_html, write_study_report
+    no study, an overlay of its runs: one line per run against log x, replicas as mean and band (an overlay
+    page's figure is also written beside it as .png, and said so). A study record or run that cannot be read
+    is shown as corrupt, with its reason; the others are shown as ever."""
+    from .atomic import atomic_write
+    from .report import (
+        curves_png,
+        load_study_records,
+        plot_curves,
+        run_labels,
+        write_html,
+        write_study_report,
+    )
     from .store import find_run, load_runs
 
     store = store_path or store
     if out.suffix not in (".png", ".html"):
         raise LearnscopeError(f"--out {out}: must end in .png or .html")
     studies = load_study_records(store) if out.suffix == ".html" and not (run_refs or metric) else []
+    corrupt = [r for r in studies if r.get("state") == "corrupt"]
+    if studies and len(corrupt) == len(studies):  # nothing of the studies to show
+        others = f" (and {len(corrupt) - 1} more)" if len(corrupt) > 1 else ""
+        raise LearnscopeError(f"{corrupt[0]['error']}{others}")
     if studies:
         write_study_report(store, out, records=studies)
-        print(f"{out}: {len(studies)} studies ({', '.join(r['study'] for r in studies)})")
+        names = ", ".join(r["study"] + (" (corrupt)" if r in corrupt else "") for r in studies)
+        print(f"{out}: {len(studies)} studies ({names})")
         return
     names = None if not run_refs else {find_run(store, ref).name for ref in run_refs}
     table = load_runs(store, names)
@@ -369,12 +391,22 @@ def report(
                 f"no record key {key!r} in these runs; some there are: {', '.join(keys[:12])}"
             )
     table["label"] = run_labels(table, label)
-    title = f"learnscope report ({table['run'].nunique()} runs in {store})"
-    figure = out if out.suffix == ".png" else out.with_suffix(".png")
-    plot_curves(table, metrics, figure, label="label", title=title, x=x)
-    if out.suffix == ".html":
-        write_html(table, [figure], metrics, out, title)
-    print(f"{out}: {table['run'].nunique()} runs, {', '.join(metrics)} against {x}")
+    runs = table["run"].nunique()
+    title = f"learnscope report ({runs} runs in {store})"
+    if out.suffix == ".png":
+        plot_curves(table, metrics, out, label="label", title=title, x=x)
+        also = ""
+    else:  # the page embeds the figure; it is also written beside the page, and said so
+        png = curves_png(table, metrics, label="label", title=title, x=x)
+        write_html(table, [png], metrics, out, title)
+        figure = out.with_suffix(".png")
+        atomic_write(figure, lambda tmp: tmp.write_bytes(png))
+        also = f" (its figure also in {figure})"
+    print(f"{out}: {runs} runs, {', '.join(metrics)} against {x}{also}")
+    if "status" in table:
+        corrupt = table.loc[table["status"] == "corrupt", "run"].nunique()
+        if corrupt:
+            print(f"{corrupt} of them corrupt, not drawn: `learnscope runs ls --store {store}` says why")
 
 
 @app.command()
@@ -406,7 +438,9 @@ def study(
     plugin: Plugin = [],  # noqa: B006
 ) -> None:
     """Run a study's sweep at a scale (reusing finished runs); write its summary (JSON, text), a table of its
-    runs (CSV) and its figures into --out, and print the summary. `study list` names the studies."""
+    runs (CSV) and its figures into --out, and print the summary. `study list` names the studies. Exit code 2
+    when a run failed; 3 when none failed but some are running in another process (run it again once they
+    are done)."""
     from .studies import STUDIES, get_study, run_study
 
     load_plugins(plugin)
@@ -453,22 +487,36 @@ def study(
 def runs_ls(store: Store = Path("runs")) -> None:
     """One line per run: hash, status, name, data (or generator), model (or method), last step, test/acc.
     A run that cannot be read is listed as corrupt, with the reason in place of its name."""
+    from rich.markup import escape
+
     table = Table("run", "status", "name", "data", "model", "step", "test/acc")
     for path in run_dirs(store):
         body, status, records = read_run_or_corrupt(path)
         cfg = body["config"]
         last = records[-1] if records else {}
         acc = last.get("test/acc")
-        table.add_row(
+        cells = (
             path.name,
             shown_state(status),
             status["error"] if status.get("state") == "corrupt" else cfg.get("name", ""),
-            cfg["data"]["kind"] if "data" in cfg else cfg.get("generator", cfg.get("kind", "-")),
-            cfg["model"]["kind"] if "model" in cfg else cfg.get("method", "-"),
-            str(last.get("step", "-")),
+            _kind_of(cfg, "data", "generator", "kind"),
+            _kind_of(cfg, "model", "method"),
+            last.get("step", "-"),
             "-" if not isinstance(acc, float) else f"{acc:.4f}",
         )
+        table.add_row(*(escape(str(cell)) for cell in cells))  # text, never rich markup
     console.print(table) if console.is_terminal else print_plain(table)
+
+
+def _kind_of(cfg: dict[str, Any], section: str, *others: str) -> Any:
+    """The kind of a config's section (`data`, `model`), else the first of `others` the config has, else
+    `-`: what `runs ls` shows of a training run and of a run of another kind."""
+    value = cfg.get(section)
+    if isinstance(value, dict):
+        return value.get("kind", "-")
+    if value is not None:
+        return value
+    return next((cfg[key] for key in others if key in cfg), "-")
 
 
 def print_plain(table: Table) -> None:
@@ -491,10 +539,14 @@ def runs_show(
     if records:
         last = {k: _short(v) for k, v in records[-1].items()}
         print(f"# last: {json.dumps(last)}")
-    # The stored config as it is (not validated again: a run of a plugin's kind shows without the plugin).
+    # The stored config as it is (not validated again: a run of a plugin's kind shows without the plugin);
+    # as JSON where TOML cannot hold it (a null in a list).
     import tomli_w
 
-    print(tomli_w.dumps(_without_none(body["config"])))
+    try:
+        print(tomli_w.dumps(_without_none(body["config"])))
+    except (TypeError, ValueError):
+        print(json.dumps(body["config"], indent=2))
 
 
 def _without_none(value):
@@ -718,13 +770,16 @@ def theory_double_descent(
 
 def main() -> None:
     """The command: one line and exit code 2 for bad input or an error of the operating system (a full
-    disk, a read-only store); 130 after Ctrl-C and 143 after SIGTERM, the run left resumable."""
+    disk, a read-only store); 3 when runs of a sweep or study are running in another process (and none
+    failed); 130 after Ctrl-C and 143 after SIGTERM, the run left resumable. Text the terminal's encoding
+    cannot show (a run name in an ASCII locale) is printed with replacements, not a traceback."""
+    _degrade_unencodable_output()
     previous = signal.signal(signal.SIGTERM, raise_terminated)
     try:
         code = app(standalone_mode=False)  # returns the exit code of typer.Exit (130 on Ctrl-C)
     except LearnscopeError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(getattr(exc, "exit_code", 2))
     except OSError as exc:
         print(f"error: {describe_os_error(exc)}", file=sys.stderr)
         sys.exit(2)
@@ -744,6 +799,42 @@ def main() -> None:
         print("interrupted: run the same command again to resume", file=sys.stderr)
     if isinstance(code, int) and code:
         sys.exit(code)
+
+
+def _degrade_unencodable_output() -> None:
+    """Let stdout and stderr write `?` for what their encoding cannot encode, where it cannot encode all of
+    Unicode (LC_ALL=C without Python's UTF-8 mode: ASCII) and they would raise instead: a run's name or a
+    help text then prints degraded, not as a UnicodeEncodeError. Done on the streams themselves, so rich's
+    consoles and typer's help, which write to them, degrade alike. Undecodable bytes of a path (which Python
+    holds as surrogates in such a locale) are still written back as they came."""
+    for stream in (sys.stdout, sys.stderr):
+        encoding = getattr(stream, "encoding", None) or "ascii"
+        try:
+            "\u03b5\u2713\u2013".encode(encoding)
+            continue
+        except (UnicodeEncodeError, LookupError):
+            pass
+        raising = getattr(stream, "errors", None) in ("strict", "surrogateescape")
+        if raising and hasattr(stream, "reconfigure"):
+            with contextlib.suppress(ValueError, OSError):  # a closed or detached stream: leave it
+                stream.reconfigure(errors=_REPLACE_UNENCODABLE)
+
+
+_REPLACE_UNENCODABLE = "learnscope.replace"
+
+
+def _replace_unencodable(exc: UnicodeError) -> tuple[str | bytes, int]:
+    """The error handler of `_degrade_unencodable_output`: surrogates of undecodable bytes as those bytes
+    (surrogateescape), any other character the encoding lacks as `?`."""
+    if isinstance(exc, UnicodeEncodeError):
+        text = exc.object[exc.start : exc.end]
+        if all("\udc80" <= char <= "\udcff" for char in text):
+            return codecs.lookup_error("surrogateescape")(exc)
+        return "?" * len(text), exc.end
+    raise exc
+
+
+codecs.register_error(_REPLACE_UNENCODABLE, _replace_unencodable)
 
 
 def _is_click_exception(exc: Exception) -> bool:

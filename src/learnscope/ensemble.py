@@ -62,6 +62,7 @@ from torch.func import functional_call, stack_module_state, vmap
 from .config import Config
 from .data import Dataset, build_data
 from .errors import LearnscopeError, StoreError, describe_os_error
+from .inputs import recording_inputs
 from .optim import loss_function
 from .store import FINAL, RunDir
 from .train import (
@@ -182,7 +183,8 @@ def run_ensemble(
             else:
                 pending.append(cfg)
     if pending:
-        data = build_data(pending[0].data)
+        with recording_inputs() as read:  # the files the data was read from, part of what each run is
+            data = build_data(pending[0].data)
         check_data(pending[0], data)
         check_stackable(pending, data)
         if store is None:
@@ -193,7 +195,8 @@ def run_ensemble(
             spare = [c for c in [*unique, *stacked_with] if c.run_hash() not in running]
             spare = list({c.run_hash(): c for c in spare}.values())
             try:
-                results.update(_run_locked([RunDir(store, cfg) for cfg in pending], spare, data, quiet))
+                run_dirs = [RunDir(store, cfg) for cfg in pending]
+                results.update(_run_locked(run_dirs, spare, data, read, quiet))
             except OSError as exc:
                 raise StoreError(describe_os_error(exc)) from None
     return [results[cfg.run_hash()] for cfg in configs]
@@ -210,7 +213,7 @@ def train_ensemble(configs: Sequence[Config], data: Dataset, *, quiet: bool = Fa
 
 
 def _run_locked(
-    run_dirs: list[RunDir], spare: list[Config], data: Dataset, quiet: bool
+    run_dirs: list[RunDir], spare: list[Config], data: Dataset, read: list[Path], quiet: bool
 ) -> dict[str, RunResult]:
     """The members' runs under their locks, as `train.run` runs one, stacked with as many `spare` configs as
     the largest stack a member's checkpoint was trained in needs (none for fresh runs). A member that cannot
@@ -227,6 +230,7 @@ def _run_locked(
                     results[run_dir.hash] = stored_result(run_dir)
                     continue
                 checkpoint = run_dir.load_checkpoint()  # fails early on a foreign or unreadable one
+                run_dir.start_inputs(read, resuming=checkpoint is not None)
                 if checkpoint is not None and checkpoint.get("envs"):
                     sizes.append(checkpoint["envs"][-1].get("ensemble") or 1)
                 todo.append(run_dir)
@@ -247,7 +251,7 @@ def _run_locked(
             raise
         # Final only now, a diverged member too: killed before here, every member resumes, in the same stack.
         for i, run_dir in enumerate(todo):
-            run_dir.set_status(finished[i].status, **finished[i].info)
+            run_dir.finish(finished[i].status, finished[i].records, **finished[i].info)
             finished[i].path = run_dir.path
             results[run_dir.hash] = finished[i]
     return results
@@ -446,7 +450,7 @@ class _Ensemble:
                 member.loop.sync_at.add(stop_at)
         step, resumed_at = first.step, first.resumed_at
         last_sync = step
-        window = torch.zeros(first.cfg.train.log_every + 1, self.size, device=self.device)
+        window = torch.zeros(first.window_size, self.size, device=self.device)
         for member in members:
             member.loop.model.train()
         with progress_bar(first.total, f"ensemble of {self.size}", quiet) as bar:

@@ -1,4 +1,5 @@
-"""User-facing errors: one line that names the culprit. The CLI prints it and exits with code 2."""
+"""User-facing errors: one line that names the culprit. The CLI prints it and exits with code 2 (3 for a
+run that another process is running, `RunBusy` and `RunningElsewhere`: their `exit_code`)."""
 
 
 class LearnscopeError(Exception):
@@ -15,6 +16,20 @@ class DataError(LearnscopeError):
 
 class StoreError(LearnscopeError):
     """A run directory that cannot be used: locked, foreign checkpoint, unreadable files."""
+
+
+class RunBusy(StoreError):
+    """The run is held by another process (its lock is taken): not a failure of the run, which goes on
+    there. The CLI exits with code 3, as for `RunningElsewhere`."""
+
+    exit_code = 3
+
+
+class RunningElsewhere(LearnscopeError):
+    """Runs of a sweep or study that another process is running (their locks are held), where no run
+    failed: not every run is here yet. The CLI exits with code 3, so a script can tell it from a failure."""
+
+    exit_code = 3
 
 
 class Terminated(BaseException):

@@ -5,14 +5,18 @@ from __future__ import annotations
 
 import base64
 import html
+import io
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 import matplotlib
+import numpy as np
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
 from .atomic import atomic_write
 from .errors import ConfigError
@@ -37,13 +41,17 @@ def new_figure(nrows: int = 1, ncols: int = 1, *, figsize: tuple[float, float] |
     return fig, fig.subplots(nrows, ncols, **subplots)
 
 
-def save_figure(fig: Figure, path: Path, title: str = "") -> Path:
-    """Small title (it carries the command), tight layout, 120 dpi: how every study saves figures."""
+def save_figure(fig: Figure, path: Path | BinaryIO, title: str = "") -> Path | BinaryIO:
+    """Small title (it carries the command), tight layout, 120 dpi: how every study saves figures. `path`
+    may be a binary file object (a PNG is written to it)."""
     if title:
         fig.suptitle(title, fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, format=None if isinstance(path, str | Path) else "png")
     return path
+
+
+LEGEND_ENTRIES = 12  # at most this many lines are named in a legend; "+K more" stands for the rest
 
 
 def plot_curves(
@@ -56,34 +64,68 @@ def plot_curves(
 ) -> Path:
     """One panel per metric against `x` on a log axis (0 drawn at half the smallest positive x, so it stays
     visible), one line per value of `label`. Runs with replicas (a `replica` column: committee simulations and
-    ODEs) are drawn as the mean over replicas with their range as a band."""
+    ODEs) are drawn as the mean over replicas with their range as a band. The legend names the first
+    LEGEND_ENTRIES - 1 lines and counts the others."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return save_figure(curves_figure(table, metrics, label, x), path, title)
+
+
+def curves_png(
+    table: pd.DataFrame, metrics: list[str], label: str = "run", title: str = "", x: str = "step"
+) -> bytes:
+    """`plot_curves` as PNG data, written nowhere (what an HTML page embeds)."""
+    buffer = io.BytesIO()
+    save_figure(curves_figure(table, metrics, label, x), buffer, title)
+    return buffer.getvalue()
+
+
+def curves_figure(table: pd.DataFrame, metrics: list[str], label: str = "run", x: str = "step") -> Figure:
+    """The figure of `plot_curves`. Each panel's means, minima and maxima per (line, x) come from one
+    grouping of the whole table, so a store of a thousand runs draws in seconds."""
     fig, axes = new_figure(1, len(metrics), figsize=(4.2 * len(metrics), 3.4), squeeze=False)
     positive = table[x][table[x] > 0]
     zero_at = 0.5 * float(positive.min()) if len(positive) else 0.5
+    keys = list(table[label].drop_duplicates())  # colours in order of first appearance
     for ax, metric in zip(axes[0], metrics, strict=True):
-        for i, (key, group) in enumerate(table.groupby(label, sort=False)):
-            rows = group.dropna(subset=[metric])
-            if rows.empty:
+        rows = table.dropna(subset=[metric])
+        by_x = rows.groupby([label, x], sort=True)[metric]
+        means = dict(list(by_x.mean().groupby(level=0, sort=False)))
+        spread = set()
+        if "replica" in rows:
+            replicas = rows.groupby(label, sort=False)["replica"].nunique()
+            spread = set(replicas.index[replicas > 1])
+        if spread:
+            lows = dict(list(by_x.min().groupby(level=0, sort=False)))
+            highs = dict(list(by_x.max().groupby(level=0, sort=False)))
+        for i, key in enumerate(keys):
+            if key not in means:
                 continue
-            by_x = rows.groupby(x, sort=True)[metric]
-            mean, color = by_x.mean(), colour(i)
-            xs = mean.index.to_series().clip(lower=zero_at)
+            mean, color = means[key], colour(i)
+            xs = np.maximum(mean.index.get_level_values(1).to_numpy(dtype=float), zero_at)
             ax.plot(xs, mean.values, marker=".", ms=3, color=color, label=str(key))
-            if "replica" in rows and rows["replica"].nunique() > 1:
-                ax.fill_between(xs, by_x.min().values, by_x.max().values, color=color, alpha=0.2, lw=0)
+            if key in spread:
+                ax.fill_between(xs, lows[key].values, highs[key].values, color=color, alpha=0.2, lw=0)
         ax.set_xscale("log")
         ax.set_xlabel(f"{x} (log; 0 drawn at {zero_at:.3g})")
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=7)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return save_figure(fig, path, title)
+    handles, names = axes[0][0].get_legend_handles_labels()
+    if len(handles) > LEGEND_ENTRIES:
+        more = len(handles) - (LEGEND_ENTRIES - 1)
+        handles = [*handles[: LEGEND_ENTRIES - 1], Line2D([], [], linestyle="none")]
+        names = [*names[: LEGEND_ENTRIES - 1], f"+{more} more"]
+    if handles:
+        axes[0][0].legend(handles, names, fontsize=7)
+    return fig
 
 
 def run_labels(table: pd.DataFrame, key: str | None = None) -> pd.Series:
     """A legend label per row: the config value `key` (dotted) if given, else the run's name, followed where
-    runs share a name by the config values that tell them apart (e.g. `method=ode`), else the short hash."""
+    runs share a name by the config values that tell them apart (e.g. `method=ode`), else the short hash.
+
+    A config value is a column constant within every run; only the columns that differ between runs of one
+    name are checked for that, each once, so that a table of a thousand runs is labelled in a second."""
     if key is not None:
         if key not in table:
             raise ConfigError(f"--label {key!r}: no such config key in these runs")
@@ -94,18 +136,24 @@ def run_labels(table: pd.DataFrame, key: str | None = None) -> pd.Series:
     )
     # Values compared in a hashable form: config lists of tables (`probes.use`) are tuples of dicts, which
     # pandas cannot count.
-    comparable = table.assign(
-        **{k: table[k].map(_comparable) for k in table.columns if table[k].dtype == object}
+    per_run_comparable = per_run.assign(
+        **{k: per_run[k].map(_comparable) for k in per_run.columns if per_run[k].dtype == object}
     )
-    # config columns are constant within each run; records (step, metrics) vary
-    constant = comparable.groupby("run", sort=False).nunique(dropna=False).max() <= 1
-    config_keys = [k for k in per_run.columns if constant.get(k, False) and k not in ("name", "status")]
-    per_run_comparable = comparable.groupby("run", sort=False).first()
+    candidates = [k for k in per_run.columns if k not in ("name", "status")]
+    constant: dict[str, bool] = {}
+
+    def is_config(column: str) -> bool:  # constant within each run: a config key, not a record
+        if column not in constant:
+            values = _comparable_column(table[column])
+            constant[column] = bool(values.groupby(table["run"], sort=False).nunique(dropna=False).max() <= 1)
+        return constant[column]
+
     labels = {}
     for name, runs in per_run.groupby(names, sort=False):
-        differing = [
-            k for k in config_keys if per_run_comparable.loc[runs.index, k].astype(str).nunique() > 1
-        ]
+        differing = []
+        if len(runs) > 1:
+            shown = per_run_comparable.loc[runs.index, candidates].astype(str)
+            differing = [k for k in candidates if shown[k].nunique() > 1 and is_config(k)]
         for run, row in runs.iterrows():
             extra = (
                 " ".join(f"{k}={row[k]}" for k in differing)
@@ -116,6 +164,18 @@ def run_labels(table: pd.DataFrame, key: str | None = None) -> pd.Series:
     return table["run"].map(labels)
 
 
+def _comparable_column(column: pd.Series) -> pd.Series:
+    """`_comparable` of each value of an object column, computed once per distinct object (a config column
+    repeats one object per run over its rows); other columns as they are."""
+    if column.dtype != object:
+        return column
+    values = column.tolist()
+    ids = list(map(id, values))
+    distinct = dict(zip(ids, values, strict=True))  # every value is alive, so ids tell objects apart
+    shown = {i: _comparable(v) for i, v in distinct.items()}
+    return pd.Series(list(map(shown.__getitem__, ids)), index=column.index, dtype=object)
+
+
 def _comparable(value):
     """A dict, tuple or list (which may hold dicts) as its canonical JSON; anything else as it is."""
     if isinstance(value, dict | list | tuple):
@@ -123,21 +183,32 @@ def _comparable(value):
     return value
 
 
-def write_html(table: pd.DataFrame, figures: list[Path], metrics: list[str], path: Path, title: str) -> Path:
-    """One self-contained HTML page: the figures embedded as PNG data, and a table of the runs (hash, label,
-    status, the last value of each metric). Nothing in it is fetched or executed."""
+def write_html(
+    table: pd.DataFrame, figures: list[Path | bytes], metrics: list[str], path: Path, title: str
+) -> Path:
+    """One self-contained HTML page: the figures (files, or PNG data) embedded as PNG data, and a table of
+    the runs (hash, label, status, the last value of each metric; a corrupt run's reason beside its status).
+    Nothing in it is fetched or executed."""
+    first = table.drop_duplicates("run")
+    present = [m for m in metrics if m in table]
+    last = table.groupby("run", sort=False)[present].last() if present else None  # last non-missing
     rows = []
-    for run, group in table.groupby("run", sort=False):
-        last = {
-            m: group[m].dropna().iloc[-1] if m in group and group[m].notna().any() else None for m in metrics
-        }
-        cells = [run[:12], group["label"].iloc[0], group.get("status", pd.Series([""])).iloc[0] or ""]
-        cells += [f"{v:.6g}" if isinstance(v, (int, float)) else "" for v in last.values()]
+    for run, label, status, error in zip(
+        first["run"],
+        first["label"],
+        first["status"] if "status" in first else [""] * len(first),
+        first["error"] if "error" in first else [None] * len(first),
+        strict=True,
+    ):
+        shown = f"{status}: {error}" if status == "corrupt" and isinstance(error, str) else status or ""
+        cells = [run[:12], label, shown]
+        values = [last.at[run, m] if m in present else None for m in metrics]
+        cells += [f"{v:.6g}" if _is_number(v) else "" for v in values]
         rows.append("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>")
     head = "".join(f"<th>{html.escape(h)}</th>" for h in ["run", "label", "status", *metrics])
     images = "".join(
-        f'<img alt="{html.escape(f.name)}" src="data:image/png;base64,'
-        f'{base64.b64encode(f.read_bytes()).decode()}">'
+        f'<img alt="{html.escape("figure" if isinstance(f, bytes) else f.name)}" src="data:image/png;base64,'
+        f'{base64.b64encode(f if isinstance(f, bytes) else f.read_bytes()).decode()}">'
         for f in figures
     )
     page = f"""<!doctype html>
@@ -149,6 +220,12 @@ def write_html(table: pd.DataFrame, figures: list[Path], metrics: list[str], pat
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, lambda tmp: tmp.write_text(page))
     return path
+
+
+def _is_number(value) -> bool:
+    """A number to show (NaN and bools are not)."""
+    number = isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
+    return number and value == value
 
 
 # -- samples of a dataset ----------------------------------------------------------------------------------
@@ -338,18 +415,73 @@ figure{margin:1em 0} figure img{max-width:100%;border:1px solid #eee} figcaption
 
 
 def load_study_records(store: str | Path) -> list[dict]:
-    """The studies recorded in a store (sorted by study, then scale); an unreadable record is an error naming
-    the file."""
+    """The studies recorded in a store, in the order of their files' names. A record that cannot be read, or
+    breaks the rules of one (`study_record_problem`), is `{"study": <its file's stem>, "state": "corrupt",
+    "error": <why, one line>}`: the report shows it as such beside the others."""
+    from .store import StoreError, read_json
+
     records = []
     for path in sorted((Path(store) / STUDY_RECORDS).glob("*.json")):
         try:
-            record = json.loads(path.read_text())
-        except (OSError, ValueError) as exc:
-            raise ConfigError(f"study record {path} cannot be read: {exc}") from None
-        if not isinstance(record, dict) or "study" not in record:
-            raise ConfigError(f"study record {path} is not a study record (no 'study' key)")
-        records.append(record)
+            record = read_json(path)
+        except StoreError as exc:
+            error = f"study record {exc}"
+        else:
+            problem = study_record_problem(record)
+            if problem is None:
+                records.append(record)
+                continue
+            error = f"study record {path}: {problem}"
+        records.append({"study": path.stem, "state": "corrupt", "error": " ".join(error.split())})
     return records
+
+
+# What each key of a study record must be (studies.base.run_study writes them): absent, or of this type.
+STUDY_RECORD_TYPES = {
+    "study": str,
+    "scale": str,
+    "state": str,
+    "paper": str,
+    "command": str,
+    "out": str,
+    "error": str,
+    "text": str,
+    "machine": dict,
+    "wall_s": int | float,
+    "runs": list,
+    "headlines": list,
+    "problems": list,
+    "figures": list,
+    "overrides": list,
+}
+STUDY_RECORD_ITEMS = {"runs": dict, "headlines": dict, "problems": dict, "figures": str, "overrides": str}
+
+
+def study_record_problem(record) -> str | None:
+    """What breaks the rules of a study record (None: nothing): an object with a `study` name, each key of
+    STUDY_RECORD_TYPES of its type (the items of its lists too), figures named as files of its `out`."""
+    if not isinstance(record, dict):
+        return "is not a JSON object"
+    if not isinstance(record.get("study"), str) or not record["study"]:
+        return "has no 'study' name: not a study record"
+    for key, kind in STUDY_RECORD_TYPES.items():
+        if key in record and not isinstance(record[key], kind):
+            return f"{key!r} is {_clip(record[key])}, not {_TYPE_NAMES.get(key, 'a string')}"
+    for key, kind in STUDY_RECORD_ITEMS.items():
+        bad = [item for item in record.get(key, ()) if not isinstance(item, kind)]
+        if bad:
+            return f"{key!r} holds {_clip(bad[0])}, not {'an object' if kind is dict else 'a string'}"
+    if any("/" in name or name in ("", ".", "..") for name in record.get("figures", ())):
+        return "'figures' names a file outside its folder"
+    return None
+
+
+_TYPE_NAMES = {"machine": "an object", "wall_s": "a number", **dict.fromkeys(STUDY_RECORD_ITEMS, "a list")}
+
+
+def _clip(value, width: int = 40) -> str:
+    text = " ".join(repr(value).split())
+    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 def _cell(value) -> str:
@@ -384,6 +516,11 @@ def _figure_html(folder: Path, name: str) -> str:
 def _study_section(record: dict, store: Path) -> str:
     name, scale = record["study"], record.get("scale", "?")
     state = record.get("state", "done")
+    if state == "corrupt":  # a record that cannot be read: its file and why
+        return (
+            f'<h2 id="{html.escape(f"{name}-{scale}")}">{html.escape(name)}</h2>\n'
+            f'<p class="failed">corrupt: {html.escape(record.get("error", ""))}</p>'
+        )
     machine = record.get("machine") or {}
     versions = ", ".join(f"{k} {machine[k]}" for k in VERSIONS if k in machine)
     cpus, processor, device = (machine.get(k, "?") for k in ("cpus", "processor", "device"))

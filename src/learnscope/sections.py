@@ -106,6 +106,11 @@ def registered(registry: Registry, prefix: str, default_kind: str | None = None)
             raise ConfigError(
                 f"{prefix}.kind: required key is missing; allowed: {', '.join(registry.kinds())}"
             )
+        if not isinstance(value["kind"], str):
+            raise ConfigError(
+                f"{prefix}.kind: expected a name, got {value['kind']!r}; "
+                f"allowed: {', '.join(registry.kinds())}"
+            )
         try:
             cls = registry.params(value["kind"])
         except ConfigError:

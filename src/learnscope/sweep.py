@@ -2,7 +2,10 @@
 
 Every run goes through the runner of its kind (registry.RUN_KINDS: `train.run` for training configs,
 `online_sgd.run_online` for committee-machine simulations and ODEs), so a sweep skips what is done, resumes
-what was killed, and a failed run (recorded as `failed` in its directory) does not stop the others.
+what was killed, and a failed run (recorded as `failed` in its directory) does not stop the others. A run
+asked for twice (the same run hash: configs that differ only in `name`, a seed listed twice) runs once, and a
+run whose lock another process holds (a second sweep on the same store running it) is `busy`: reported as
+running there, not as failed, and recorded nowhere.
 Executors: `serial`, `local` (a bounded pool of worker processes), `slurm` (one submitit job array; a
 preempted or timed-out job is requeued, and its run resumes from its own checkpoint) and `ensemble` (in this
 process, runs that differ only in seed and optimiser trained together as one stacked model: ensemble.py).
@@ -26,7 +29,7 @@ import pandas as pd
 import torch
 
 from .config import Config
-from .errors import ConfigError, LearnscopeError, Terminated, raise_terminated
+from .errors import ConfigError, LearnscopeError, RunBusy, RunningElsewhere, Terminated
 from .online_sgd import OnlineConfig
 from .registry import RUN_KINDS
 from .store import FINAL, RunDir, load_runs, shown_state
@@ -37,12 +40,22 @@ EXECUTORS: tuple[str, ...] = ("serial", "local", "slurm", "ensemble")
 SLURM_DEFAULTS: dict[str, Any] = {"timeout_min": 240, "name": "learnscope"}
 
 
+BUSY = "busy"  # the outcome of a run that another process is running (it holds the run's lock)
+
+
 @dataclass
 class Outcome:
+    """What became of one config of a sweep. `status`: `done` or `diverged` (final), `failed` (with its
+    one-line `error`, recorded in the run's status.json), or `busy`: another process holds the run's lock and
+    is running it, so this sweep neither ran it nor recorded anything of it (a rerun once that process is
+    done collects it). `same_as`: the index, in the sweep's configs, of the first config of the same run (the
+    same run hash) when this one repeats it; the run ran once, and this outcome is its outcome."""
+
     config: Config | OnlineConfig
-    status: str  # done | diverged | failed
+    status: str  # done | diverged | failed | busy
     path: Path | None = None
     error: str = ""
+    same_as: int | None = None
 
 
 def grid(base, axes: dict[str, list], zipped: dict[str, list] | None = None) -> list:
@@ -78,12 +91,15 @@ def _literal(value) -> str:
 
 
 def _run_one(cfg: Config | OnlineConfig, store: str, threads: int) -> Outcome:
-    """One run of any kind, by its registered runner; an error is a `failed` outcome, not an exception."""
+    """One run of any kind, by its registered runner; an error is a `failed` outcome, not an exception, and a
+    run held by another process a `busy` one."""
     if threads:
         torch.set_num_threads(threads)
     try:
         result = RUN_KINDS.builder(cfg.kind)(cfg, store, quiet=True)
         return Outcome(cfg, result.status, result.path)
+    except RunBusy as exc:  # another process is running it: not a failure, and nothing of it to record here
+        return Outcome(cfg, BUSY, RunDir(store, cfg).path, error=str(exc))
     except LearnscopeError as exc:
         return Outcome(cfg, "failed", _failed_run_dir(cfg, store, str(exc)), error=str(exc))
     except Exception as exc:  # a crash in one run is recorded in its status.json; the sweep goes on
@@ -122,8 +138,13 @@ def run_all(
     slurm: dict[str, Any] | None = None,
     retry_failed: bool = False,
 ) -> list[Outcome]:
-    """Run every config not yet final; outcomes in the order of `configs`. `workers` bounds the `local` pool.
-    A run recorded `failed` is reported with its error and not run again, unless `retry_failed`.
+    """Run every config not yet final; outcomes (`Outcome`) in the order of `configs`. `workers` bounds the
+    `local` pool. A run recorded `failed` is reported with its error and not run again, unless
+    `retry_failed`. Each distinct run (by run hash) runs once: a config that repeats one (it differs only in
+    `name`, or is listed twice) gets that run's outcome, with `same_as` set (workers racing for one run would
+    otherwise fail all but one). A run that another process is running (it holds the run's lock: a second
+    sweep on the same store) is `busy`, not `failed`, under every executor; `sweep_error` turns the outcomes
+    into the error that ends a sweep (exit code 2 for a failure, 3 for runs busy elsewhere).
 
     `slurm`: options of the `slurm` executor, which submits
     the configs not yet final as one job array of `submitit.AutoExecutor(folder=<store>/slurm)`; a job that
@@ -137,10 +158,46 @@ def run_all(
     if executor not in EXECUTORS:
         raise ConfigError(f"unknown executor {executor!r}; available: {', '.join(EXECUTORS)}")
     store = str(store)
+    first = _first_of_each_run(configs, store)
+    distinct = [i for i, j in enumerate(first) if i == j]
+    unique = [configs[i] for i in distinct]
     if executor == "slurm":
-        return _run_on_slurm(configs, store, slurm, quiet, retry_failed)
-    if executor == "ensemble":
-        return _run_as_ensembles(configs, store, quiet, retry_failed)
+        ran = _run_on_slurm(unique, store, slurm, quiet, retry_failed)
+    elif executor == "ensemble":
+        ran = _run_as_ensembles(unique, store, quiet, retry_failed)
+    else:
+        ran = _run_here(unique, store, executor, workers, quiet, retry_failed)
+    by_index = dict(zip(distinct, ran, strict=True))
+    return [
+        by_index[i] if j == i else dataclasses.replace(by_index[j], config=cfg, same_as=j)
+        for i, (cfg, j) in enumerate(zip(configs, first, strict=True))
+    ]
+
+
+def _first_of_each_run(configs: list[Config] | list[OnlineConfig], store: str) -> list[int]:
+    """For each config, the index of the first config of the same run (its run hash, as `RunDir` names it).
+    A config that cannot be hashed (a missing moments file) is its own run: running it reports the error."""
+    seen: dict[str, int] = {}
+    first = []
+    for i, cfg in enumerate(configs):
+        try:
+            digest = RunDir(store, cfg).hash
+        except Exception:
+            first.append(i)
+            continue
+        first.append(seen.setdefault(digest, i))
+    return first
+
+
+def _run_here(
+    configs: list[Config] | list[OnlineConfig],
+    store: str,
+    executor: Executor,
+    workers: int,
+    quiet: bool,
+    retry_failed: bool,
+) -> list[Outcome]:
+    """The `serial` and `local` executors of `run_all`, on distinct runs."""
     outcomes, pending = _settled(configs, store, retry_failed)  # no worker to start for a settled run
     with progress_bar(len(configs), "sweep", quiet) as bar:
         bar.update(len(configs) - len(pending))
@@ -167,10 +224,14 @@ def run_all(
     return [o for o in outcomes if o is not None]
 
 
+# In a pool worker: whether it is running a run now (what SIGTERM does depends on it: `_worker_sigterm`).
+_running = False
+
+
 def _worker_init(parent: int) -> None:
     """A pool worker ends with its parent, even a parent killed with -9 (Linux: PR_SET_PDEATHSIG), and
-    turns SIGTERM into `Terminated`, so the run it was doing is left `interrupted`, ready to resume."""
-    signal.signal(signal.SIGTERM, raise_terminated)
+    turns SIGTERM into `Terminated` while it runs a run, so that run is left `interrupted`, to resume."""
+    signal.signal(signal.SIGTERM, _worker_sigterm)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which stops the workers
     if sys.platform.startswith("linux"):
         import ctypes
@@ -182,11 +243,24 @@ def _worker_init(parent: int) -> None:
         os._exit(143)
 
 
+def _worker_sigterm(signum, frame) -> None:
+    """SIGTERM in a pool worker: stop the run it is running (`Terminated`: the run records `interrupted`),
+    or, idle, end at once and quietly (raised in the pool's wait for work, `Terminated` would end the worker
+    with a traceback on stderr)."""
+    if _running:
+        raise Terminated()
+    os._exit(143)
+
+
 def _run_in_worker(cfg: Config | OnlineConfig, store: str, threads: int) -> Outcome:
+    global _running
     try:
+        _running = True
         return _run_one(cfg, store, threads)
     except Terminated:  # the run is marked interrupted; take no further work from the pool's queue
         os._exit(143)
+    finally:
+        _running = False
 
 
 def _stop_workers(pool: ProcessPoolExecutor) -> None:
@@ -297,8 +371,9 @@ def run_and_load(
     retry_failed: bool = False,
 ) -> pd.DataFrame:
     """What a study does with its sweep: run every config not yet final (a failed run does not stop the
-    others), then stop with one line naming the first failure, or return the table of exactly these runs
-    (a diverged run is in it, with its records up to the divergence)."""
+    others), then stop with one line naming the first failure (a LearnscopeError), or saying how many runs
+    another process is running (`RunningElsewhere`, exit code 3: the table would lack them), or return the
+    table of exactly these runs (a diverged run is in it, with its records up to the divergence)."""
     outcomes = run_all(
         configs,
         store,
@@ -308,14 +383,32 @@ def run_and_load(
         slurm=slurm,
         retry_failed=retry_failed,
     )
-    failed = [o for o in outcomes if o.status == "failed"]
-    if failed:
-        name = failed[0].config.name or "unnamed"
-        retry = "" if retry_failed else " (--retry-failed runs them again)"
-        raise LearnscopeError(
-            f"{len(failed)} of {len(outcomes)} runs failed; first ({name}): {failed[0].error}{retry}"
-        )
+    error = sweep_error(outcomes, retry_failed, first=True)
+    if error is not None:
+        raise error
     return load_runs(store, {o.path.name for o in outcomes if o.path is not None})
+
+
+def sweep_error(
+    outcomes: list[Outcome], retry_failed: bool = False, first: bool = False
+) -> LearnscopeError | None:
+    """The one-line error that ends a sweep whose runs are not all final, None when they are. Failed runs
+    make a LearnscopeError (the CLI's exit code 2; with `first`, naming the first failure and its error);
+    otherwise runs busy in another process make a `RunningElsewhere` (exit code 3): nothing failed, but not
+    every run is here yet. Counts runs, not configs: a run asked for twice is one."""
+    runs = [o for o in outcomes if o.same_as is None]
+    failed = [o for o in runs if o.status == "failed"]
+    busy = sum(o.status == BUSY for o in runs)
+    if failed:
+        named = f"; first ({failed[0].config.name or 'unnamed'}): {failed[0].error}" if first else ""
+        retry = "" if retry_failed else " (--retry-failed runs them again)"
+        elsewhere = f"; {busy} more running in another process" if busy else ""
+        return LearnscopeError(f"{len(failed)} of {len(runs)} runs failed{named}{retry}{elsewhere}")
+    if busy:
+        return RunningElsewhere(
+            f"{busy} of {len(runs)} runs are running in another process; run this again once they are done"
+        )
+    return None
 
 
 # --- slurm: one submitit job array --------------------------------------------------------------------------

@@ -28,13 +28,17 @@ from .config import Config
 from .curvature import hvp_operator, top_eigenvalue
 from .data import BatchLoader, Dataset, build_data, validate_dataset
 from .errors import INTERRUPTS, ConfigError, LearnscopeError, StoreError, describe_os_error
+from .inputs import recording_inputs
 from .optim import INVERSE_SHARPNESS, Schedule, build_optimizer, loss_function, set_lr
-from .probes import ProbeContext, build_probes, probe_steps
+from .probes import ProbeContext, Steps, build_probes, probe_steps
 from .registry import MODELS, RUN_KINDS
 from .store import FINAL, RunDir
 from .ui import progress_bar
 
 LOADER_SEED_OFFSET = 1_000_003  # the loader's generators are seeded apart from the global (init) RNG
+# The batch losses are read back at least every this many steps, whatever train.log_every says: the window
+# that holds them on the device is that long at most.
+MAX_LOSS_WINDOW = 65_536
 
 
 @dataclass
@@ -62,9 +66,70 @@ def resolve_device(name: str) -> torch.device:
 
 
 def build_model(cfg: Config, data: Dataset) -> nn.Module:
-    """The model of `cfg.model`, initialised from the global RNG seeded with `cfg.seed`."""
+    """The model of `cfg.model`, initialised from the global RNG seeded with `cfg.seed`. A model whose weights
+    and gradients cannot fit in the device's memory is refused in one line before anything is allocated
+    (`check_model_fits`); one that fails to allocate all the same is a one-line error too."""
+    check_model_fits(cfg, data)
     torch.manual_seed(cfg.seed)
-    return MODELS.builder(cfg.model.kind)(cfg.model, data.input_shape, data.num_classes)
+    try:
+        return MODELS.builder(cfg.model.kind)(cfg.model, data.input_shape, data.num_classes)
+    except Exception as exc:
+        error = out_of_memory(exc, "building the model")
+        if error is None:
+            raise
+        raise error from None
+
+
+def check_model_fits(cfg: Config, data: Dataset) -> None:
+    """A ConfigError when the model's weights and their gradients alone take more than the memory of its
+    device: found by building it on the meta device (shapes, no storage)."""
+    try:
+        with torch.device("meta"):
+            shapes = MODELS.builder(cfg.model.kind)(cfg.model, data.input_shape, data.num_classes)
+    except Exception:  # a builder that cannot run on the meta device is simply built for real
+        return
+    tensors = [*shapes.parameters(), *shapes.buffers()]
+    weights = sum(t.numel() * t.element_size() for t in tensors)
+    device = resolve_device(cfg.device)
+    memory = device_memory(device)
+    if memory and 2 * weights > memory:
+        count = sum(t.numel() for t in shapes.parameters())
+        raise ConfigError(
+            f"model ({cfg.model.kind}, {_model_keys(cfg)}): {count:.3g} parameters need "
+            f"{_gib(2 * weights)} for weights and gradients, more than the {_gib(memory)} of "
+            f"{device.type} memory; make it smaller"
+        )
+
+
+def device_memory(device: torch.device) -> int:
+    """Bytes of memory of the device: the GPU's, or the machine's physical memory (0: unknown)."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 0
+
+
+def out_of_memory(exc: BaseException, doing: str) -> LearnscopeError | None:
+    """The one-line error of an allocation that failed (None: `exc` is something else)."""
+    text = str(exc)
+    if isinstance(exc, MemoryError) or "can't allocate memory" in text or "out of memory" in text.lower():
+        first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+        return LearnscopeError(
+            f"out of memory while {doing} ({first[:120]}); make the model, batch or data smaller, then "
+            "run the same command again"
+        )
+    return None
+
+
+def _model_keys(cfg: Config) -> str:
+    sizes = {k: v for k, v in cfg.model.model_dump().items() if k in ("width", "depth", "channels", "dim")}
+    return ", ".join(f"model.{k}={v}" for k, v in sizes.items()) or "its defaults"
+
+
+def _gib(nbytes: float) -> str:
+    return f"{nbytes / 2**30:,.3g} GiB"
 
 
 def fingerprint(model: nn.Module | None, data: Dataset | None) -> str:
@@ -116,7 +181,8 @@ def run(
     run_dir = RunDir(store, cfg, fingerprint(model, data))
     if run_state(run_dir) in FINAL:
         return stored_result(run_dir)
-    data = data if data is not None else build_data(cfg.data)
+    with recording_inputs() as read:  # the files the data was read from, part of what the run is
+        data = data if data is not None else build_data(cfg.data)
     check_data(cfg, data)
     model = model if model is not None else build_model(cfg, data)
     try:
@@ -124,14 +190,18 @@ def run(
             if run_state(run_dir) in FINAL:  # finished by another process meanwhile
                 return stored_result(run_dir)
             checkpoint = run_dir.load_checkpoint()  # fails early (and harmlessly) on a foreign checkpoint
+            run_dir.start_inputs(read, resuming=checkpoint is not None)
             run_dir.write_config()
             run_dir.set_status("running", pid=os.getpid())
             try:
                 result = train(cfg, model, data, run_dir, checkpoint, quiet=quiet)
             except BaseException as exc:
-                mark_stopped(run_dir, exc)
+                error = out_of_memory(exc, "training") if isinstance(exc, Exception) else None
+                mark_stopped(run_dir, error or exc)
+                if error is not None:
+                    raise error from None
                 raise
-            run_dir.set_status(result.status, **result.info)
+            run_dir.finish(result.status, result.records, **result.info)
     except OSError as exc:
         raise StoreError(describe_os_error(exc)) from None
     result.path = run_dir.path
@@ -183,8 +253,9 @@ def environment(device: torch.device) -> dict[str, Any]:
 
 
 def stored_result(run_dir: RunDir) -> RunResult:
+    """A final run read back, its files checked (and repaired where they can be: `RunDir.final_records`)."""
     status = run_dir.status()
-    return RunResult(run_dir.config, status["state"], run_dir.records(), run_dir.path, info=status)
+    return RunResult(run_dir.config, status["state"], run_dir.final_records(), run_dir.path, info=status)
 
 
 def train(
@@ -199,7 +270,7 @@ def train(
     t0 = time.perf_counter()
     loop = RunLoop.start(cfg, model, data, run_dir, checkpoint)
     model, optimizer, loader, loss_fn, host = loop.model, loop.optimizer, loop.loader, loop.loss_fn, loop.host
-    window = torch.zeros(cfg.train.log_every + 1, device=loop.device)  # batch losses since the last read-back
+    window = torch.zeros(loop.window_size, device=loop.device)  # batch losses since the last read-back
     model.train()
     with progress_bar(loop.total, cfg.name or "train", quiet) as bar:
         bar.update(loop.step)
@@ -249,9 +320,9 @@ class RunLoop:
     loss_fn: Any
     probes: list[Any]
     context: ProbeContext
-    probe_at: set[int]
-    checkpoint_at: set[int]
-    sync_at: set[int]
+    probe_at: Steps
+    checkpoint_at: Steps
+    sync_at: Steps
     records: list[dict[str, Any]]
     host: dict[str, Any]  # loss read back since the last record
     envs: list[dict[str, Any]]  # the environment of each stretch of the run, kept in its checkpoints
@@ -289,11 +360,10 @@ class RunLoop:
         context = ProbeContext(
             model, data, loss_function(tc.loss, "sum"), 0, cfg.probes.batch_size, optimizer=optimizer
         )
-        probe_at = set(probe_steps(cfg.probes, total, per_epoch)) if probes else set()
-        checkpoint_at = (
-            set(range(tc.checkpoint_every, total, tc.checkpoint_every)) if tc.checkpoint_every else set()
-        )
-        checkpoint_at.add(total)
+        # Step sets as progressions (Steps): setting up takes no time or memory that grows with the steps.
+        probe_at = probe_steps(cfg.probes, total, per_epoch) if probes else Steps(total)
+        every = [(tc.checkpoint_every, tc.checkpoint_every)] if tc.checkpoint_every else []
+        checkpoint_at = Steps(total, {total}, every)
         loop = cls(
             cfg=cfg,
             model=model,
@@ -311,7 +381,7 @@ class RunLoop:
             context=context,
             probe_at=probe_at,
             checkpoint_at=checkpoint_at,
-            sync_at=probe_at | checkpoint_at | set(range(0, total + 1, tc.log_every)),
+            sync_at=probe_at | checkpoint_at | Steps(total, every=[(0, min(tc.log_every, MAX_LOSS_WINDOW))]),
             records=[],
             host={"loss_sum": 0.0, "loss_count": 0, "last_sync": 0},
             envs=[{**env, "from_step": 0}],
@@ -377,6 +447,12 @@ class RunLoop:
                 self.records,
             )
         return record
+
+    @property
+    def window_size(self) -> int:
+        """Room for the batch losses between two read-backs (at most `log_every`, and MAX_LOSS_WINDOW, steps
+        apart)."""
+        return min(self.cfg.train.log_every, MAX_LOSS_WINDOW, self.total) + 1
 
     def set_lr(self) -> None:
         """The scheduled learning rate of the update from `step` to `step + 1`."""

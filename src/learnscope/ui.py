@@ -34,6 +34,12 @@ class Bar:
         self._progress.update(self._task, completed=completed, info=f"{self._loss}  {self._probe}".strip())
 
 
+def notice(text: str) -> None:
+    """One line on stderr about something found and done on the way (a file repaired, a tracker dropped),
+    where it does not stop the work."""
+    print(f"learnscope: {text}", file=sys.stderr)
+
+
 def show_progress(quiet: bool) -> bool:
     return not quiet and console.is_terminal and sys.stderr.isatty()
 

@@ -43,6 +43,7 @@ from pydantic import (
 
 from ..atomic import atomic_savez, atomic_write
 from ..errors import ConfigError, DataError
+from ..inputs import note_input
 from ..registry import DATA
 from ..sections import DataConfig, registered
 from .dataset import Augment, Dataset, FiniteDataConfig, Split, build_data, normalise_and_view
@@ -519,9 +520,11 @@ def _label_path(path: Path) -> Path:
 
 def _load_npy(path: Path) -> np.ndarray:
     try:
-        return np.load(path, allow_pickle=False)
+        array = np.load(path, allow_pickle=False)
     except Exception as e:  # missing, truncated, pickled object arrays: one line
         raise DataError(f"{path}: cannot read .npy ({type(e).__name__}: {e})") from e
+    note_input(path)
+    return array
 
 
 def load_clone_file(
@@ -539,6 +542,7 @@ def load_clone_file(
                 if missing:
                     raise DataError(f"{path}: missing array {missing[0]!r} (present: {list(npz.files)})")
                 x, y = npz["x"], npz["y"]
+            note_input(path)
         except DataError:
             raise
         except Exception as e:

@@ -21,6 +21,7 @@ from typing import Any, Literal
 import numpy as np
 
 from ..errors import DataError
+from ..inputs import note_input
 
 __all__ = ["find_idx_pair", "load_cifar", "load_npz", "read_idx"]
 
@@ -43,6 +44,7 @@ def _read_bytes(path: Path) -> bytes:
         raw = path.read_bytes()
     except OSError as e:
         raise DataError(f"{path}: cannot read file ({e.strerror or e})") from e
+    note_input(path)
     if not raw.startswith(_GZIP_MAGIC):
         return raw
     try:
@@ -228,6 +230,7 @@ def _iter_cifar_tar(path: Path, folder: str, members: list[str]) -> Iterator[tup
     """(member, source, bytes) of the expected members `folder/<member>` of a tarball, in memory, one pass."""
     wanted = {f"{folder}/{m}": m for m in members}
     seen: set[str] = set()
+    note_input(path)
     try:
         with tarfile.open(path, "r|*") as tar:
             for info in tar:
@@ -251,9 +254,11 @@ def _iter_cifar_dir(directory: Path, members: list[str]) -> Iterator[tuple[str, 
     """(member, source, bytes) of the expected batch files of an extracted CIFAR folder."""
     for m in members:
         try:
-            yield m, str(directory / m), (directory / m).read_bytes()
+            payload = (directory / m).read_bytes()
         except OSError as e:
             raise DataError(f"{directory / m}: cannot read CIFAR batch ({e.strerror or e})") from e
+        note_input(directory / m)
+        yield m, str(directory / m), payload
 
 
 def load_cifar(path: str | Path, name: Literal["cifar10", "cifar100"]) -> dict[str, np.ndarray]:
@@ -311,6 +316,7 @@ def load_npz(path: str | Path) -> dict[str, np.ndarray]:
         npz = np.load(path, allow_pickle=False)
     except Exception as e:  # OSError, BadZipFile, ValueError, EOFError...: unreadable input, in one line
         raise DataError(f"{path}: cannot read npz ({type(e).__name__}: {e})") from e
+    note_input(path)
     if not isinstance(npz, np.lib.npyio.NpzFile):
         raise DataError(f"{path}: expected an .npz archive of named arrays, got a single .npy array")
     out: dict[str, np.ndarray] = {}

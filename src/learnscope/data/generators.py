@@ -37,6 +37,7 @@ from torch import nn
 
 from ..atomic import atomic_savez
 from ..errors import ConfigError, DataError
+from ..inputs import note_input
 from ..registry import GENERATORS
 from ..theory.committee_ode import Moments
 from ..ui import progress_bar
@@ -204,6 +205,7 @@ def load_state_dict_file(module: nn.Module, path: str | Path, what: str) -> None
         raise DataError(
             f"{what} weights {path} cannot be read as a torch state dict ({type(exc).__name__})"
         ) from None
+    note_input(path)
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
@@ -831,6 +833,7 @@ def load_moments(path: str | Path) -> GeneratorMoments:
                         f"moments file {path}: missing key {key!r} (has {', '.join(sorted(files))})"
                     )
             data = {key: f[key] for key in files}
+        note_input(path)
     except DataError:
         raise
     except Exception as exc:  # not a zip, truncated, an object array, ...

@@ -14,7 +14,8 @@ through the executors (finished runs reused), then writes into `out`:
 
 and records the study in the store (`<store>/studies/<name>-<scale>.json`: the same summary with the headline
 numbers, the machine, versions and wall time, and where its figures are), which `learnscope report STORE`
-turns into one HTML page. A study whose runs failed is recorded too, with the error.
+turns into one HTML page. A study whose runs failed is recorded too, with the error; one with runs that
+another process is running (`RunningElsewhere`) is not recorded until they are done here.
 
 A new study is one module with a `Study` subclass and `@register_study`; `learnscope study list` names them.
 """
@@ -38,8 +39,8 @@ import torch
 
 from .. import __version__
 from ..atomic import atomic_write
-from ..errors import LearnscopeError
-from ..store import FINAL, RunDir, read_run_or_corrupt
+from ..errors import LearnscopeError, RunningElsewhere
+from ..store import FINAL, RunDir, StoreError, read_json, read_run_or_corrupt
 from ..sweep import plan, run_and_load
 
 STUDIES: dict[str, type[Study]] = {}
@@ -185,6 +186,8 @@ def run_study(
         while more := study.refine(table):
             configs = [*configs, *more]
             table = sweep(configs)
+    except RunningElsewhere:  # nothing failed: another process runs some runs; the record stays as it was
+        raise
     except LearnscopeError as exc:  # recorded for the report (the failed runs keep their errors), then raised
         failed = {**body, "state": "failed", "error": str(exc), "wall_s": time.perf_counter() - started}
         failed["problems"] = _problems(store, [RunDir(store, c).hash for c in configs])
@@ -262,10 +265,12 @@ def _record(store: str | Path, study: Study, body: dict[str, Any]) -> None:
 
 
 def _read_record(store: str | Path, study: Study) -> dict[str, Any]:
-    """The study's record in the store; {} when there is none or it cannot be read (it is then rewritten)."""
+    """The study's record in the store; {} when there is none or it cannot be read (it is then rewritten):
+    read as the report reads it, so a file that is not a regular one (a link to /dev/zero) or is not JSON
+    is refused, not read whole."""
     try:
-        record = json.loads(study_record_path(store, study).read_text())
-    except (OSError, ValueError):
+        record = read_json(study_record_path(store, study))
+    except StoreError:
         return {}
     return record if isinstance(record, dict) else {}
 
