@@ -182,12 +182,17 @@ def test_tiny_study_finds_the_three_regimes(tmp_path):
     assert set(af["regime"][af["elr"] <= 1e-2]) == {"convergence"}
     assert set(af["regime"][af["elr"] >= 0.1]) == {"equilibrium"}
     assert "mlp_si_af model on the sphere" in result.text
-    # ordinary SGD with weight decay: its ELR drifts up through the first loss spikes and settles near that
-    # boundary (measured, 1 thread: first spikes at 0.40-0.80 of the interval's lower end, settled at
-    # 0.90-0.92 of it)
+    # ordinary SGD with weight decay (Kodryan et al. 2022, after Lobacheva et al. 2021): its ELR drifts up,
+    # the loss destabilises (spikes) as the ELR leaves the convergence range, and the ELR settles near that
+    # boundary. Measured, 1 thread: first spikes at 0.40-0.80 of the interval's lower end on an AVX-512
+    # machine, 0.40-0.92 on an AVX2-only one; settled at 0.90-0.92 of it. That the first spike comes below the
+    # settled ELR is not the paper's claim and does not hold on every machine (0.0277 vs 0.0272 for seed 0 on
+    # AVX2): the claim is that it comes before the ELR has left the interval, at the boundary's order.
     wd = pd.read_csv(tmp_path / "out" / "weight_decay.csv")
     assert len(wd) == 3 and (wd["spikes"] > 0).all()
-    assert (wd["elr_at_first_spike"] < wd["settled_elr"]).all()
+    lo = wd["settled_elr"] / wd["settled / boundary lo"]
+    hi = wd["settled_elr"] / wd["settled / boundary hi"]
+    assert ((wd["elr_at_first_spike"] >= lo / 4) & (wd["elr_at_first_spike"] <= hi)).all()
     assert (
         wd["settled / boundary lo"].between(0.5, math.inf).all()
         and wd["settled / boundary hi"].between(0, 2).all()

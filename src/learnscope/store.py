@@ -92,13 +92,6 @@ def records_digest(records: Iterable[dict[str, Any]]) -> str:
     return digest.hexdigest()
 
 
-def decode_record(line: str | bytes) -> dict[str, Any]:
-    record = json.loads(line)  # also takes the bare NaN of stores written before strict JSON
-    if not isinstance(record, dict):
-        raise json.JSONDecodeError("not an object", str(line), 0)
-    return {k: _NON_FINITE.get(v, v) if isinstance(v, str) else v for k, v in record.items()}
-
-
 # -- reading what the writer wrote: every file checked, streamed and bounded ---------------------------
 
 MAX_LINE_BYTES = 64 << 20  # a record longer than this is not one the writer wrote (its largest are kB)
