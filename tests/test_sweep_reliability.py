@@ -218,3 +218,19 @@ def test_help_with_characters_an_ascii_terminal_cannot_show_is_printed(tmp_path)
     assert helped.returncode == 0 and b"Traceback" not in helped.stderr, helped.stderr.decode()
     out = helped.stdout.decode("ascii")
     assert "double-descent" in out and "Closed forms" in out
+
+
+def test_a_demo_whose_studies_run_in_another_process_says_so_and_exits_3(tmp_path, capsys, monkeypatch):
+    """A second `learnscope demo` on the same store while the first runs: its studies find their runs busy,
+    which is not a failure (exit 3, each study's line says so), where it was counted as failed (exit 2)."""
+    from learnscope import demo
+    from learnscope.errors import RunningElsewhere
+
+    def busy(name, *args, **kwargs):
+        raise RunningElsewhere("2 of 2 runs are running in another process")
+
+    monkeypatch.setattr(demo, "run_study", busy)
+    code, out, err = cli("demo", "--store", tmp_path / "demo", "--quiet", capsys=capsys)
+    assert code == 3, err
+    assert out.count("not all here yet") == len(demo.DEMO_STUDIES) and "FAILED" not in out
+    assert "studies have runs in another process" in err and "failed" not in err

@@ -18,7 +18,14 @@ from typer.core import TyperGroup
 
 from . import __version__
 from .config import parse_value
-from .errors import ConfigError, LearnscopeError, Terminated, describe_os_error, raise_terminated
+from .errors import (
+    ConfigError,
+    LearnscopeError,
+    RunningElsewhere,
+    Terminated,
+    describe_os_error,
+    raise_terminated,
+)
 from .registry import load_plugins
 from .sections import Strict
 from .store import find_run, read_run, read_run_or_corrupt, run_dirs, shown_state
@@ -151,10 +158,16 @@ def demo(
     outcome = run_demo(store, workers=workers, quiet=quiet)
     for line in outcome.lines:
         print(line)
-    print(f"report: {outcome.report}")
+    if outcome.report is not None:
+        print(f"report: {outcome.report}")
     if outcome.failed:
         raise LearnscopeError(
             f"{len(outcome.failed)} studies failed: {', '.join(outcome.failed)} (see the report)"
+        )
+    if outcome.elsewhere:
+        raise RunningElsewhere(
+            f"{len(outcome.elsewhere)} studies have runs in another process: {', '.join(outcome.elsewhere)}; "
+            "run the demo again once it is done"
         )
 
 

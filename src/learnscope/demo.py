@@ -13,7 +13,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import LearnscopeError
+from .errors import LearnscopeError, RunningElsewhere
 from .report import load_study_records, write_study_report
 from .studies import run_study
 from .studies.base import Headline
@@ -32,9 +32,10 @@ DEMO_STUDIES = (
 
 @dataclass
 class DemoOutcome:
-    report: Path
+    report: Path | None  # None when no study is recorded yet (all running in another process)
     lines: list[str] = field(default_factory=list)  # one per study: its headline number, or its error
     failed: list[str] = field(default_factory=list)
+    elsewhere: list[str] = field(default_factory=list)  # studies with runs another process is running
 
 
 def headline_line(study: str, headlines: list[dict]) -> str:
@@ -50,7 +51,7 @@ def run_demo(store: str | Path = "demo-runs", workers: int | None = None, quiet:
     """Run the demo scale of every study into `store` and write `store/report.html`."""
     store = Path(store)
     workers = workers or os.cpu_count() or 1
-    lines, failed = [], []
+    lines, failed, elsewhere = [], [], []
     with progress_bar(len(DEMO_STUDIES), "demo", quiet) as bar:
         for done, name in enumerate(DEMO_STUDIES):
             bar.update(done, probe=name)
@@ -59,6 +60,10 @@ def run_demo(store: str | Path = "demo-runs", workers: int | None = None, quiet:
                     name, "demo", store=store, out=store / "figures" / name, executor="local",
                     workers=workers, quiet=True,
                 )  # fmt: skip
+            except RunningElsewhere as exc:  # not a failure: another process (a second demo) runs them
+                elsewhere.append(name)
+                lines.append(f"{name:<22} not all here yet: {exc}")
+                continue
             except LearnscopeError as exc:  # recorded in the store by run_study; the next study still runs
                 failed.append(name)
                 lines.append(f"{name:<22} FAILED: {exc}")
@@ -76,5 +81,6 @@ def run_demo(store: str | Path = "demo-runs", workers: int | None = None, quiet:
         if r.get("scale") == "demo" and not r.get("overrides")
     }
     shown = [recorded[name] for name in DEMO_STUDIES if name in recorded]
-    report = write_study_report(store, store / "report.html", "learnscope demo: five studies", records=shown)
-    return DemoOutcome(report, lines, failed)
+    title = "learnscope demo: five studies"
+    report = write_study_report(store, store / "report.html", title, records=shown) if shown else None
+    return DemoOutcome(report, lines, failed, elsewhere)
