@@ -287,3 +287,22 @@ def test_the_data_files_of_a_run_are_recorded_with_their_content_hash(npz_run):
     (entry,) = json.loads((RunDir(store, cfg).inputs_path).read_text())
     assert entry["path"] == str(path.resolve()) and entry["size"] == path.stat().st_size
     assert entry["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_readers_show_a_done_run_whose_records_were_lost_as_corrupt_until_it_is_run_again(finished, capsys):
+    """Not `done ... step -` with zero records: the reason, and what restores them."""
+    from learnscope import load_runs
+
+    store, cfg, run_dir, records, _ = finished
+    run_dir.metrics_path.unlink()
+    table = load_runs(store)
+    assert list(table["status"]) == ["corrupt"]
+    assert (
+        "holds 0 of the 7 records" in table["error"].iloc[0]
+        and "running its config again" in table["error"].iloc[0]
+    )
+    code, out, _ = cli("runs", "ls", "--store", store, capsys=capsys)
+    assert code == 0 and "corrupt" in out
+    run(cfg, store, quiet=True)
+    table = load_runs(store)
+    assert set(table["status"]) == {"done"} and len(table) == len(records)

@@ -45,10 +45,13 @@ def copy_run(source: Path, store: Path, name: str, config=None, records=None, st
     if config is not None:
         body["config"] = config(body["config"])
     (path / "config.json").write_text(json.dumps(body, indent=2, sort_keys=True))
-    if records is not None:
+    if records is not None:  # the status then says how many records it has, as the writer's would
         lines = (path / "metrics.jsonl").read_text().splitlines()
         new = records([json.loads(line) for line in lines])
         (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in new))
+        final = json.loads((path / "status.json").read_text())
+        final.update(records=len(new), records_sha256="")
+        (path / "status.json").write_text(json.dumps(final))
     if status is not None:
         (path / "status.json").write_text(json.dumps(status))
     return path

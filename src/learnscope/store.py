@@ -711,7 +711,15 @@ def _read_run(path: Path) -> tuple[dict, dict, list[dict], dict[str, list], dict
         raise StoreError(f"{status_path}: {problem}")
     metrics_path = path / "metrics.jsonl"
     records = _parse_records(metrics_path)
-    return body, status, records, *_record_columns(records, metrics_path)
+    columns = _record_columns(records, metrics_path)
+    count = status.get("records")
+    if status.get("state") in FINAL and type(count) is int and len(records) != count:
+        # A finished run's file lost or cut since (its status says how many): shown, not silently short.
+        raise StoreError(
+            f"{metrics_path} holds {len(records)} of the {count} records the run finished with; running its "
+            "config again restores them from its checkpoint, where it holds them"
+        )
+    return body, status, records, *columns
 
 
 def config_problem(body: dict[str, Any], name: str) -> str | None:
