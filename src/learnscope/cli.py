@@ -283,7 +283,8 @@ def sweep_status(
     store: Annotated[Path, typer.Argument(help="The run store of a sweep or study.")] = Path("runs"),
 ) -> None:
     """How many runs of STORE are in each state (done, diverged, failed, interrupted, running, ...), then
-    each failed run with its error on one line."""
+    each failed run with its error on one line. Reads each run's config and status, not its records (`runs
+    ls` and `report` check those too)."""
     from collections import Counter
 
     if not store.is_dir():
@@ -291,7 +292,7 @@ def sweep_status(
     states: Counter[str] = Counter()
     failed = []
     for path in run_dirs(store):
-        body, status, _ = read_run_or_corrupt(path)
+        body, status, _ = read_run_or_corrupt(path, records=False)  # states need no records
         state = shown_state(status)
         states[state] += 1
         if state in ("failed", "corrupt"):

@@ -699,16 +699,7 @@ def read_run(path: Path) -> tuple[dict[str, Any], dict[str, Any], list[dict[str,
 
 def _read_run(path: Path) -> tuple[dict, dict, list[dict], dict[str, list], dict[str, set[type]]]:
     """`read_run`, and the records as columns with the types of each column's values."""
-    config_path = path / "config.json"
-    body = _read_json(config_path)
-    problem = config_problem(body, _dir_name(path))
-    if problem:
-        raise StoreError(f"{config_path}: {problem}")
-    status_path = path / "status.json"
-    status = _read_json(status_path) if status_path.exists() else {"state": "new"}
-    problem = status_problem(status)
-    if problem:
-        raise StoreError(f"{status_path}: {problem}")
+    body, status = _read_config_and_status(path)
     metrics_path = path / "metrics.jsonl"
     records = _parse_records(metrics_path)
     columns = _record_columns(records, metrics_path)
@@ -720,6 +711,22 @@ def _read_run(path: Path) -> tuple[dict, dict, list[dict], dict[str, list], dict
             "config again restores them from its checkpoint, where it holds them"
         )
     return body, status, records, *columns
+
+
+def _read_config_and_status(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """config.json's body and the status of a run directory, each checked (`config_problem`,
+    `status_problem`); a StoreError names what cannot be read or breaks them."""
+    config_path = path / "config.json"
+    body = _read_json(config_path)
+    problem = config_problem(body, _dir_name(path))
+    if problem:
+        raise StoreError(f"{config_path}: {problem}")
+    status_path = path / "status.json"
+    status = _read_json(status_path) if status_path.exists() else {"state": "new"}
+    problem = status_problem(status)
+    if problem:
+        raise StoreError(f"{status_path}: {problem}")
+    return body, status
 
 
 def config_problem(body: dict[str, Any], name: str) -> str | None:
@@ -761,10 +768,16 @@ def _dir_name(path: Path) -> str:
     return Path(os.path.abspath(path)).name
 
 
-def read_run_or_corrupt(path: Path) -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]:
+def read_run_or_corrupt(
+    path: Path, records: bool = True
+) -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]:
     """`read_run`, except that an unreadable run is (its hash, status `corrupt` with the reason, no records):
-    what readers of a whole store use, so one bad directory does not hide the others."""
+    what readers of a whole store use, so one bad directory does not hide the others. `records=False`: its
+    config and status only, checked as ever, and no records (what counting a store's states needs: the
+    records are most of a store's bytes)."""
     try:
+        if not records:
+            return (*_read_config_and_status(Path(path)), [])
         return read_run(path)
     except (StoreError, OSError) as exc:
         return {"config": {}, "hash": _dir_name(path)}, {"state": "corrupt", "error": _reason(exc)}, []
