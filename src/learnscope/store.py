@@ -315,12 +315,7 @@ def _clip(value: Any, width: int = 40) -> str:
 
 def _read_json_list(path: Path) -> list[dict[str, Any]]:
     """inputs.json: a list of {path: str, size: int, mtime_ns: int, sha256: str}, or a StoreError."""
-    try:
-        body = json.loads(path.read_text())
-    except OSError as exc:
-        raise StoreError(describe_os_error(exc)) from None
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise StoreError(f"{path} is not valid JSON") from None
+    body = read_json(path)
     types = {"path": str, "size": int, "mtime_ns": int, "sha256": str}
     if not isinstance(body, list) or not all(
         isinstance(e, dict) and all(isinstance(e.get(k), t) for k, t in types.items()) for e in body
@@ -415,14 +410,8 @@ class RunDir:
     def write_config(self) -> None:
         """config.json, unless one of this run is there; an unreadable one is rewritten, another run's is a
         StoreError."""
-        path = self.path / "config.json"
-        if path.exists():
-            with contextlib.suppress(StoreError):  # an unreadable one is rewritten
-                stored = _read_json(path)
-                if stored.get("hash") != self.hash:
-                    raise StoreError(f"{path} belongs to run {stored.get('hash')!r}, not {self.hash!r}")
-                return
-        self._rewrite_config()
+        if self._config_problem() is not None:
+            self._rewrite_config()
 
     def status(self) -> dict[str, Any]:
         if not self.status_path.exists():
@@ -487,9 +476,8 @@ class RunDir:
         owner = stored.get("hash")
         if isinstance(owner, str) and owner != self.hash:
             raise StoreError(f"{path} belongs to run {owner!r}, not {self.hash!r}")
-        if owner != self.hash or not isinstance(stored.get("config"), dict):
-            return "was not a config of this run"
-        return None
+        problem = config_problem(stored, self.hash)  # the readers' rules of a config.json
+        return None if problem is None else f"was not a config of this run ({problem})"
 
     def _records_problem(self, status: dict[str, Any]) -> tuple[list[dict[str, Any]], str | None]:
         """metrics.jsonl's records, and what is wrong with them (None: nothing): not the records whose digest
