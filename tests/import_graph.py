@@ -1,8 +1,10 @@
-"""The import graph of a package, read from its source with `ast` (nothing is imported), and its cycles."""
+"""The import graph of a package, read from its source with `ast` (nothing is imported), its cycles, and its
+imports up the layer table of an architecture page."""
 
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 
@@ -91,4 +93,53 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     for node in sorted(graph):
         if node not in index:
             visit(node)
+    return found
+
+
+def layer_table(markdown: str, root: Path, package: str) -> tuple[list[str], dict[str, str], list[str]]:
+    """The layer table of an architecture page (the first table after a heading "Modules and what they may
+    import"): its layers top to bottom, module -> layer, and what is wrong with it as a map of the package (a
+    module in no row or in two, an entry that names no module). The modules column names files in backticks,
+    relative to the package directory: a file (`store.py`), a glob (`studies/*.py`) or a folder (`data/`,
+    every module under it)."""
+    lines = markdown.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("#") and "may import" in line)
+    rows = []
+    for line in lines[start + 1 :]:
+        if line.startswith("|"):
+            rows.append([cell.strip() for cell in line.strip().strip("|").split("|")])
+        elif rows:
+            break
+    names = {path: name for name, path in module_names(root, package).items()}
+    layers: list[str] = []
+    layer_of: dict[str, str] = {}
+    problems: list[str] = []
+    for cells in rows[2:]:  # after the header and its |---| line
+        layer, entries = cells[0], re.findall(r"`([^`]+)`", cells[1])
+        layers.append(layer)
+        for entry in entries:
+            found = sorted(root.glob(f"{entry}**/*.py" if entry.endswith("/") else entry))
+            if not [path for path in found if path in names]:
+                problems.append(f"`{entry}` ({layer}) names no module of {package}")
+            for path in found:
+                if path not in names:
+                    continue
+                module = names[path]
+                if layer_of.setdefault(module, layer) != layer:
+                    problems.append(f"{module} is in two rows: {layer_of[module]}, {layer}")
+    missing = sorted(set(names.values()) - set(layer_of))
+    problems += [f"{module} is in no row of the layer table" for module in missing]
+    return layers, layer_of, problems
+
+
+def layer_violations(graph: dict[str, set[str]], layers: list[str], layer_of: dict[str, str]) -> list[str]:
+    """Every import of a module of a higher layer (nearer the top of the table) than the importer's, as
+    "importer (its layer) imports imported (its layer)". Imports within a layer are allowed (the cycle test
+    keeps them acyclic)."""
+    rank = {layer: i for i, layer in enumerate(layers)}
+    found = []
+    for module in sorted(graph):
+        for target in sorted(graph[module]):
+            if module in layer_of and target in layer_of and rank[layer_of[target]] < rank[layer_of[module]]:
+                found.append(f"{module} ({layer_of[module]}) imports {target} ({layer_of[target]})")
     return found

@@ -1,11 +1,12 @@
-"""The shape of the package: no import circle (read from the source), registries that import nothing of the
-package, and a repository that refers to nothing outside itself."""
+"""The shape of the package: imports that point down the layer table of docs/architecture.md (read from the
+source, deferred imports included), so no import circle; registries that import nothing of the package; and a
+repository that refers to nothing outside itself."""
 
 import re
 import textwrap
 
 from tests.conftest import REPO
-from tests.import_graph import cycles, import_graph
+from tests.import_graph import cycles, import_graph, layer_table, layer_violations
 
 SRC = REPO / "src" / "learnscope"
 
@@ -13,6 +14,17 @@ SRC = REPO / "src" / "learnscope"
 def test_the_package_has_no_import_cycle():
     found = cycles(import_graph(SRC, "learnscope"))
     assert not found, "import cycles: " + "; ".join(" <-> ".join(cycle) for cycle in found)
+
+
+def test_every_import_points_down_the_layer_table_of_the_architecture_page():
+    """docs/architecture.md's table "Modules and what they may import" is the rule, read from the page: every
+    module of the package is in exactly one row, and none imports a module of a row above its own. Moving a
+    file needs only its row updated."""
+    page = (REPO / "docs" / "architecture.md").read_text()
+    layers, layer_of, problems = layer_table(page, SRC, "learnscope")
+    assert not problems, "the layer table of docs/architecture.md: " + "; ".join(problems)
+    violations = layer_violations(import_graph(SRC, "learnscope"), layers, layer_of)
+    assert not violations, "imports up the layer table of docs/architecture.md:\n" + "\n".join(violations)
 
 
 def test_registries_and_base_sections_import_nothing_of_the_package_but_errors():
@@ -53,6 +65,49 @@ def test_the_cycle_finder_names_a_cycle_through_a_deferred_import_and_passes_a_t
         },
     )
     assert cycles(import_graph(cyclic, "pkg")) == [["pkg.config", "pkg.kinds", "pkg.registry"]]
+
+
+_TABLE = """# Architecture
+
+## Modules and what they may import
+
+| layer | modules | role |
+|---|---|---|
+| entry points | `__init__.py`, `cli.py` | the command |
+| orchestration | `tracking.py` | mirrors of the records |
+| kinds | `kinds/` | registered builders |
+| leaves | `store.py`, `errors.py` | the run store; errors |
+
+Text after the table.
+"""
+
+
+def test_the_layer_check_names_an_import_up_the_table_and_a_module_in_no_row(tmp_path):
+    files = {
+        "__init__.py": "from . import cli\n",
+        "cli.py": "from .tracking import Mirror\nfrom .kinds import one\n",
+        "tracking.py": "from .store import RunDir\n",
+        "kinds/__init__.py": "",
+        "kinds/one.py": "from ..store import RunDir\n",
+        "errors.py": "",
+        "store.py": "from .errors import StoreError\n\n\ndef append():\n    from . import tracking\n",
+    }
+    package = _package(tmp_path / "a", files)
+    layers, layer_of, problems = layer_table(_TABLE, package, "pkg")
+    assert layers == ["entry points", "orchestration", "kinds", "leaves"] and problems == []
+    assert layer_of["pkg"] == "entry points" and layer_of["pkg.kinds.one"] == "kinds"
+    assert layer_violations(import_graph(package, "pkg"), layers, layer_of) == [
+        "pkg.store (leaves) imports pkg.tracking (orchestration)"  # deferred, inside a function
+    ]
+    layered = _package(tmp_path / "b", {**files, "store.py": "from .errors import StoreError\n"})
+    assert layer_violations(import_graph(layered, "pkg"), layers, layer_of) == []
+    stray = _package(tmp_path / "c", {**files, "stray.py": ""})
+    table = _TABLE.replace("`store.py`, `errors.py`", "`store.py`, `errors.py`, `tracking.py`, `gone.py`")
+    assert layer_table(table, stray, "pkg")[2] == [
+        "pkg.tracking is in two rows: orchestration, leaves",
+        "`gone.py` (leaves) names no module of pkg",
+        "pkg.stray is in no row of the layer table",
+    ]
 
 
 def test_nothing_refers_to_a_path_outside_the_repository():

@@ -8,7 +8,9 @@ import pytest
 import torch
 
 from learnscope.errors import LearnscopeError
-from learnscope.sweep import SlurmRun, _job_error, _job_outcome, grid, run_all
+from learnscope.executors.slurm import SlurmRun, _job_error
+from learnscope.executors.slurm import _job_result as _job_outcome
+from learnscope.sweep import grid, run_all
 from tests.conftest import cli
 
 submitit = pytest.importorskip("submitit")

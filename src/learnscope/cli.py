@@ -9,7 +9,7 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from pydantic import Field, NonNegativeInt, PositiveInt
@@ -30,6 +30,9 @@ from .registry import load_plugins
 from .sections import Strict
 from .store import find_run, read_run, read_run_or_corrupt, run_dirs, shown_state
 from .ui import console
+
+if TYPE_CHECKING:
+    from .executors import ExecutionOptions
 
 app = typer.Typer(
     add_completion=False,
@@ -69,10 +72,10 @@ ExecutorName = Annotated[
     typer.Option(
         "--executor",
         help="serial | local (a process pool) | slurm (a submitit job array) | ensemble (runs differing only "
-        "in seed and optimiser trained together as one stacked model, in this process).",
+        "in seed and optimiser trained together as one stacked model, in this process) | a plugin's.",
     ),
 ]
-Workers = Annotated[int, typer.Option(help="Processes for the local executor.")]
+Workers = Annotated[int | None, typer.Option(help="Processes for the local executor (default 2).")]
 Track = Annotated[
     list[str],
     typer.Option(
@@ -171,18 +174,22 @@ def demo(
         )
 
 
-def _executor_options(executor: str, items: list[str]) -> dict[str, Any] | None:
-    """The options of `--slurm KEY=VALUE ...` (values parsed as override values are), once the executor is
-    known to take them (`sweep.run_all` rejects an unknown executor)."""
-    if items and executor != "slurm":
-        raise ConfigError(f"--slurm options need --executor slurm (got --executor {executor})")
-    options = {}
+def _execution(
+    executor: str, workers: int | None, items: list[str], quiet: bool, retry_failed: bool
+) -> ExecutionOptions:
+    """The one `ExecutionOptions` of the command line: `--workers` and `--slurm KEY=VALUE ...` (values parsed
+    as override values are) go to the executor that takes them, and are refused for any other."""
+    from .executors import ExecutionOptions
+
+    slurm = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"--slurm expects KEY=VALUE (e.g. slurm_partition=gpu), not {item!r}")
-        options[key.strip()] = parse_value(value.strip())
-    return options if executor == "slurm" else None
+        slurm[key.strip()] = parse_value(value.strip())
+    return ExecutionOptions.of(
+        executor, quiet=quiet, retry_failed=retry_failed, workers=workers, slurm=slurm or None
+    )
 
 
 def _track(names: list[str]) -> None:
@@ -231,7 +238,7 @@ def sweep(
     ] = [],  # noqa: B006
     store: Store = Path("runs"),
     executor: ExecutorName = "serial",
-    workers: Workers = 2,
+    workers: Workers = None,
     slurm: SlurmOptions = [],  # noqa: B006
     retry_failed: RetryFailed = False,
     quiet: Quiet = False,
@@ -248,8 +255,8 @@ def sweep(
     from .config import load_run_config
     from .sweep import grid, run_all, sweep_error
 
-    options = _executor_options(executor, slurm)
     load_plugins(plugin)
+    execution = _execution(executor, workers, slurm, quiet, retry_failed)
     _track(track)
     grid_axes, zip_axes = _grid_axes(axes), _grid_axes(zipped, "--zip")
     configs = grid(load_run_config(config, overrides or []), grid_axes, zip_axes)
@@ -257,15 +264,7 @@ def sweep(
     if dry_run:
         _print_plan(configs, store, [_axis_values(cfg, keys) for cfg in configs])
         return
-    outcomes = run_all(
-        configs,
-        store,
-        executor=executor,
-        workers=workers,
-        quiet=quiet,
-        slurm=options,
-        retry_failed=retry_failed,
-    )
+    outcomes = run_all(configs, store, execution)
     for outcome in outcomes:
         shown = _axis_values(outcome.config, keys)
         if outcome.same_as is not None:  # its run's error is on the line of the run it repeats
@@ -436,7 +435,7 @@ def study(
         typer.Option(help="Where the summary, run table and figures go (default figures/<study>)."),
     ] = None,
     executor: ExecutorName = "serial",
-    workers: Workers = 2,
+    workers: Workers = None,
     slurm: SlurmOptions = [],  # noqa: B006 (typer reads the default)
     data: Annotated[
         str | None, typer.Option(help="Data kind for every run (= the override data=KIND).")
@@ -469,25 +468,14 @@ def study(
             f"study {name} trains no network, so --data and --model do not apply; override its own keys "
             "(e.g. generator=dcgan K=3 eta=0.1)"
         )
-    options = _executor_options(executor, slurm)
+    execution = _execution(executor, workers, slurm, quiet, retry_failed)
     _track(track)
     kinds = tuple(f"{key}={kind}" for key, kind in (("data", data), ("model", model)) if kind)
     everywhere = (*kinds, *(overrides or ()))
     if dry_run:
         _print_plan(cls(scale, everywhere).configs(), store)
         return
-    result = run_study(
-        name,
-        scale,
-        everywhere,
-        store,
-        out,
-        executor,
-        workers,
-        quiet,
-        slurm=options,
-        retry_failed=retry_failed,
-    )
+    result = run_study(name, scale, everywhere, store, out, execution)
     print(result.text)
     paths = result.paths
     if report:
@@ -636,7 +624,13 @@ def data_fit_clone(
 
     load_plugins(plugin)
     cfg = load_clone_config(args or [])
-    result = fit_clone_to_file(cfg, out, grid, per_class)
+    if grid is not None:
+        from .report import check_png, plot_clone_samples
+
+        check_png(grid)  # before the fit, which may take minutes
+    result = fit_clone_to_file(cfg, out)
+    if grid is not None:
+        plot_clone_samples(result, cfg, grid, per_class)
     shape = "x".join(str(n) for n in result.sample.x.shape[1:])
     print(f"{cfg.method} clone of {cfg.source.kind}: {len(result.sample)} samples of {shape} -> {out}")
     print(format_clone_report(result))

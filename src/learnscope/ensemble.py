@@ -45,10 +45,8 @@ runs a sweep that way, and each config that cannot join a group on its own.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
-import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -61,21 +59,18 @@ from torch.func import functional_call, stack_module_state, vmap
 
 from .config import Config
 from .data import Dataset, build_data
-from .errors import LearnscopeError, StoreError, describe_os_error
+from .errors import LearnscopeError, StoreError
 from .inputs import recording_inputs
+from .lifecycle import RunResult, execute, finished
 from .optim import loss_function
-from .store import FINAL, RunDir
+from .store import RunDir
 from .train import (
     RunLoop,
-    RunResult,
     build_model,
     check_data,
     get_rng_state,
-    mark_stopped,
     resolve_device,
-    run_state,
     set_rng_state,
-    stored_result,
 )
 from .ui import progress_bar
 
@@ -177,9 +172,9 @@ def run_ensemble(
     if store is not None:
         pending = []
         for cfg in unique:
-            run_dir = RunDir(store, cfg)
-            if run_state(run_dir) in FINAL:
-                results[run_dir.hash] = stored_result(run_dir)
+            done = finished(RunDir(store, cfg))
+            if done is not None:
+                results[cfg.run_hash()] = done
             else:
                 pending.append(cfg)
     if pending:
@@ -194,11 +189,8 @@ def run_ensemble(
             running = {cfg.run_hash() for cfg in pending}
             spare = [c for c in [*unique, *stacked_with] if c.run_hash() not in running]
             spare = list({c.run_hash(): c for c in spare}.values())
-            try:
-                run_dirs = [RunDir(store, cfg) for cfg in pending]
-                results.update(_run_locked(run_dirs, spare, data, read, quiet))
-            except OSError as exc:
-                raise StoreError(describe_os_error(exc)) from None
+            run_dirs = [RunDir(store, cfg) for cfg in pending]
+            results.update(_run_stored(run_dirs, spare, data, read, quiet))
     return [results[cfg.run_hash()] for cfg in configs]
 
 
@@ -212,49 +204,27 @@ def train_ensemble(configs: Sequence[Config], data: Dataset, *, quiet: bool = Fa
     return [results[i] for i in range(len(configs))]
 
 
-def _run_locked(
+def _run_stored(
     run_dirs: list[RunDir], spare: list[Config], data: Dataset, read: list[Path], quiet: bool
 ) -> dict[str, RunResult]:
-    """The members' runs under their locks, as `train.run` runs one, stacked with as many `spare` configs as
-    the largest stack a member's checkpoint was trained in needs (none for fresh runs). A member that cannot
-    be run (its lock held by another process, a foreign or unreadable checkpoint) stops the group before
-    anything is written, with a NotBatchable error naming it: the group can still run one by one."""
-    results: dict[str, RunResult] = {}
-    with contextlib.ExitStack() as locks:
-        todo, sizes = [], []
-        try:
-            for run_dir in run_dirs:
-                locks.enter_context(run_dir.lock())
-            for run_dir in run_dirs:
-                if run_state(run_dir) in FINAL:  # finished by another process meanwhile
-                    results[run_dir.hash] = stored_result(run_dir)
-                    continue
-                checkpoint = run_dir.load_checkpoint()  # fails early on a foreign or unreadable one
-                run_dir.start_inputs(read, resuming=checkpoint is not None)
-                if checkpoint is not None and checkpoint.get("envs"):
-                    sizes.append(checkpoint["envs"][-1].get("ensemble") or 1)
-                todo.append(run_dir)
-        except StoreError as exc:
-            raise NotBatchable(f"{exc} (an ensemble needs every member)") from None
-        if not todo:
-            return results
-        for run_dir in todo:
-            run_dir.write_config()
-            run_dir.set_status("running", pid=os.getpid())
+    """The members' runs through the run lifecycle together, as `train.run` runs one, stacked with as many
+    `spare` configs as the largest stack a member's checkpoint was trained in needs (none for fresh runs). A
+    member that cannot be run (its lock held by another process, a foreign or unreadable checkpoint) stops the
+    group before anything is written, with a NotBatchable error naming it: the group can still run one by
+    one. Every member is final only when all are: killed before, every member resumes, in the same stack."""
+
+    def work(todo: list[RunDir], checkpoints: list[dict[str, Any] | None]) -> list[RunResult]:
+        sizes = [(c["envs"][-1].get("ensemble") or 1) for c in checkpoints if c is not None and c.get("envs")]
         held = spare[: max(0, max(sizes, default=0) - len(todo))]
         cfgs = [d.config for d in todo] + held
-        try:
-            finished = _train_group(cfgs, data, [*todo, *[None] * len(held)], quiet, range(len(todo)))
-        except BaseException as exc:
-            for run_dir in todo:
-                mark_stopped(run_dir, exc)
-            raise
-        # Final only now, a diverged member too: killed before here, every member resumes, in the same stack.
-        for i, run_dir in enumerate(todo):
-            run_dir.finish(finished[i].status, finished[i].records, **finished[i].info)
-            finished[i].path = run_dir.path
-            results[run_dir.hash] = finished[i]
-    return results
+        trained = _train_group(cfgs, data, [*todo, *[None] * len(held)], quiet, range(len(todo)))
+        return [trained[i] for i in range(len(todo))]
+
+    def unavailable(exc: StoreError) -> NotBatchable:
+        return NotBatchable(f"{exc} (an ensemble needs every member)")
+
+    results = execute(run_dirs, work, inputs=read, doing="training", unavailable=unavailable)
+    return {run_dir.hash: result for run_dir, result in zip(run_dirs, results, strict=True)}
 
 
 def _train_group(

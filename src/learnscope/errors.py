@@ -49,3 +49,15 @@ def describe_os_error(exc: OSError) -> str:
     file): the one line the CLI prints."""
     cause = exc.strerror or str(exc) or type(exc).__name__
     return f"{exc.filename}: {cause}" if exc.filename is not None else cause
+
+
+def out_of_memory(exc: BaseException, doing: str) -> LearnscopeError | None:
+    """The one-line error of an allocation that failed (None: `exc` is something else)."""
+    text = str(exc)
+    if isinstance(exc, MemoryError) or "can't allocate memory" in text or "out of memory" in text.lower():
+        first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+        return LearnscopeError(
+            f"out of memory while {doing} ({first[:120]}); make the model, batch or data smaller, then "
+            "run the same command again"
+        )
+    return None

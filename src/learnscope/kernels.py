@@ -9,7 +9,8 @@ readable definition (`models.committee.sgd_step`, `theory.committee_ode.gaussian
 backend="numpy"). Equation numbers are those of docs/studies/gaussian_equivalence.md.
 
 numba is imported with this module, and this module only where a kernel runs (a CLI call that trains an MLP
-does not pay numba's import). Kernels are compiled on first use (~4 s) and cached beside this file.
+does not pay numba's import). Kernels are compiled on first use (~4 s) and cached by numba beside this file
+(`__pycache__`), for later processes.
 """
 
 from __future__ import annotations
@@ -17,43 +18,37 @@ from __future__ import annotations
 import hashlib
 import inspect
 import math
-from pathlib import Path
 
 import numba
 import numpy as np
 
-from .theory.gaussian_integrals import i2_erf, i3_erf, i4_erf
+from .gaussian_integrals import i2_erf, i3_erf, i4_erf
+
+# numba's cache notices edits to this file only, not to the closed forms compiled here from
+# gaussian_integrals.py (its documented limit: changes in symbols defined in another file go unseen), so a
+# cached kernel could keep an edited formula's old version. This file therefore carries the digest of their
+# source: while it is current, numba's own invalidation covers the formulas (an edit there means an edit of
+# this constant, here); while it is not, the kernels compile in memory and no cache is read or written.
+# tests/test_kernels.py fails, with the new digest, until it is updated. Nothing is deleted.
+FORMULAS_SHA256 = "43e204cb9a10d34edd33f230d11d9482cfdc5e38f32c65749bc8ff602e287423"
 
 
-def _drop_stale_cache() -> None:
-    """numba's cache notices edits to this file, not to the closed forms it compiles from
-    theory/gaussian_integrals.py: a compiled kernel would keep an edited formula's old version. So the cache
-    is stamped with a digest of their source and dropped when it differs."""
-    source = "".join(inspect.getsource(f) for f in (i2_erf, i3_erf, i4_erf)).encode()
-    digest = hashlib.sha256(source).hexdigest()
-    cache = Path(__file__).parent / "__pycache__"
-    stamp = cache / "kernels.formulas.sha256"
-    try:
-        if stamp.is_file() and stamp.read_text() == digest:
-            return
-        for path in cache.glob("kernels.*.nb[ic]"):
-            path.unlink(missing_ok=True)
-        cache.mkdir(exist_ok=True)
-        stamp.write_text(digest)
-    except OSError:  # a read-only install: numba then compiles in memory, never from a stale cache
-        pass
+def formulas_digest() -> str:
+    """The sha256 of the source of the closed forms the kernels compile (i2_erf, i3_erf, i4_erf)."""
+    source = "".join(inspect.getsource(f) for f in (i2_erf, i3_erf, i4_erf))
+    return hashlib.sha256(source.encode()).hexdigest()
 
 
-_drop_stale_cache()
+_CACHE = formulas_digest() == FORMULAS_SHA256
 
 __all__ = ["ACTIVATION_CODES", "ge_euler_steps", "sgd_chunk"]
 
 ACTIVATION_CODES = {"erf": 0, "linear": 1, "relu": 2}
 
-_jit = numba.njit(cache=True, nogil=True, error_model="numpy")
+_jit = numba.njit(cache=_CACHE, nogil=True, error_model="numpy")
 # The two step loops let LLVM reassociate their sums over N (vector lanes, fused multiply-adds): results move
 # by rounding only (~1e-15 relative per step), which the tests against the numpy definitions bound.
-_fast_loop = numba.njit(cache=True, nogil=True, error_model="numpy", fastmath={"reassoc", "contract"})
+_fast_loop = numba.njit(cache=_CACHE, nogil=True, error_model="numpy", fastmath={"reassoc", "contract"})
 _i2 = _jit(i2_erf)
 _i3 = _jit(i3_erf)
 _i4 = _jit(i4_erf)

@@ -24,9 +24,9 @@ from pydantic import NonNegativeInt, PositiveFloat, PositiveInt, field_validator
 from .config import RunKindConfig, run_digest
 from .data.generators import GeneratorMoments, estimate_moments, load_moments, make_generator, save_moments
 from .errors import ConfigError, DataError
+from .lifecycle import RunResult, computed_run
 from .models.committee import init_teacher_student, simulate_online_sgd
 from .registry import GENERATORS, RUN_KINDS
-from .store import ComputedRun, computed_run
 from .theory.committee_ode import (
     gaussian_equivalence_ode,
     ge_initial_state,
@@ -242,7 +242,7 @@ def integrate_replicas(
 
 
 @RUN_KINDS.register("online_sgd", OnlineConfig)
-def run_online(cfg: OnlineConfig, store: str | Path = "runs", quiet: bool = True) -> ComputedRun:
+def run_online(cfg: OnlineConfig, store: str | Path = "runs", quiet: bool = True) -> RunResult:
     """The run of `cfg` (path, records): read from the store when done, else computed once and stored."""
     compute = simulate if cfg.method == "simulation" else integrate
     return computed_run(store, cfg, lambda: compute(cfg, store, quiet))
@@ -355,7 +355,7 @@ class MomentsODEConfig(RunKindConfig):
 
 
 @RUN_KINDS.register("ge_ode", MomentsODEConfig)
-def run_ge_ode(cfg: MomentsODEConfig, store: str | Path = "runs", quiet: bool = True) -> ComputedRun:
+def run_ge_ode(cfg: MomentsODEConfig, store: str | Path = "runs", quiet: bool = True) -> RunResult:
     """Integrate (or read back) the ODE of `cfg`, stored as a run whose records (t, eg, Q, R, T, v per
     replica) `load_runs` reads next to simulations."""
     spec, gm, weights = cfg.resolve()

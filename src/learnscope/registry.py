@@ -88,3 +88,6 @@ GENERATORS = Registry("generator")
 # (cfg, store, quiet) -> a result with `status`, `path` and `records`. A config file names its kind with
 # `kind = ...` (none: "train").
 RUN_KINDS = Registry("kind")
+# Executors: an options class (pydantic) and a function (configs, store, execution: ExecutionOptions) -> one
+# RunResult per config (executors/).
+EXECUTORS = Registry("executor")

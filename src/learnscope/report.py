@@ -19,7 +19,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from .atomic import atomic_write
-from .errors import ConfigError
+from .errors import ConfigError, DataError
 
 # Okabe & Ito's colour-blind-safe palette (blue, orange, green, vermillion, purple, sky blue, yellow, black):
 # every categorical colour of the library's figures comes from it, in this order.
@@ -301,6 +301,28 @@ def plot_sample_grid(
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
     return path
+
+
+def check_png(path: str | Path) -> None:
+    """A figure drawn as PNG: its name is checked before the work that feeds it (a DataError otherwise)."""
+    if Path(path).suffix != ".png":
+        raise DataError(f"{path}: the grid is drawn as a PNG; its name must end in .png")
+
+
+def plot_clone_samples(result, cfg, path: str | Path, per_class: int = 8) -> Path:
+    """The figure of `learnscope data fit-clone --grid`: `per_class` samples of each class of a built clone
+    (the arrays of a `data.clones.CloneResult`, for the clone config `cfg`), on the source's value range so
+    that the clone reads against the data it copies."""
+    source = result.source.x
+    return plot_sample_grid(
+        result.sample.x.numpy(),
+        result.sample.y.numpy(),
+        result.num_classes,
+        path,
+        per_class=per_class,
+        title=f"{cfg.method} clone of {cfg.source.kind}",
+        value_range=(float(source.min()), float(source.max())),
+    )
 
 
 # -- export of a run's records -----------------------------------------------------------------------------

@@ -55,13 +55,28 @@ import orjson
 import pandas as pd
 import torch
 
-from . import tracking
 from .atomic import TMP_SUFFIX, atomic_text, atomic_write
-from .errors import INTERRUPTS, RunBusy, StoreError, describe_os_error
-from .inputs import changed, fingerprint, recording_inputs
+from .errors import RunBusy, StoreError, describe_os_error
+from .inputs import changed, fingerprint
 from .ui import notice
 
 FINAL = ("done", "diverged")
+
+
+class RecordSink(Protocol):
+    """A view of a run's records outside its store (e.g. tracking's TensorBoard/MLflow mirrors): given each
+    record after the store has written it, closed with the run's metrics file. It handles its own failures:
+    the store has the record."""
+
+    def log(self, record: dict[str, Any]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+RECORD_SINKS: list[Callable[[RunDir], RecordSink | None]] = []
+"""Called with the run each time a run opens its metrics file in this process; each returns a sink for it,
+or None. Filled from above (`tracking` adds its mirrors when the package is imported), so the store imports
+none of the layers that view its records."""
 
 # -- records: strict JSON lines ----------------------------------------------------------------------------
 
@@ -368,7 +383,7 @@ class RunDir:
         self.status_path = self.path / "status.json"
         self.inputs_path = self.path / "inputs.json"
         self._metrics_file = None
-        self._trackers = None  # tracking.RunTrackers while LEARNSCOPE_TRACK names any
+        self._sinks: list[RecordSink] = []  # from RECORD_SINKS while the metrics file is open
         self._locked = False  # this object holds the run's lock
 
     # -- lifecycle -------------------------------------------------------------------------------------
@@ -555,22 +570,20 @@ class RunDir:
     def append(self, record: dict[str, Any]) -> None:
         if self._metrics_file is None:
             self._metrics_file = open(self.metrics_path, "a")  # noqa: SIM115 (kept open while the run lasts)
-            names = tracking.requested()
-            if names:
-                self._trackers = tracking.RunTrackers(self.path, self.config.to_dict(), names)
+            self._sinks = [sink for make in RECORD_SINKS if (sink := make(self)) is not None]
         self._metrics_file.write(encode_record(record))
         self._metrics_file.flush()
-        if self._trackers is not None:  # after the store has it: the store is the source of truth
-            self._trackers.log(record)
+        for sink in self._sinks:  # after the store has it: the store is the source of truth
+            sink.log(record)
 
     def _close_metrics(self) -> None:
         if self._metrics_file is not None:
             with contextlib.suppress(OSError):  # a full disk: what was flushed stays, the rest is recomputed
                 self._metrics_file.close()
             self._metrics_file = None
-        if self._trackers is not None:
-            self._trackers.close()
-            self._trackers = None
+        sinks, self._sinks = self._sinks, []
+        for sink in sinks:
+            sink.close()
 
     # -- checkpoints -----------------------------------------------------------------------------------
     def save_checkpoint(self, state: dict[str, Any], records: list[dict[str, Any]]) -> None:
@@ -596,55 +609,6 @@ class RunDir:
             owner = state.get("run") if isinstance(state, dict) else None
             raise StoreError(f"checkpoint {self.checkpoint_path} belongs to run {owner!r}, not {self.hash!r}")
         return state
-
-
-@dataclass
-class ComputedRun:
-    path: Path
-    records: list[dict[str, Any]]
-    computed: bool  # False when read back from a finished run
-    status: str = "done"
-
-
-def computed_run(
-    root: str | Path, spec: RunSpec, compute: Callable[[], Iterable[dict[str, Any]]]
-) -> ComputedRun:
-    """A run that is one computation without a training loop (a simulation, an ODE): a finished one is read
-    back; otherwise `compute()` runs under the run's lock and its records are written at once, then `done`.
-    A computation that raises leaves the run `failed` with the error (no records), an interrupt leaves it
-    `interrupted`; a rerun computes it again. A finished one whose records were lost is computed again (its
-    records are a function of its config alone), and says so."""
-    run_dir = RunDir(root, spec)
-    try:
-        final = run_dir.status().get("state") == "done"
-    except StoreError:  # an unreadable status is not final
-        final = False
-    if final:
-        try:
-            return ComputedRun(run_dir.path, run_dir.final_records(), computed=False)
-        except RunBusy:
-            raise
-        except StoreError:
-            notice(f"run {run_dir.hash} is done but its records were lost or changed: computing it again")
-    with run_dir.lock():
-        run_dir.write_config()
-        run_dir.set_status("running", pid=os.getpid())
-        try:
-            with recording_inputs() as read:
-                records = list(compute())
-            run_dir.start_inputs(read, resuming=False)
-            run_dir.restart_metrics(records)
-        except INTERRUPTS:
-            run_dir.set_status_if_possible("interrupted")
-            raise
-        except OSError as exc:
-            run_dir.set_status_if_possible("failed", error=describe_os_error(exc))
-            raise StoreError(describe_os_error(exc)) from None
-        except Exception as exc:
-            run_dir.set_status_if_possible("failed", error=f"{type(exc).__name__}: {exc}")
-            raise
-        run_dir.finish("done", records)
-    return ComputedRun(run_dir.path, records, computed=True)
 
 
 # -- reading a store ---------------------------------------------------------------------------------------

@@ -17,8 +17,8 @@ from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, Pos
 
 from .config import RunKindConfig
 from .data.teachers import sample_teachers, singular_values
+from .lifecycle import RunResult, computed_run
 from .registry import RUN_KINDS
-from .store import ComputedRun, computed_run
 from .theory.double_descent import APPROX_T_SHIFT, approx_curves, curve_summary, exact_curves
 
 
@@ -94,7 +94,7 @@ def summary(cfg: DoubleDescentTheoryConfig, curve: dict[str, np.ndarray]) -> dic
 @RUN_KINDS.register("dd_theory", DoubleDescentTheoryConfig)
 def run_dd_theory(
     cfg: DoubleDescentTheoryConfig, store: str | Path = "runs", quiet: bool = True
-) -> ComputedRun:
+) -> RunResult:
     """The curve of `cfg` (read back when stored), one record per time."""
 
     def compute():

@@ -14,6 +14,10 @@ step). A resumed run logs again the records after its checkpoint, as the store r
 told to purge what the interrupted process logged from that step on (SummaryWriter's `purge_step`), so each
 step shows once; MLflow keeps no such mark, and its history holds those steps twice, with equal values (a
 resumed run recomputes the same records).
+
+The store knows nothing of trackers: this module adds `record_sink` to `store.RECORD_SINKS` when it is
+imported (the package's `__init__` imports it, so every process that runs a run has it), and the store hands
+each run's records to the sinks there after writing them.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from .errors import ConfigError
+from .store import RECORD_SINKS, RunDir
 
 ENVIRONMENT = "LEARNSCOPE_TRACK"
 TRACKERS = ("tensorboard", "mlflow")
@@ -139,8 +144,8 @@ _BUILDERS = {"tensorboard": TensorBoardTracker, "mlflow": MLflowTracker}
 
 
 class RunTrackers:
-    """The trackers of one run directory: opened at its first record in this process (whose step is where
-    a resumed run takes up again), closed with the run's metrics file."""
+    """The trackers of one run directory, a record sink of the store: opened at its first record in this
+    process (whose step is where a resumed run takes up again), closed with the run's metrics file."""
 
     def __init__(self, run_path: Path, config: dict[str, Any], names: tuple[str, ...]) -> None:
         self.run_path, self.config, self.names = run_path, config, names
@@ -183,3 +188,14 @@ def _say_stopped(name: str, exc: Exception) -> None:
         "every record",
         file=sys.stderr,
     )
+
+
+def record_sink(run: RunDir) -> RunTrackers | None:
+    """The store's record sink for `run` (store.RECORD_SINKS): its trackers, while LEARNSCOPE_TRACK names any
+    when the run opens its metrics file."""
+    names = requested()
+    return RunTrackers(run.path, run.config.to_dict(), names) if names else None
+
+
+if record_sink not in RECORD_SINKS:
+    RECORD_SINKS.append(record_sink)

@@ -14,47 +14,30 @@ import math
 import os
 import random
 import time
-import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 from torch import nn
 
 from .config import Config
 from .curvature import hvp_operator, top_eigenvalue
 from .data import BatchLoader, Dataset, build_data, validate_dataset
-from .errors import INTERRUPTS, ConfigError, LearnscopeError, StoreError, describe_os_error
+from .errors import ConfigError, LearnscopeError, out_of_memory
 from .inputs import recording_inputs
+from .lifecycle import RunResult, execute, finished
 from .optim import INVERSE_SHARPNESS, Schedule, build_optimizer, loss_function, set_lr
 from .probes import ProbeContext, Steps, build_probes, probe_steps
 from .registry import MODELS, RUN_KINDS
-from .store import FINAL, RunDir
+from .store import RunDir
 from .ui import progress_bar
 
 LOADER_SEED_OFFSET = 1_000_003  # the loader's generators are seeded apart from the global (init) RNG
 # The batch losses are read back at least every this many steps, whatever train.log_every says: the window
 # that holds them on the device is that long at most.
 MAX_LOSS_WINDOW = 65_536
-
-
-@dataclass
-class RunResult:
-    config: Config
-    status: str  # done | diverged
-    records: list[dict[str, Any]]
-    path: Path | None = None
-    model: nn.Module | None = None  # the trained model when trained in this process
-    info: dict[str, Any] = field(default_factory=dict)
-
-    def table(self) -> pd.DataFrame:
-        return pd.DataFrame(self.records)
-
-    def final(self, metric: str) -> float:
-        return self.records[-1][metric]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -109,18 +92,6 @@ def device_memory(device: torch.device) -> int:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):
         return 0
-
-
-def out_of_memory(exc: BaseException, doing: str) -> LearnscopeError | None:
-    """The one-line error of an allocation that failed (None: `exc` is something else)."""
-    text = str(exc)
-    if isinstance(exc, MemoryError) or "can't allocate memory" in text or "out of memory" in text.lower():
-        first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
-        return LearnscopeError(
-            f"out of memory while {doing} ({first[:120]}); make the model, batch or data smaller, then "
-            "run the same command again"
-        )
-    return None
 
 
 def _model_keys(cfg: Config) -> str:
@@ -179,49 +150,18 @@ def run(
         return train(cfg, model, data, None, quiet=quiet)
 
     run_dir = RunDir(store, cfg, fingerprint(model, data))
-    if run_state(run_dir) in FINAL:
-        return stored_result(run_dir)
+    done = finished(run_dir)
+    if done is not None:
+        return done
     with recording_inputs() as read:  # the files the data was read from, part of what the run is
         data = data if data is not None else build_data(cfg.data)
     check_data(cfg, data)
     model = model if model is not None else build_model(cfg, data)
-    try:
-        with run_dir.lock():
-            if run_state(run_dir) in FINAL:  # finished by another process meanwhile
-                return stored_result(run_dir)
-            checkpoint = run_dir.load_checkpoint()  # fails early (and harmlessly) on a foreign checkpoint
-            run_dir.start_inputs(read, resuming=checkpoint is not None)
-            run_dir.write_config()
-            run_dir.set_status("running", pid=os.getpid())
-            try:
-                result = train(cfg, model, data, run_dir, checkpoint, quiet=quiet)
-            except BaseException as exc:
-                error = out_of_memory(exc, "training") if isinstance(exc, Exception) else None
-                mark_stopped(run_dir, error or exc)
-                if error is not None:
-                    raise error from None
-                raise
-            run_dir.finish(result.status, result.records, **result.info)
-    except OSError as exc:
-        raise StoreError(describe_os_error(exc)) from None
-    result.path = run_dir.path
-    return result
 
+    def work(todo: list[RunDir], checkpoints: list) -> list[RunResult]:
+        return [train(cfg, model, data, todo[0], checkpoints[0], quiet=quiet)]
 
-def mark_stopped(run_dir: RunDir, exc: BaseException) -> None:
-    """Record in its status why a run stopped before its end (call it where `exc` is being handled):
-    `interrupted` after Ctrl-C or SIGTERM, `failed` with the one-line error (and the traceback of a crash).
-    Either resumes from the last checkpoint when run again."""
-    if isinstance(exc, INTERRUPTS):
-        run_dir.set_status_if_possible("interrupted")
-    elif isinstance(exc, OSError):
-        run_dir.set_status_if_possible("failed", error=describe_os_error(exc))
-    elif isinstance(exc, LearnscopeError):
-        run_dir.set_status_if_possible("failed", error=str(exc))
-    elif isinstance(exc, Exception):
-        run_dir.set_status_if_possible(
-            "failed", error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc()
-        )
+    return execute([run_dir], work, inputs=read, doing="training")[0]
 
 
 def check_data(cfg: Config, data: Dataset) -> None:
@@ -234,14 +174,6 @@ def check_data(cfg: Config, data: Dataset) -> None:
         )
 
 
-def run_state(run_dir: RunDir) -> str:
-    """The run's state; an unreadable status.json counts as not final (the run is computed again)."""
-    try:
-        return run_dir.status()["state"]
-    except StoreError:
-        return "unreadable"
-
-
 def environment(device: torch.device) -> dict[str, Any]:
     """What decides the numbers of a run beside its config (see the README on reproducibility)."""
     return {
@@ -250,12 +182,6 @@ def environment(device: torch.device) -> dict[str, Any]:
         "threads": torch.get_num_threads(),
         "device": device.type,
     }
-
-
-def stored_result(run_dir: RunDir) -> RunResult:
-    """A final run read back, its files checked (and repaired where they can be: `RunDir.final_records`)."""
-    status = run_dir.status()
-    return RunResult(run_dir.config, status["state"], run_dir.final_records(), run_dir.path, info=status)
 
 
 def train(

@@ -856,28 +856,12 @@ def file_clone_overrides(cfg: CloneConfig, path: str | Path) -> list[str]:
     return ["data.kind=clone", "data.method=file", f"data.path={path}", *keys]
 
 
-def fit_clone_to_file(
-    cfg: CloneConfig, out: str | Path, grid: str | Path | None = None, per_class: int = 8
-) -> CloneResult:
-    """Build the clone `cfg` describes (fit, or load the cached fit, and sample), write its samples to `out`
-    (an .npz that method `file` reads back), and optionally draw `per_class` samples per class to `grid`."""
+def fit_clone_to_file(cfg: CloneConfig, out: str | Path) -> CloneResult:
+    """Build the clone `cfg` describes (fit, or load the cached fit, and sample) and write its samples to
+    `out` (an .npz that method `file` reads back). The result holds the arrays (sample, source); figures of
+    them are drawn by the caller (`report.plot_clone_samples`)."""
     if Path(out).suffix != ".npz":  # checked before the fit, which may take minutes
         raise DataError(f"{out}: a clone file must end in .npz")
-    if grid is not None and Path(grid).suffix != ".png":
-        raise DataError(f"{grid}: the grid is drawn as a PNG; its name must end in .png")
     result = make_clone(cfg)
     save_clone_file(out, result.sample.x, result.sample.y, config=cfg.model_dump_json())
-    if grid is not None:
-        from ..report import plot_sample_grid
-
-        source = result.source.x
-        plot_sample_grid(
-            result.sample.x.numpy(),
-            result.sample.y.numpy(),
-            result.num_classes,
-            grid,
-            per_class=per_class,
-            title=f"{cfg.method} clone of {cfg.source.kind}",
-            value_range=(float(source.min()), float(source.max())),
-        )
     return result

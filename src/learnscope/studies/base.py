@@ -37,11 +37,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .. import __version__
 from ..atomic import atomic_write
 from ..errors import LearnscopeError, RunningElsewhere
+from ..executors import ExecutionOptions
 from ..store import FINAL, RunDir, StoreError, read_json, read_run_or_corrupt
-from ..sweep import plan, run_and_load
+from ..sweep import execution_options, plan, run_and_load
+from ..version import __version__
 
 STUDIES: dict[str, type[Study]] = {}
 
@@ -141,15 +142,14 @@ def run_study(
     overrides: Sequence[str] = (),
     store: str | Path = "runs",
     out: str | Path | None = None,
-    executor: str = "serial",
-    workers: int = 2,
-    quiet: bool = False,
-    slurm: dict[str, Any] | None = None,
-    retry_failed: bool = False,
+    execution: ExecutionOptions | None = None,
+    **keywords: Any,
 ) -> StudyResult:
-    """Run (or reuse) every run of a study's scale, summarise them and write the summary, the per-run table
-    and the figures into `out` (default figures/<name>). A run that failed before is reported, not rerun,
-    unless `retry_failed`."""
+    """Run (or reuse) every run of a study's scale by the executor of `execution` (or of the keywords of
+    `sweep.run_all`: executor, workers, quiet, retry_failed, ...), summarise them and write the summary, the
+    per-run table and the figures into `out` (default figures/<name>). A run that failed before is reported,
+    not rerun, unless `retry_failed`."""
+    execution = execution if execution is not None else execution_options(**keywords)
     study = get_study(name)(scale, overrides)
     out = Path(out) if out is not None else Path("figures") / name
     started = time.perf_counter()
@@ -169,17 +169,9 @@ def run_study(
 
     def sweep(configs: list) -> pd.DataFrame:
         nonlocal computed
-        settled = (*FINAL, *(() if retry_failed else ("failed",)))
+        settled = (*FINAL, *(() if execution.retry_failed else ("failed",)))
         computed |= any(state not in settled for _, state, _ in plan(configs, store))
-        return run_and_load(
-            configs,
-            store,
-            executor=executor,
-            workers=workers,
-            quiet=quiet,
-            slurm=slurm,
-            retry_failed=retry_failed,
-        )
+        return run_and_load(configs, store, execution)
 
     try:
         table = sweep(configs)

@@ -28,7 +28,7 @@ import numpy as np
 from scipy.integrate import solve_ivp
 
 from ..errors import DataError
-from .gaussian_integrals import i2_erf, i3_erf, i4_erf
+from ..gaussian_integrals import i2_erf, i3_erf, i4_erf
 
 Activation = Literal["erf", "linear"]
 _ACTIVATIONS = ("erf", "linear")
@@ -66,7 +66,7 @@ def _check_g(g: str) -> None:
 # ----------------------------------------------------------------------------------------------------------
 
 
-# The erf forms (theory/gaussian_integrals.py) are plain arithmetic on scalars or arrays: numpy evaluates
+# The erf forms (learnscope/gaussian_integrals.py) are plain arithmetic on scalars or arrays: numpy evaluates
 # them on whole blocks here, and learnscope.kernels compiles the same functions for its loops. For g linear
 # the integrals are a covariance entry.
 

@@ -3,7 +3,9 @@
 c_ij of the covariance of (u0, u1, ...).
 
 Plain arithmetic, so the same definitions run on numpy arrays (theory/committee_ode.py evaluates whole blocks
-of index tuples at once) and compiled on scalars (learnscope.kernels). A leaf module: both import it.
+of index tuples at once) and compiled on scalars (learnscope.kernels). Below both in the layer table
+(docs/architecture.md), so both import it and neither imports the other's folder. An edit here changes
+`kernels.FORMULAS_SHA256` (numba's cache does not see edits to another file; tests/test_kernels.py says so).
 """
 
 from __future__ import annotations
