@@ -90,6 +90,42 @@ def test_resume_from_checkpoint_matches_an_uninterrupted_run(tmp_path, tiny_conf
     assert killed.metrics_path.read_text() == (whole.path / "metrics.jsonl").read_text()
 
 
+def _global_rngs():
+    import random
+
+    return torch.get_rng_state(), np.random.get_state()[1].copy(), random.getstate()
+
+
+def test_a_run_draws_from_its_own_rng_and_leaves_the_callers_as_found(tmp_path):
+    """A ViT with dropout draws from the RNG at every step. Its records depend on its seed alone, not on what
+    the caller's global RNGs hold, which it leaves as found (torch, numpy, Python); a killed run resumes to
+    the same records (the checkpoint holds the run's own stream)."""
+    import random
+
+    vit = {"kind": "vit", "patch": 4, "dim": 16, "depth": 1, "heads": 2, "dim_head": 8, "mlp_dim": 16}
+    cfg = Config.from_dict(
+        {"data": {"kind": "digits"}, "model": vit, "train": {"steps": 30, "checkpoint_every": 10}}
+    )
+    records = []
+    for caller_seed in (1, 2):
+        torch.manual_seed(caller_seed), np.random.seed(caller_seed), random.seed(caller_seed)
+        before = _global_rngs()
+        records.append(run(cfg, None, quiet=True).records)
+        after = _global_rngs()
+        assert torch.equal(before[0], after[0]) and np.array_equal(before[1], after[1]) and before[2] == after[2]
+    assert records[0] == records[1]
+    no_dropout = run(cfg.override("model.dropout=0", "model.emb_dropout=0"), None, quiet=True).records
+    assert no_dropout != records[0]  # the dropout draws are part of the records
+    state = {k: v for k, v in _checkpoint_at(cfg, 10, tmp_path / "c").items() if k != "run"}
+    killed = RunDir(tmp_path / "b", cfg)
+    killed.path.mkdir(parents=True)
+    killed.write_config()
+    checkpoint_records = state.pop("records")
+    killed.save_checkpoint(state, checkpoint_records)
+    torch.manual_seed(99)
+    assert run(cfg, tmp_path / "b", quiet=True).records == records[0]
+
+
 def _checkpoint_at(cfg, step, root):
     """The checkpoint a run of `cfg` writes at `step` (taken from a run that checkpoints there)."""
     import shutil

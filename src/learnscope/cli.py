@@ -284,24 +284,11 @@ def sweep_status(
     """How many runs of STORE are in each state (done, diverged, failed, interrupted, running, ...), then
     each failed run with its error on one line. Reads each run's config and status, not its records (`runs
     ls` and `report` check those too)."""
-    from collections import Counter
+    from .sweep import store_states
 
-    if not store.is_dir():
-        raise LearnscopeError(f"{store}: no such run store")
-    states: Counter[str] = Counter()
-    failed = []
-    for path in run_dirs(store):
-        body, status, _ = read_run_or_corrupt(path, records=False)  # states need no records
-        state = shown_state(status)
-        states[state] += 1
-        if state in ("failed", "corrupt"):
-            name = body["config"].get("name", "") if isinstance(body.get("config"), dict) else ""
-            error = str(status.get("error", "")).strip().splitlines()
-            failed.append((path.name, state, name, error[0] if error else "no error recorded"))
-    total = sum(states.values())
-    order = ["done", "diverged", "failed", "interrupted", "running", "new", "corrupt"]
-    counts = ", ".join(f"{states[s]} {s}" for s in [*order, *sorted(set(states) - set(order))] if states[s])
-    print(f"{store}: {total} runs" + (f": {counts}" if counts else ""))
+    counts, failed = store_states(store)
+    shown = ", ".join(f"{n} {state}" for state, n in counts)
+    print(f"{store}: {sum(n for _, n in counts)} runs" + (f": {shown}" if shown else ""))
     for digest, state, name, error in failed:
         print(f"{state}: {digest}  {name + '  ' if name else ''}{error}")
 

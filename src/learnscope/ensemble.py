@@ -63,14 +63,13 @@ from .errors import LearnscopeError, StoreError
 from .inputs import recording_inputs
 from .lifecycle import RunResult, execute, finished
 from .optim import loss_function
-from .store import RunDir
+from .store import RunDir, flatten_config
 from .train import (
     RunLoop,
     build_model,
     check_data,
-    get_rng_state,
+    init_model,
     resolve_device,
-    set_rng_state,
 )
 from .ui import progress_bar
 
@@ -123,25 +122,15 @@ def check_batchable(configs: Sequence[Any]) -> None:
     for cfg in configs:
         if not isinstance(cfg, Config):
             raise NotBatchable(f"only training configs can train as an ensemble, not kind {cfg.kind!r}")
-    first = _flat({k: v for k, v in configs[0].to_dict().items() if k not in BATCHABLE})
+    first = flatten_config({k: v for k, v in configs[0].to_dict().items() if k not in BATCHABLE})
     for cfg in configs[1:]:
-        other = _flat({k: v for k, v in cfg.to_dict().items() if k not in BATCHABLE})
+        other = flatten_config({k: v for k, v in cfg.to_dict().items() if k not in BATCHABLE})
         differ = sorted(k for k in first.keys() | other.keys() if first.get(k) != other.get(k))
         if differ:
             raise NotBatchable(
                 f"configs differ in {differ[0]} ({first.get(differ[0])!r} vs {other.get(differ[0])!r}); "
                 f"an ensemble's members may differ only in {', '.join(BATCHABLE)}"
             )
-
-
-def _flat(body: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out = {}
-    for key, value in body.items():
-        if isinstance(value, dict):
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
 
 
 # --- running one group --------------------------------------------------------------------------------------
@@ -334,10 +323,9 @@ def _bind(model: nn.Module, params: dict[str, torch.Tensor], buffers: dict[str, 
 def check_stackable(cfgs: Sequence[Config], data: Dataset) -> None:
     """A NotBatchable error, before anything is written, for a model that vmap cannot map (random draws in
     the forward, data-dependent control flow, an operation without a batching rule): two freshly built
-    members stacked (which takes one stacked step, on copies), every RNG left as it was."""
+    members stacked (which takes one stacked step, on copies; building a model leaves the RNGs as found)."""
     cfg = cfgs[0]
     device = resolve_device(cfg.device)
-    rng = get_rng_state()
     try:
         models = [build_model(c, data).to(device) for c in (list(cfgs) * 2)[:2]]
         _Stack(models, cfg.train.loss, *_sample(cfg, data.to(device), len(models)))
@@ -351,8 +339,6 @@ def check_stackable(cfgs: Sequence[Config], data: Dataset) -> None:
         raise NotBatchable(
             f"model {cfg.model.kind!r} cannot be stacked into an ensemble ({why}); run its configs separately"
         ) from None
-    finally:
-        set_rng_state(rng)
 
 
 def _sample(cfg: Config, data: Dataset, members: int) -> tuple[tuple[torch.Tensor, torch.Tensor], bool]:
@@ -371,7 +357,6 @@ def _sample(cfg: Config, data: Dataset, members: int) -> tuple[tuple[torch.Tenso
 class _Member:
     loop: RunLoop
     slot: int  # its place in the stack
-    rng: dict[str, Any]  # the global RNG state of this member's own run
     params: list[nn.Parameter]  # its trainable parameters, in the order of the stacked ones
     active: bool = True  # not diverged
     result: RunResult | None = None  # once finished
@@ -394,17 +379,19 @@ class _Ensemble:
         data = data.to(device)
         models, rngs = [], []
         for cfg in cfgs:
-            models.append(build_model(cfg, data).to(device))  # seeded with the member's seed, as `run` does
-            rngs.append(get_rng_state())
+            model, rng = init_model(cfg, data)  # seeded with the member's seed, as `run` does
+            models.append(model.to(device))
+            rngs.append(rng)
         sample, self.shared_batch = _sample(cfgs[0], data, len(models))
         self.stack = _Stack(models, cfgs[0].train.loss, sample, self.shared_batch)
         self.size = len(models)
         self.members = []
         for slot, checkpoint in running.items():
-            set_rng_state(rngs[slot])
             env = {"ensemble": self.size}  # what else decides its numbers: how many are stacked
-            loop = RunLoop.start(cfgs[slot], models[slot], data, run_dirs[slot], checkpoint, env_extra=env)
-            self.members.append(_Member(loop, slot, get_rng_state(), self.stack.member_params[slot]))
+            loop = RunLoop.start(
+                cfgs[slot], models[slot], data, run_dirs[slot], checkpoint, env_extra=env, rng=rngs[slot]
+            )
+            self.members.append(_Member(loop, slot, self.stack.member_params[slot]))
         self.device = self.members[0].loop.device
 
     def train(self, quiet: bool, stop_at: int | None = None) -> list[RunResult | None]:
@@ -477,7 +464,6 @@ class _Ensemble:
 
     @staticmethod
     def _at_step(member: _Member) -> None:
-        """The member's probes and checkpoint at this step, with its own global RNG in place."""
-        set_rng_state(member.rng)
-        member.loop.at_step()
-        member.rng = get_rng_state()
+        """The member's probes and checkpoint at this step, drawing from its own run's RNG stream."""
+        with member.loop.own_rng():
+            member.loop.at_step()

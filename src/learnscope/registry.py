@@ -44,8 +44,9 @@ def load_plugins(modules: list[str] | tuple[str, ...] = ()) -> None:
 class Registry:
     """A named map kind -> (config class, builder)."""
 
-    def __init__(self, section: str):
+    def __init__(self, section: str, key: str | None = None):
         self.section = section
+        self.key = key or f"{section}.kind"  # what names an entry, in errors
         self._entries: dict[str, tuple[type, Callable[..., Any]]] = {}
 
     def register(self, kind: str, params: type) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -64,7 +65,7 @@ class Registry:
         if kind not in self._entries:
             load_plugins()
         if kind not in self._entries:
-            raise ConfigError(f"{self.section}.kind: unknown {kind!r}; allowed: {', '.join(self.kinds())}")
+            raise ConfigError(f"{self.key}: unknown {kind!r}; allowed: {', '.join(self.kinds())}")
         return self._entries[kind]
 
     def params(self, kind: str) -> type:
@@ -90,4 +91,4 @@ GENERATORS = Registry("generator")
 RUN_KINDS = Registry("kind")
 # Executors: an options class (pydantic) and a function (configs, store, execution: ExecutionOptions) -> one
 # RunResult per config (executors/).
-EXECUTORS = Registry("executor")
+EXECUTORS = Registry("executor", key="--executor")

@@ -421,7 +421,6 @@ def export_run(path: str | Path, fmt: str) -> str:
 
 VERSIONS = ("learnscope", "torch", "numpy", "python")
 PROBLEM_COLUMNS = ("run", "name", "state", "error")
-STUDY_RECORDS = "studies"  # <store>/studies/<study>-<scale>.json, written by studies.base.run_study
 
 PAGE_STYLE = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Helvetica,Arial,sans-serif;margin:2em auto;
@@ -440,7 +439,7 @@ def load_study_records(store: str | Path) -> list[dict]:
     """The studies recorded in a store, in the order of their files' names. A record that cannot be read, or
     breaks the rules of one (`study_record_problem`), is `{"study": <its file's stem>, "state": "corrupt",
     "error": <why, one line>}`: the report shows it as such beside the others."""
-    from .store import StoreError, read_json
+    from .store import STUDY_RECORDS, StoreError, read_json
 
     records = []
     for path in sorted((Path(store) / STUDY_RECORDS).glob("*.json")):

@@ -60,6 +60,10 @@ from .errors import RunBusy, StoreError, describe_os_error
 from .inputs import changed, fingerprint
 from .ui import notice
 
+# The store's layout beside its run directories (each named by its run hash), in one place:
+STUDY_RECORDS = "studies"  # <store>/studies/<study>-<scale>[-<overrides hash>].json (studies/base.run_study)
+JOB_FOLDER = "slurm"  # <store>/slurm: submitit's job files and logs (executors/slurm.py)
+
 FINAL = ("done", "diverged")
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ from .errors import ConfigError, LearnscopeError, RunningElsewhere
 from .executors import BUSY, ExecutionOptions
 from .lifecycle import RunResult
 from .registry import EXECUTORS
-from .store import RunDir, load_runs, shown_state
+from .store import RunDir, load_runs, read_run_or_corrupt, run_dirs, shown_state
 
 
 def grid(base, axes: dict[str, list], zipped: dict[str, list] | None = None) -> list:
@@ -133,6 +134,29 @@ def plan(
             state = f"unreadable ({exc})"
         rows.append((run_dir.hash, state, cfg.name))
     return rows
+
+
+STATE_ORDER = ("done", "diverged", "failed", "interrupted", "running", "new", "corrupt")
+
+
+def store_states(store: str | Path) -> tuple[list[tuple[str, int]], list[tuple[str, str, str, str]]]:
+    """(state, count) of the runs of `store` (in STATE_ORDER, then any other state), and (hash, state, name,
+    first line of the error) of each failed or corrupt run. Reads each run's config and status, not its
+    records (`runs ls` and `report` check those too)."""
+    if not Path(store).is_dir():
+        raise LearnscopeError(f"{store}: no such run store")
+    states: Counter[str] = Counter()
+    failed = []
+    for path in run_dirs(store):
+        body, status, _ = read_run_or_corrupt(path, records=False)  # states need no records
+        state = shown_state(status)
+        states[state] += 1
+        if state in ("failed", "corrupt"):
+            name = body["config"].get("name", "") if isinstance(body.get("config"), dict) else ""
+            error = str(status.get("error", "")).strip().splitlines()
+            failed.append((path.name, state, name, error[0] if error else "no error recorded"))
+    order = [*STATE_ORDER, *sorted(set(states) - set(STATE_ORDER))]
+    return [(state, states[state]) for state in order if states[state]], failed
 
 
 def run_and_load(

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from .errors import ConfigError
-from .store import RECORD_SINKS, RunDir
+from .store import RECORD_SINKS, RunDir, flatten_config
 
 ENVIRONMENT = "LEARNSCOPE_TRACK"
 TRACKERS = ("tensorboard", "mlflow")
@@ -115,7 +115,7 @@ class MLflowTracker:
                 experiment_id, run_name=run_path.name, tags={"learnscope_hash": run_path.name}
             )
             self.run_id = run.info.run_id
-            for key, value in _flatten(config).items():
+            for key, value in flatten_config(config).items():
                 self.client.log_param(self.run_id, key, str(value)[:500])
 
     def log(self, record: dict[str, Any], step: int) -> None:
@@ -128,16 +128,6 @@ class MLflowTracker:
 
     def close(self) -> None:
         self.client.set_terminated(self.run_id)
-
-
-def _flatten(body: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in body.items():
-        if isinstance(value, dict):
-            out.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
 
 
 _BUILDERS = {"tensorboard": TensorBoardTracker, "mlflow": MLflowTracker}

@@ -8,12 +8,14 @@ where a non-finite loss is noticed (and pinned to its exact step) and the progre
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import math
 import os
 import random
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,18 +51,28 @@ def resolve_device(name: str) -> torch.device:
 
 
 def build_model(cfg: Config, data: Dataset) -> nn.Module:
-    """The model of `cfg.model`, initialised from the global RNG seeded with `cfg.seed`. A model whose weights
-    and gradients cannot fit in the device's memory is refused in one line before anything is allocated
-    (`check_model_fits`); one that fails to allocate all the same is a one-line error too."""
+    """The model of `cfg.model`, initialised from a torch RNG seeded with `cfg.seed` (`init_model`); the
+    global RNGs are left as found."""
+    return init_model(cfg, data)[0]
+
+
+def init_model(cfg: Config, data: Dataset) -> tuple[nn.Module, dict[str, Any]]:
+    """The model of `cfg.model`, initialised from the torch RNG seeded with `cfg.seed`, and the RNGs' state
+    after it: the run's own RNG stream goes on from there (dropout, probes), so a run's numbers depend on
+    its seed alone and the caller's global RNGs are left as found. A model whose weights and gradients cannot
+    fit in the device's memory is refused in one line before anything is allocated (`check_model_fits`); one
+    that fails to allocate all the same is a one-line error too."""
     check_model_fits(cfg, data)
-    torch.manual_seed(cfg.seed)
-    try:
-        return MODELS.builder(cfg.model.kind)(cfg.model, data.input_shape, data.num_classes)
-    except Exception as exc:
-        error = out_of_memory(exc, "building the model")
-        if error is None:
-            raise
-        raise error from None
+    with preserved_rng():
+        torch.manual_seed(cfg.seed)
+        try:
+            model = MODELS.builder(cfg.model.kind)(cfg.model, data.input_shape, data.num_classes)
+        except Exception as exc:
+            error = out_of_memory(exc, "building the model")
+            if error is None:
+                raise
+            raise error from None
+        return model, get_rng_state()
 
 
 def check_model_fits(cfg: Config, data: Dataset) -> None:
@@ -143,11 +155,13 @@ def run(
     """
     if model is not None:
         model = copy.deepcopy(model)
+    rng = None  # a caller's model: the run's RNG stream starts from the global RNGs as they are
     if store is None:
         data = data if data is not None else build_data(cfg.data)
         check_data(cfg, data)
-        model = model if model is not None else build_model(cfg, data)
-        return train(cfg, model, data, None, quiet=quiet)
+        if model is None:
+            model, rng = init_model(cfg, data)
+        return train(cfg, model, data, None, quiet=quiet, rng=rng)
 
     run_dir = RunDir(store, cfg, fingerprint(model, data))
     done = finished(run_dir)
@@ -156,10 +170,11 @@ def run(
     with recording_inputs() as read:  # the files the data was read from, part of what the run is
         data = data if data is not None else build_data(cfg.data)
     check_data(cfg, data)
-    model = model if model is not None else build_model(cfg, data)
+    if model is None:
+        model, rng = init_model(cfg, data)
 
     def work(todo: list[RunDir], checkpoints: list) -> list[RunResult]:
-        return [train(cfg, model, data, todo[0], checkpoints[0], quiet=quiet)]
+        return [train(cfg, model, data, todo[0], checkpoints[0], quiet=quiet, rng=rng)]
 
     return execute([run_dir], work, inputs=read, doing="training")[0]
 
@@ -191,14 +206,16 @@ def train(
     run_dir: RunDir | None = None,
     checkpoint: dict[str, Any] | None = None,
     quiet: bool = False,
+    rng: dict[str, Any] | None = None,
 ) -> RunResult:
-    """The loop: draw a batch, step the optimiser, run probes at scheduled steps, checkpoint, repeat."""
+    """The loop: draw a batch, step the optimiser, run probes at scheduled steps, checkpoint, repeat. `rng`:
+    the RNG state the run's stream starts from (`init_model`'s; None: the global RNGs' as they are)."""
     t0 = time.perf_counter()
-    loop = RunLoop.start(cfg, model, data, run_dir, checkpoint)
+    loop = RunLoop.start(cfg, model, data, run_dir, checkpoint, rng=rng)
     model, optimizer, loader, loss_fn, host = loop.model, loop.optimizer, loop.loader, loop.loss_fn, loop.host
     window = torch.zeros(loop.window_size, device=loop.device)  # batch losses since the last read-back
     model.train()
-    with progress_bar(loop.total, cfg.name or "train", quiet) as bar:
+    with loop.own_rng(), progress_bar(loop.total, cfg.name or "train", quiet) as bar:
         bar.update(loop.step)
         while True:
             if loop.step != loop.resumed_at:
@@ -253,6 +270,7 @@ class RunLoop:
     host: dict[str, Any]  # loss read back since the last record
     envs: list[dict[str, Any]]  # the environment of each stretch of the run, kept in its checkpoints
     info: dict[str, Any]
+    rng: dict[str, Any]  # the run's own RNG stream (`own_rng`), saved in its checkpoints
     step: int = 0
     resumed_at: int | None = None
     status: str = "done"
@@ -266,9 +284,23 @@ class RunLoop:
         run_dir: RunDir | None = None,
         checkpoint: dict[str, Any] | None = None,
         env_extra: dict[str, Any] | None = None,
+        rng: dict[str, Any] | None = None,
     ) -> RunLoop:
         """Everything the loop needs, resumed from `checkpoint` if given; `metrics.jsonl` is rewritten to the
-        checkpoint's records. `env_extra`: what else decides the numbers (an ensemble says so)."""
+        checkpoint's records. `env_extra`: what else decides the numbers (an ensemble says so). `rng`: where
+        the run's RNG stream starts (`init_model`'s state; None: the global RNGs' as they are), which
+        whatever is built here draws from too; the global RNGs are left as found."""
+        rng = rng if rng is not None else get_rng_state()
+        with preserved_rng():
+            set_rng_state(rng)
+            loop = cls._build(cfg, model, data, run_dir, checkpoint, env_extra)
+            loop.rng = get_rng_state()
+        if run_dir is not None:  # the store's invariant: the checkpoint's records, or none, and nothing after
+            run_dir.restart_metrics(loop.records)
+        return loop
+
+    @classmethod
+    def _build(cls, cfg, model, data, run_dir, checkpoint, env_extra) -> RunLoop:
         device = resolve_device(cfg.device)
         env = {**environment(device), **(env_extra or {})}
         data = data.to(device)
@@ -312,14 +344,25 @@ class RunLoop:
             host={"loss_sum": 0.0, "loss_count": 0, "last_sync": 0},
             envs=[{**env, "from_step": 0}],
             info={"env": env},
+            rng={},
         )
         if checkpoint is not None:
             loop._resume(checkpoint, env)
         if len(loop.envs) > 1:
             loop.info["env_history"] = loop.envs
-        if run_dir is not None:  # the store's invariant: the checkpoint's records, or none, and nothing after
-            run_dir.restart_metrics(loop.records)
         return loop
+
+    @contextlib.contextmanager
+    def own_rng(self) -> Iterator[None]:
+        """The run's own RNG stream in place of the global RNGs while the block runs (dropout, probes and the
+        checkpoint draw from it), the caller's left as found: runs in one process, an ensemble's members
+        too, never share or disturb one RNG."""
+        with preserved_rng():
+            set_rng_state(self.rng)
+            try:
+                yield
+            finally:
+                self.rng = get_rng_state()
 
     def _resume(self, checkpoint: dict[str, Any], env: dict[str, Any]) -> None:
         self.step = self.resumed_at = checkpoint["step"]
@@ -468,6 +511,16 @@ def get_rng_state() -> dict[str, Any]:
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
+
+
+@contextlib.contextmanager
+def preserved_rng() -> Iterator[None]:
+    """The global RNGs (`get_rng_state`) left as found, whatever the block seeds or draws."""
+    state = get_rng_state()
+    try:
+        yield
+    finally:
+        set_rng_state(state)
 
 
 def set_rng_state(state: dict[str, Any]) -> None:

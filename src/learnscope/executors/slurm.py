@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict
 from ..errors import ConfigError, LearnscopeError
 from ..lifecycle import RunResult
 from ..registry import EXECUTORS
+from ..store import JOB_FOLDER
 from ..ui import progress_bar
 from .base import ExecutionOptions, run_one, settled
 
@@ -99,7 +100,7 @@ def _slurm_executor(submitit, store: Path, options: dict[str, Any]):
         if "_" in key and key.split("_", 1)[1] in _CONSTRUCTOR_OPTIONS
     }
     try:
-        executor = submitit.AutoExecutor(folder=store / "slurm", cluster=cluster, **constructor)
+        executor = submitit.AutoExecutor(folder=store / JOB_FOLDER, cluster=cluster, **constructor)
         executor.update_parameters(**options)
     except (AssertionError, NameError, ValueError, TypeError) as exc:
         # submitit lists every valid parameter over many lines: its first line names the culprit.

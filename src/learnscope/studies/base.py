@@ -40,7 +40,7 @@ import torch
 from ..atomic import atomic_write
 from ..errors import LearnscopeError, RunningElsewhere
 from ..executors import ExecutionOptions
-from ..store import FINAL, RunDir, StoreError, read_json, read_run_or_corrupt
+from ..store import FINAL, STUDY_RECORDS, RunDir, StoreError, read_json, read_run_or_corrupt
 from ..sweep import execution_options, plan, run_and_load
 from ..version import __version__
 
@@ -243,7 +243,7 @@ def study_record_path(store: str | Path, study: Study) -> Path:
     key = f"{study.name}-{study.scale}"
     if study.overrides:
         key += "-" + hashlib.sha256(" ".join(study.overrides).encode()).hexdigest()[:8]
-    return Path(store) / "studies" / f"{key}.json"
+    return Path(store) / STUDY_RECORDS / f"{key}.json"
 
 
 def _record(store: str | Path, study: Study, body: dict[str, Any]) -> None:
