@@ -112,7 +112,9 @@ def test_a_run_draws_from_its_own_rng_and_leaves_the_callers_as_found(tmp_path):
         before = _global_rngs()
         records.append(run(cfg, None, quiet=True).records)
         after = _global_rngs()
-        assert torch.equal(before[0], after[0]) and np.array_equal(before[1], after[1]) and before[2] == after[2]
+        assert (
+            torch.equal(before[0], after[0]) and np.array_equal(before[1], after[1]) and before[2] == after[2]
+        )
     assert records[0] == records[1]
     no_dropout = run(cfg.override("model.dropout=0", "model.emb_dropout=0"), None, quiet=True).records
     assert no_dropout != records[0]  # the dropout draws are part of the records

@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import copy
 import json
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,10 +67,10 @@ from .train import (
     RunLoop,
     build_model,
     check_data,
+    drive,
     init_model,
     resolve_device,
 )
-from .ui import progress_bar
 
 # Top-level config keys in which the members of one ensemble may differ: everything else (data, model, train,
 # probes, device) is shared. The optimiser may differ wholly since each member steps its own.
@@ -358,8 +357,6 @@ class _Member:
     loop: RunLoop
     slot: int  # its place in the stack
     params: list[nn.Parameter]  # its trainable parameters, in the order of the stacked ones
-    active: bool = True  # not diverged
-    result: RunResult | None = None  # once finished
 
 
 class _Ensemble:
@@ -395,75 +392,32 @@ class _Ensemble:
         self.device = self.members[0].loop.device
 
     def train(self, quiet: bool, stop_at: int | None = None) -> list[RunResult | None]:
-        """Step the running members to their last step, or to `stop_at` (checkpointing there: a catch-up).
-        Their results, in the order of `running`: once done or diverged; None for one still going."""
-        t0 = time.perf_counter()
-        members = self.members
-        first = members[0].loop
-        stop = first.total if stop_at is None else stop_at
-        if stop_at is not None:  # a step at which others of the group checkpointed: one of the schedule's
-            for member in members:
-                member.loop.checkpoint_at.add(stop_at)
-                member.loop.sync_at.add(stop_at)
-        step, resumed_at = first.step, first.resumed_at
-        last_sync = step
-        window = torch.zeros(first.window_size, self.size, device=self.device)
-        for member in members:
-            member.loop.model.train()
-        with progress_bar(first.total, f"ensemble of {self.size}", quiet) as bar:
-            bar.update(step)
-            while True:
-                if step != resumed_at and (step in first.probe_at or step in first.checkpoint_at):
-                    for member in members:
-                        if member.active:
-                            self._at_step(member)
-                if step >= stop:
-                    break
+        """Step the running members to their last step, or to `stop_at` (checkpointing there: a catch-up),
+        through the one train loop (`train.drive`). Their results, in the order of `running`: once done or
+        diverged; None for one still going."""
+        loops = [member.loop for member in self.members]
+        columns = [member.slot for member in self.members]
+        label = f"ensemble of {self.size}"
+        return drive(loops, self.gradients, label, quiet, columns=columns, width=self.size, stop_at=stop_at)
 
-                batches = [member.loop.loader.next() for member in members]
-                if self.shared_batch:
-                    x, y = batches[0]
-                else:
-                    slots = [batches[0]] * self.size  # a held place's: any batch
-                    for member, batch in zip(members, batches, strict=True):
-                        slots[member.slot] = batch
-                    x = torch.stack([b[0] for b in slots])
-                    y = torch.stack([b[1] for b in slots])
-                losses, grads = self.stack.gradients(x, y)
-                slices = [g.unbind(0) if g is not None else None for g in grads]
-                for member in members:
-                    if not member.active:
-                        continue
-                    for param, g in zip(member.params, slices, strict=True):
-                        param.grad = None if g is None else g[member.slot]
-                    member.loop.set_lr()
-                    member.loop.optimizer.step()
-                window[step - last_sync] = losses
-                step += 1
-                for member in members:
-                    if member.active:
-                        member.loop.step = step
-
-                if step in first.sync_at:
-                    table = window[: step - last_sync].T.tolist()
-                    for member in members:
-                        if member.active and member.loop.take_losses(table[member.slot]):
-                            member.active = False  # diverged: it stops; its slice goes on, ignored
-                            member.result = member.loop.result(time.perf_counter() - t0)
-                    last_sync = step
-                    live = [table[member.slot][-1] for member in members if member.active]
-                    if not live:
-                        break
-                    bar.update(step, loss=f"loss {sum(live) / len(live):.4f}")
-        seconds = time.perf_counter() - t0
-        if stop_at is None:
-            for member in members:
-                if member.active:
-                    member.result = member.loop.result(seconds)
-        return [member.result for member in members]
-
-    @staticmethod
-    def _at_step(member: _Member) -> None:
-        """The member's probes and checkpoint at this step, drawing from its own run's RNG stream."""
-        with member.loop.own_rng():
-            member.loop.at_step()
+    def gradients(self) -> torch.Tensor:
+        """Every slot's gradient on its member's next batch, by one vmapped backward, handed to the running
+        members' parameters; the batch losses of all slots. (Every member draws its batch, a diverged one
+        too; a held place computes on the first member's.)"""
+        batches = [member.loop.loader.next() for member in self.members]
+        if self.shared_batch:
+            x, y = batches[0]
+        else:
+            slots = [batches[0]] * self.size  # a held place's: any batch
+            for member, batch in zip(self.members, batches, strict=True):
+                slots[member.slot] = batch
+            x = torch.stack([b[0] for b in slots])
+            y = torch.stack([b[1] for b in slots])
+        losses, grads = self.stack.gradients(x, y)
+        slices = [g.unbind(0) if g is not None else None for g in grads]
+        for member in self.members:
+            if member.loop.status == "diverged":
+                continue
+            for param, g in zip(member.params, slices, strict=True):
+                param.grad = None if g is None else g[member.slot]
+        return losses

@@ -120,9 +120,7 @@ def _first_of_each_run(configs: list, store: str) -> list[int]:
     return first
 
 
-def plan(
-    configs: list, store: str | Path = "runs"
-) -> list[tuple[str, str, str]]:
+def plan(configs: list, store: str | Path = "runs") -> list[tuple[str, str, str]]:
     """(hash, state, name) of each config in `store` without running anything: what a sweep would do
     (`done`/`diverged` are reused, the others run)."""
     rows = []

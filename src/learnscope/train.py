@@ -15,7 +15,7 @@ import math
 import os
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -208,39 +208,83 @@ def train(
     quiet: bool = False,
     rng: dict[str, Any] | None = None,
 ) -> RunResult:
-    """The loop: draw a batch, step the optimiser, run probes at scheduled steps, checkpoint, repeat. `rng`:
-    the RNG state the run's stream starts from (`init_model`'s; None: the global RNGs' as they are)."""
+    """One run of `cfg` on `model` and `data`, resumed from `checkpoint` if given: `drive` with one model.
+    `rng`: the RNG state the run's stream starts from (`init_model`'s; None: the global RNGs' as they are)."""
     t0 = time.perf_counter()
     loop = RunLoop.start(cfg, model, data, run_dir, checkpoint, rng=rng)
-    model, optimizer, loader, loss_fn, host = loop.model, loop.optimizer, loop.loader, loop.loss_fn, loop.host
-    window = torch.zeros(loop.window_size, device=loop.device)  # batch losses since the last read-back
-    model.train()
-    with loop.own_rng(), progress_bar(loop.total, cfg.name or "train", quiet) as bar:
-        bar.update(loop.step)
+    with loop.own_rng():  # the whole run draws from its own stream (dropout too)
+        (result,) = drive([loop], loop.backward, cfg.name or "train", quiet, started=t0)
+    return result
+
+
+Gradients = Callable[[], torch.Tensor]
+
+
+def drive(
+    loops: Sequence[RunLoop],
+    gradients: Gradients,
+    label: str,
+    quiet: bool = False,
+    *,
+    columns: Sequence[int] | None = None,
+    width: int | None = None,
+    stop_at: int | None = None,
+    started: float | None = None,
+) -> list[RunResult | None]:
+    """The train loop, for one model or for the members of a stacked ensemble (ensemble.py), all at one step:
+    probes and checkpoints at their scheduled steps; `gradients()` leaves each model's gradient on the next
+    batch in its parameters' `.grad` and returns the batch losses (`width` of them, default one per loop;
+    loop i's is `columns[i]`, default i); each live run steps its optimiser at its scheduled learning rate; the losses go to a device
+    buffer that is read back at sync steps, where a non-finite one marks its run diverged at its exact step
+    (that run stops; the others go on). Runs to the last step, or to `stop_at` (checkpointing there: an
+    ensemble bringing members level); the results, in order: once done or diverged, None for one still
+    going at `stop_at`."""
+    started = time.perf_counter() if started is None else started
+    columns = list(range(len(loops))) if columns is None else list(columns)
+    first = loops[0]
+    for loop in loops:
+        loop.model.train()
+        if stop_at is not None:  # a step at which others of its group checkpointed: one of the schedule's
+            loop.also_checkpoint_at(stop_at)
+    stop = first.total if stop_at is None else stop_at
+    results: list[RunResult | None] = [None] * len(loops)
+    live = list(range(len(loops)))
+    width = len(loops) if width is None else width
+    window = torch.zeros(first.window_size, width, device=first.device)  # the losses since the last read-back
+    last_sync = first.step
+    with progress_bar(first.total, label, quiet) as bar:
+        bar.update(first.step)
         while True:
-            if loop.step != loop.resumed_at:
-                record = loop.at_step()
-                if record is not None:
-                    bar.update(loop.step, probe=_summary(record))
-            if loop.step >= loop.total:
+            if first.step != first.resumed_at and first.due():
+                shown = [loops[i].probe_and_checkpoint() for i in live]
+                if shown[0] is not None:
+                    bar.update(first.step, probe=_summary(shown[0]))
+            if first.step >= stop:
                 break
 
-            loop.set_lr()
-            x, y = loader.next()
-            loss = loss_fn(model(x), y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            window[loop.step - host["last_sync"]] = loss.detach()
-            loop.step += 1
+            losses = gradients()
+            for i in live:
+                loops[i].set_lr()
+                loops[i].optimizer.step()
+            window[first.step - last_sync] = losses
+            for loop in loops:
+                loop.advance()
 
-            if loop.step in loop.sync_at:
-                losses = window[: loop.step - host["last_sync"]].tolist()
-                if loop.take_losses(losses):
+            if first.step in first.sync_at:
+                table = window[: first.step - last_sync].T.tolist()
+                for i in list(live):
+                    if loops[i].take_losses(table[columns[i]]):
+                        live.remove(i)  # diverged: it stops; an ensemble's slice goes on, ignored
+                        results[i] = loops[i].result(time.perf_counter() - started)
+                last_sync = first.step
+                if not live:
                     break
-                bar.update(loop.step, loss=f"loss {losses[-1]:.4f}")
-
-    return loop.result(time.perf_counter() - t0)
+                mean = sum(table[columns[i]][-1] for i in live) / len(live)
+                bar.update(first.step, loss=f"loss {mean:.4f}")
+    if stop_at is None:
+        for i in live:
+            results[i] = loops[i].result(time.perf_counter() - started)
+    return results
 
 
 @dataclass
@@ -272,6 +316,7 @@ class RunLoop:
     info: dict[str, Any]
     rng: dict[str, Any]  # the run's own RNG stream (`own_rng`), saved in its checkpoints
     step: int = 0
+    _rng_in_place: bool = False
     resumed_at: int | None = None
     status: str = "done"
 
@@ -357,11 +402,16 @@ class RunLoop:
         """The run's own RNG stream in place of the global RNGs while the block runs (dropout, probes and the
         checkpoint draw from it), the caller's left as found: runs in one process, an ensemble's members
         too, never share or disturb one RNG."""
+        if self._rng_in_place:  # already (the whole of a single run is): nothing to swap
+            yield
+            return
         with preserved_rng():
             set_rng_state(self.rng)
+            self._rng_in_place = True
             try:
                 yield
             finally:
+                self._rng_in_place = False
                 self.rng = get_rng_state()
 
     def _resume(self, checkpoint: dict[str, Any], env: dict[str, Any]) -> None:
@@ -381,6 +431,33 @@ class RunLoop:
         self.envs = list(checkpoint.get("envs", self.envs))
         if {k: v for k, v in self.envs[-1].items() if k != "from_step"} != env:
             self.envs.append({**env, "from_step": self.step})  # resumed elsewhere: the numbers may differ
+
+    def due(self) -> bool:
+        """Whether probes or a checkpoint are scheduled at this step."""
+        return self.step in self.probe_at or self.step in self.checkpoint_at
+
+    def also_checkpoint_at(self, step: int) -> None:
+        """One more checkpoint (and loss read-back) at `step`, beside the schedule's."""
+        self.checkpoint_at.add(step)
+        self.sync_at.add(step)
+
+    def advance(self) -> None:
+        """One update done: the clock moves on (a diverged run's too; it is not stepped any more)."""
+        self.step += 1
+
+    def backward(self) -> torch.Tensor:
+        """The gradient of the loss on the next batch, in the parameters' `.grad`; the loss, on the device
+        (one model's `Gradients` for `drive`)."""
+        x, y = self.loader.next()
+        loss = self.loss_fn(self.model(x), y)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        return loss.detach()
+
+    def probe_and_checkpoint(self) -> dict[str, Any] | None:
+        """`at_step` drawing from the run's own RNG stream (`own_rng`)."""
+        with self.own_rng():
+            return self.at_step()
 
     def at_step(self) -> dict[str, Any] | None:
         """The probes and the checkpoint scheduled at this step (the model is that after `step` updates);

@@ -34,7 +34,6 @@ class SlurmOptions(BaseModel):
     slurm: dict[str, Any] = {}  # submitit's parameters (validated by submitit when the executor is made)
 
 
-
 # submitit takes these (prefixed: slurm_max_num_timeout) in the executor's constructor, not update_parameters.
 _CONSTRUCTOR_OPTIONS = ("max_num_timeout", "max_pickle_size_gb", "python")
 
