@@ -29,7 +29,7 @@ import torch
 from claims import claim
 
 from learnscope.probes.collapse import ClassMoments, NearestCentre, cdnv
-from learnscope.train import resolve_device
+from learnscope.runs.train import resolve_device
 
 
 def original(layers, labels, C):
@@ -111,7 +111,7 @@ def timed(fn, *args):
 def timed_probes(run, cfg, kind: str = "collapse") -> tuple[float, float]:
     """(wall time of `run(cfg)`, seconds spent inside the probes of `kind`): each such probe is wrapped in a
     timer as the train loop builds it, so its in-run time is read directly, not only as a difference."""
-    import learnscope.train as train_module
+    import learnscope.runs.train as train_module
 
     spent = [0.0]
     build = train_module.build_probes
@@ -143,8 +143,8 @@ def probe_share(repeats: int, best_of: int) -> None:
     of each, alternating, and keeps each one's fastest (as timeit does): on a 2-core VM the same run varies by
     about +-10% from one time to the next, as much as the probe costs, and slow outliers are interference,
     not the probe. The probe's own time inside the run with it is printed too."""
+    from learnscope.runs.train import run
     from learnscope.studies.neural_collapse import configs
-    from learnscope.train import run
 
     cfg = configs("tiny", axes={"model.depth": [8], "data.label_noise": [0.0]})[0]
     without = cfg.override("probes.use=[evaluation]")

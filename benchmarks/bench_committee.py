@@ -2,7 +2,7 @@
 
 (a) `gaussian_equivalence_ode` (N = 3072, K = M = 2, dt = 0.01, t to 100, Omega, Phi from the `rand`
     generator's analytic moments at D = 100, L = 4), whose Euler steps run in a compiled loop
-    (learnscope.kernels), against two references on the same state:
+    (learnscope.runs.committee.kernels), against two references on the same state:
     - the previous implementation, the matrix form of the same equations in numpy (backend="numpy"): one
       matrix product per step over all N eigenvalues, ~100 small numpy calls per step for the coefficients;
       run to t = 100 as well, and every record must agree (|delta eg| < 1e-10);
@@ -34,9 +34,9 @@ import numpy as np
 import torch
 from claims import claim
 
-from learnscope.data.generators import RandomSignGenerator
-from learnscope.models.committee import CHUNK_NUMBERS, init_teacher_student, simulate_online_sgd
-from learnscope.theory.committee_ode import GEState, gaussian_equivalence_ode, ge_initial_state, i2, i3, i4
+from learnscope.runs.committee.generators import RandomSignGenerator
+from learnscope.runs.committee.model import CHUNK_NUMBERS, init_teacher_student, simulate_online_sgd
+from learnscope.runs.committee.ode import GEState, gaussian_equivalence_ode, ge_initial_state, i2, i3, i4
 
 
 def header() -> None:

@@ -34,8 +34,8 @@ from claims import claim
 
 from learnscope import Config
 from learnscope.data import build_data
-from learnscope.ensemble import train_ensemble
-from learnscope.train import build_model, train
+from learnscope.runs.ensemble import train_ensemble
+from learnscope.runs.train import build_model, train
 
 # The increasing-complexity study's MNIST-1D and optimiser (studies/increasing_complexity.py, TINY_BASE).
 MNIST1D = {"kind": "mnist1d", "num_samples": 12000, "train_split": 10000 / 12000}

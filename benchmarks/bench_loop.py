@@ -21,7 +21,7 @@ from claims import claim
 
 from learnscope import Config
 from learnscope.data import build_data, from_tensors
-from learnscope.train import LOADER_SEED_OFFSET, build_model, train
+from learnscope.runs.train import LOADER_SEED_OFFSET, build_model, train
 
 
 def bare_loop(cfg: Config, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int) -> None:

@@ -146,10 +146,9 @@ def test_theory_moments_then_ode_end_to_end(tmp_path, capsys):
 
     import numpy as np
 
-    from learnscope.data.generators import RandomSignGenerator, estimate_moments, load_moments
-    from learnscope.models.committee import init_teacher_student
-    from learnscope.store import load_runs
-    from learnscope.theory.committee_ode import (
+    from learnscope.runs.committee.generators import RandomSignGenerator, estimate_moments, load_moments
+    from learnscope.runs.committee.model import init_teacher_student
+    from learnscope.runs.committee.ode import (
         eg_analytic,
         gaussian_equivalence_ode,
         ge_initial_state,
@@ -157,6 +156,7 @@ def test_theory_moments_then_ode_end_to_end(tmp_path, capsys):
         order_parameters,
         save_initial_weights,
     )
+    from learnscope.store import load_runs
 
     moments, store = tmp_path / "m.npz", tmp_path / "runs"
     args = ("theory", "moments", "generator=rand", "D=20", "N=50", "L=2", "seed=1")
@@ -235,7 +235,7 @@ def test_theory_moments_then_ode_end_to_end(tmp_path, capsys):
 def test_theory_bad_inputs_exit_2_with_one_line(tmp_path, capsys, monkeypatch):
     import numpy as np
 
-    from learnscope.theory.committee_ode import save_initial_weights
+    from learnscope.runs.committee.ode import save_initial_weights
 
     monkeypatch.chdir(tmp_path)  # relative output paths land here
     moments, store = tmp_path / "m.npz", tmp_path / "runs"

@@ -155,7 +155,7 @@ def test_non_finite_floats_are_refused_in_every_block(overrides, message):
 
 @pytest.mark.parametrize("value", [math.inf, -math.inf, math.nan])
 def test_non_finite_floats_are_refused_in_online_and_study_configs(value):
-    from learnscope.online_sgd import OnlineConfig
+    from learnscope.runs.committee.kinds import OnlineConfig
     from learnscope.studies.increasing_complexity import StudyOptions
 
     with pytest.raises(ConfigError, match=r"^eta: input should be a finite number"):

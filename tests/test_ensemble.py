@@ -35,7 +35,8 @@ import torch
 
 from learnscope import Config, load_runs, run
 from learnscope.data import Split, build_data
-from learnscope.ensemble import (
+from learnscope.runs.committee.kinds import OnlineConfig
+from learnscope.runs.ensemble import (
     MAX_MEMBERS,
     NotBatchable,
     _Stack,
@@ -44,10 +45,9 @@ from learnscope.ensemble import (
     run_ensemble,
     train_ensemble,
 )
-from learnscope.online_sgd import OnlineConfig
+from learnscope.runs.train import build_model
 from learnscope.store import RunDir, read_records
 from learnscope.sweep import grid, run_all
-from learnscope.train import build_model
 from tests.conftest import cli
 
 pytestmark = pytest.mark.usefixtures("one_thread")

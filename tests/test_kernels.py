@@ -1,4 +1,4 @@
-"""learnscope.kernels' numba cache: kept across processes, never stale after an edit of the closed forms it
+"""The committee kernels' numba cache: kept across processes, never stale after an edit of the closed forms it
 compiles from another file (learnscope/gaussian_integrals.py), and never cleaned by deleting files in the
 package. (The kernels' numerics are tested against their numpy definitions in tests/models/test_committee.py
 and tests/theory/test_committee_ode.py.)"""
@@ -7,7 +7,7 @@ import json
 import subprocess
 import sys
 
-from learnscope import kernels
+from learnscope.runs.committee import kernels
 from tests.conftest import REPO
 
 SRC = REPO / "src" / "learnscope"
@@ -27,7 +27,7 @@ before = {str(p) for p in package.rglob("__pycache__/*")}
 if sys.argv[1] == "edited":
     real = inspect.getsource
     inspect.getsource = lambda obj: real(obj) + "# edited\\n"
-from learnscope import kernels
+from learnscope.runs.committee import kernels
 if sys.argv[1] == "edited":
     inspect.getsource = real
 kernels._g(0.5, 0)  # the smallest kernel: quick to compile where the cache is off

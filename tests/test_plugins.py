@@ -40,7 +40,7 @@ GEOMETRIC_KIND = """
     from pydantic import PositiveInt
 
     from learnscope.config import RunKindConfig
-    from learnscope.lifecycle import computed_run
+    from learnscope.runs.lifecycle import computed_run
     from learnscope.registry import RUN_KINDS
 
 

@@ -222,8 +222,8 @@ def simulation_run(text: str) -> str:
     """`runs/<hash>` of a short online-SGD simulation (method=simulation) whose initial weights fit the
     `theory ode` command `text`: the generator, D and N of its moments file, its K and M. `theory ode
     init=...` re-draws the weights from the run's config, so a few SGD steps and a small test set suffice."""
-    from learnscope.data.generators import load_moments
-    from learnscope.online_sgd import OnlineConfig, run_online
+    from learnscope.runs.committee.generators import load_moments
+    from learnscope.runs.committee.kinds import OnlineConfig, run_online
 
     option = dict(arg.partition("=")[::2] for arg in shlex.split(text) if "=" in arg)
     moments = load_moments(option["moments"])

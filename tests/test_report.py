@@ -10,8 +10,8 @@ import re
 import pytest
 
 import learnscope
-from learnscope.online_sgd import OnlineConfig, run_online
 from learnscope.report import run_labels
+from learnscope.runs.committee.kinds import OnlineConfig, run_online
 from learnscope.store import load_runs
 from tests.conftest import cli
 

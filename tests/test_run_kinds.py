@@ -9,8 +9,8 @@ import pytest
 from learnscope import load_runs
 from learnscope.config import Config, load_run_config
 from learnscope.errors import ConfigError
-from learnscope.online_sgd import OnlineConfig
 from learnscope.registry import RUN_KINDS
+from learnscope.runs.committee.kinds import OnlineConfig
 from tests.conftest import REPO, cli
 
 COMMITTEE = REPO / "configs" / "committee_rand.toml"

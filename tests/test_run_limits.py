@@ -13,8 +13,8 @@ from learnscope.config import Config
 from learnscope.data import build_data
 from learnscope.errors import ConfigError, LearnscopeError
 from learnscope.probes import Steps, probe_steps
+from learnscope.runs.train import MAX_LOSS_WINDOW, RunLoop, build_model
 from learnscope.store import RunDir
-from learnscope.train import MAX_LOSS_WINDOW, RunLoop, build_model
 from tests.conftest import cli
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -103,7 +103,7 @@ def test_a_model_too_large_for_memory_is_refused_before_anything_is_allocated(tm
 
 
 def test_an_allocation_that_fails_mid_run_is_one_line_and_the_run_resumes(tmp_path, tiny_config, monkeypatch):
-    from learnscope import train
+    from learnscope.runs import train
 
     store = tmp_path / "runs"
     clean = run(tiny_config, None, quiet=True).records

@@ -6,7 +6,7 @@ import torch
 from learnscope import Config, run
 from learnscope.data import build_data
 from learnscope.optim import loss_function
-from learnscope.train import build_model
+from learnscope.runs.train import build_model
 
 
 def test_the_summed_loss_has_gradient_x_transpose_residual():

@@ -8,7 +8,7 @@ import pytest
 
 from learnscope import run
 from learnscope.errors import RunBusy, StoreError
-from learnscope.online_sgd import OnlineConfig
+from learnscope.runs.committee.kinds import OnlineConfig
 from learnscope.store import RunDir, read_records, run_dirs
 from tests.conftest import REPO, cli
 
@@ -134,7 +134,7 @@ def test_a_diverged_run_keeps_the_records_after_its_last_checkpoint_and_refuses_
 
 
 def test_a_finished_computation_whose_records_are_lost_is_computed_again(tmp_path, capsys):
-    from learnscope.online_sgd import run_online
+    from learnscope.runs.committee.kinds import run_online
 
     cfg = OnlineConfig.model_validate(
         {"D": 20, "N": 50, "t_max": 1.0, "points": 4, "n_test": 200, "method": "ode"}
@@ -235,7 +235,7 @@ def test_a_data_file_replaced_before_a_resume_is_refused_not_mixed_in(npz_run, m
     """The issue's reproduction: a run interrupted after its first checkpoint, the file replaced at the same
     path, the run again: refused in one line, nothing written; the old file back: it resumes to the records
     of an uninterrupted run."""
-    from learnscope import train
+    from learnscope.runs import train
 
     cfg, store, path = npz_run
     clean = run(cfg, None, quiet=True).records

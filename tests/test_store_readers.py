@@ -16,9 +16,9 @@ import pandas as pd
 import pytest
 
 import learnscope
-from learnscope.online_sgd import OnlineConfig, run_online
+from learnscope.runs.committee.kinds import OnlineConfig, run_online
+from learnscope.runs.dd_theory import DoubleDescentTheoryConfig, run_dd_theory
 from learnscope.store import load_runs, shown_state
-from learnscope.theory_curves import DoubleDescentTheoryConfig, run_dd_theory
 from tests.conftest import cli, tiny
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -10,12 +10,12 @@ import pytest
 from learnscope import run
 from learnscope.config import load_run_config
 from learnscope.data.teachers import sample_teachers, singular_values
+from learnscope.runs.dd_theory import DoubleDescentTheoryConfig, run_dd_theory
 from learnscope.store import load_runs
 from learnscope.studies import double_descent as dd
 from learnscope.studies import run_study
 from learnscope.sweep import run_all
 from learnscope.theory.double_descent import approx_curves, exact_curves
-from learnscope.theory_curves import DoubleDescentTheoryConfig, run_dd_theory
 
 from .conftest import cli
 

@@ -7,12 +7,12 @@ import pandas as pd
 import pytest
 
 from learnscope.errors import ConfigError
-from learnscope.models.committee import simulate_online_sgd
-from learnscope.online_sgd import OnlineConfig, initial_weights, run_online
+from learnscope.runs.committee.kinds import OnlineConfig, initial_weights, run_online
+from learnscope.runs.committee.model import simulate_online_sgd
+from learnscope.runs.committee.ode import eg_analytic, order_parameters
 from learnscope.store import load_runs
 from learnscope.studies import gaussian_equivalence as ge
 from learnscope.studies import run_study
-from learnscope.theory.committee_ode import eg_analytic, order_parameters
 
 MICRO = (
     "D=20", "N=50", "L=2", "t_max=2.0", "points=6", "replicas=2", "n_test=2000", "name=micro",
@@ -87,7 +87,7 @@ def test_simulation_records_equal_a_direct_call(tmp_path):
     cfg = ge.configs("tiny", MICRO)[0]
     run = run_online(cfg, tmp_path)
     assert run.computed and json.loads((run.path / "status.json").read_text())["state"] == "done"
-    from learnscope.data.generators import RandomSignGenerator
+    from learnscope.runs.committee.generators import RandomSignGenerator
 
     gen = RandomSignGenerator(20, 50, 2, rng=0)
     moments = gen.analytic_moments("arcsine")
@@ -109,7 +109,7 @@ def test_simulation_records_equal_a_direct_call(tmp_path):
 
 
 def test_estimated_moments_are_cached_and_shared_by_simulation_and_ode(tmp_path):
-    from learnscope.data.generators import estimate_moments, load_moments, make_generator
+    from learnscope.runs.committee.generators import estimate_moments, load_moments, make_generator
 
     micro = tuple(o for o in MICRO if not o.startswith("moments="))  # an override is given once
     sim, ode, _ = ge.configs("tiny", (*micro, "moments=estimate", "moment_samples=4000"))
@@ -221,7 +221,7 @@ def test_simulation_and_ode_starting_at_once_estimate_the_moments_once(tmp_path,
     import threading
     import time
 
-    from learnscope import online_sgd
+    from learnscope.runs.committee import kinds as online_sgd
 
     micro = tuple(o for o in MICRO if not o.startswith("moments="))
     sim, ode, _ = ge.configs("tiny", (*micro, "moments=estimate", "moment_samples=4000"))

@@ -15,10 +15,10 @@ from learnscope.config import Config
 from learnscope.data import build_data
 from learnscope.errors import ConfigError
 from learnscope.probes.predictions import encode_predictions
+from learnscope.runs.train import build_model
 from learnscope.store import load_runs
 from learnscope.studies import increasing_complexity as ic
 from learnscope.studies import run_study
-from learnscope.train import build_model
 
 
 @pytest.fixture(autouse=True)

@@ -34,7 +34,7 @@ def test_sphere_probe_reports_norm_elr_angle_and_leaves_the_model_as_found(tmp_p
 def test_train_mode_loss_restores_batchnorm_statistics():
     from learnscope.data import build_data
     from learnscope.probes.sphere import train_mode_loss
-    from learnscope.train import build_model
+    from learnscope.runs.train import build_model
 
     cfg = sr.sphere_config(TINY, 0.03, 1)
     data = build_data(cfg.data)

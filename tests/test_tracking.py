@@ -7,9 +7,9 @@ import math
 import pytest
 
 from learnscope.errors import ConfigError
+from learnscope.runs.train import run
 from learnscope.store import read_records
 from learnscope.tracking import ENVIRONMENT, check_available, requested, scalars
-from learnscope.train import run
 
 
 def _stored(result) -> list[dict]:

@@ -672,7 +672,7 @@ def theory_moments(settings: Settings = None, quiet: Quiet = False) -> None:
     import numpy as np
 
     from .config import apply_overrides
-    from .data.generators import estimate_moments, make_generator, save_moments
+    from .runs.committee.generators import estimate_moments, make_generator, save_moments
 
     cfg = MomentsSettings.from_dict(apply_overrides({}, settings or []))
     D, N = cfg.sizes()
@@ -712,7 +712,7 @@ def theory_ode(settings: Settings = None, store: Store = Path("runs"), quiet: Qu
     `load_runs` reads next to simulations. Keys: moments (required), init (weights .npz or a simulation's
     run directory), K, M, seed, eta, t_max, dt, points, g (erf | linear)."""
     from .config import apply_overrides
-    from .online_sgd import MomentsODEConfig, run_ge_ode
+    from .runs.committee.kinds import MomentsODEConfig, run_ge_ode
 
     cfg = MomentsODEConfig.from_dict(apply_overrides({}, settings or []))
     result = run_ge_ode(cfg, store, quiet=quiet)
@@ -740,7 +740,7 @@ def theory_double_descent(
     import pandas as pd
 
     from .config import apply_overrides
-    from .theory_curves import DoubleDescentTheoryConfig, run_dd_theory, summary
+    from .runs.dd_theory import DoubleDescentTheoryConfig, run_dd_theory, summary
 
     cfg = DoubleDescentTheoryConfig.from_dict(apply_overrides({}, settings or []))
     result = run_dd_theory(cfg, store)

@@ -21,8 +21,8 @@ import pandas as pd
 
 from .errors import ConfigError, LearnscopeError, RunningElsewhere
 from .executors import BUSY, ExecutionOptions
-from .lifecycle import RunResult
 from .registry import EXECUTORS
+from .runs.lifecycle import RunResult
 from .store import RunDir, load_runs, read_run_or_corrupt, run_dirs, shown_state
 
 

@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 import torch
 
-from learnscope.data.generators import (
+from learnscope.errors import ConfigError, DataError
+from learnscope.runs.committee.generators import (
     GENERATORS,
     DCGANGenerator,
     IIDGenerator,
@@ -28,8 +29,7 @@ from learnscope.data.generators import (
     make_generator,
     save_moments,
 )
-from learnscope.errors import ConfigError, DataError
-from learnscope.theory.committee_ode import Moments
+from learnscope.runs.committee.ode import Moments
 
 P = 200_000  # Monte-Carlo samples; SE of one entry <= 1/sqrt(P) = 2.2e-3
 

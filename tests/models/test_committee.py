@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from learnscope.models.committee import (
+from learnscope.runs.committee.model import (
     CommitteeMachine,
     activation,
     iid_gaussian_sampler,
@@ -16,7 +16,7 @@ from learnscope.models.committee import (
     sgd_step,
     simulate_online_sgd,
 )
-from learnscope.theory.committee_ode import Moments, log_times, order_parameters, saad_solla_ode
+from learnscope.runs.committee.ode import Moments, log_times, order_parameters, saad_solla_ode
 
 
 @pytest.mark.parametrize("g", ["erf", "linear", "relu"])
@@ -154,7 +154,7 @@ def test_simulation_matches_saad_solla_ode_long():
 @pytest.mark.parametrize("g", ["erf", "linear", "relu"])
 @pytest.mark.parametrize("train_v", [True, False])
 def test_compiled_steps_are_sgd_step(g, train_v):
-    """The compiled chunk loop (learnscope.kernels.sgd_chunk) against `sgd_step`, the numpy definition that
+    """The compiled chunk loop (kernels.sgd_chunk) against `sgd_step`, the numpy definition that
     autograd checks above: the same 3 replicas from the same samples, logs inside and across chunks; records
     agree to 1e-12 (reassociated dot products move them by rounding only)."""
     rng = np.random.default_rng(8)

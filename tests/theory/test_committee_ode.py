@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy.special import erf
 
-from learnscope.theory.committee_ode import (
+from learnscope.runs.committee.ode import (
     GEState,
     Moments,
     _blocks,
@@ -235,7 +235,7 @@ def test_log_times_snap_to_the_step_grid():
     ("g", "train_v", "K", "M"), [("erf", True, 2, 2), ("erf", False, 3, 2), ("linear", True, 2, 3)]
 )
 def test_compiled_euler_steps_are_the_numpy_equations(g, train_v, K, M):
-    """learnscope.kernels.ge_euler_steps against the matrix form it replaces (backend="numpy"), on a generic
+    """kernels.ge_euler_steps against the matrix form it replaces (backend="numpy"), on a generic
     Omega and Phi (random covariance, D < N, so delta != 1 and every coefficient block is non-trivial): the
     records agree to 1e-12 along a trajectory to t = 20 (reassociated sums move them by rounding only)."""
     rng = np.random.default_rng(11)

@@ -6,10 +6,15 @@ shapes, and the state built from a loaded file must reproduce the overlaps compu
 import numpy as np
 import pytest
 
-from learnscope.data.generators import RandomSignGenerator, estimate_moments, load_moments, save_moments
 from learnscope.errors import DataError
-from learnscope.models.committee import init_teacher_student
-from learnscope.theory.committee_ode import (
+from learnscope.runs.committee.generators import (
+    RandomSignGenerator,
+    estimate_moments,
+    load_moments,
+    save_moments,
+)
+from learnscope.runs.committee.model import init_teacher_student
+from learnscope.runs.committee.ode import (
     eg_analytic,
     gaussian_equivalence_ode,
     ge_initial_state,

@@ -8,8 +8,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from ..errors import ConfigError, LearnscopeError, RunBusy
-from ..lifecycle import RunResult, record_refusal
 from ..registry import EXECUTORS, RUN_KINDS
+from ..runs.lifecycle import RunResult, record_refusal
 from ..store import FINAL, RunDir, RunSpec
 
 BUSY = "busy"  # the status of a run that another process is running (it holds the run's lock)

@@ -9,8 +9,8 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import LearnscopeError
-from ..lifecycle import RunResult
 from ..registry import EXECUTORS
+from ..runs.lifecycle import RunResult
 from ..ui import progress_bar
 from .base import ExecutionOptions, failed, run_one, settled
 
@@ -23,7 +23,7 @@ class EnsembleOptions(BaseModel):
 
 @EXECUTORS.register("ensemble", EnsembleOptions)
 def run_ensembles(configs: list, store: str, execution: ExecutionOptions) -> list[RunResult]:
-    from ..ensemble import group_configs
+    from ..runs.ensemble import group_configs
 
     results, pending = settled(configs, store, execution.retry_failed)
     waiting = set(pending)
@@ -49,7 +49,7 @@ def run_ensembles(configs: list, store: str, execution: ExecutionOptions) -> lis
 def _run_group(members: list, held: list, store: str) -> list[RunResult] | None:
     """The results of `members` trained as one ensemble, stacked with the `held` rest of their group; None
     where it cannot be (said before anything was written: the members are to run one by one)."""
-    from ..ensemble import NotBatchable, run_ensemble
+    from ..runs.ensemble import NotBatchable, run_ensemble
 
     try:
         trained = run_ensemble(members, store, quiet=True, stacked_with=held)

@@ -16,8 +16,8 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from pydantic import BaseModel, ConfigDict, PositiveInt
 
 from ..errors import Terminated
-from ..lifecycle import RunResult
 from ..registry import EXECUTORS
+from ..runs.lifecycle import RunResult
 from ..ui import progress_bar
 from .base import ExecutionOptions, run_one, settled
 

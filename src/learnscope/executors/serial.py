@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict
 
-from ..lifecycle import RunResult
 from ..registry import EXECUTORS
+from ..runs.lifecycle import RunResult
 from ..ui import progress_bar
 from .base import ExecutionOptions, run_one, settled
 

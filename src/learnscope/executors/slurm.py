@@ -19,8 +19,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from ..errors import ConfigError, LearnscopeError
-from ..lifecycle import RunResult
 from ..registry import EXECUTORS
+from ..runs.lifecycle import RunResult
 from ..store import JOB_FOLDER
 from ..ui import progress_bar
 from .base import ExecutionOptions, run_one, settled

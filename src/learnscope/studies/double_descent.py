@@ -15,7 +15,7 @@ figures from stored runs:
     gd_vs_theory.png    gradient descent through the train loop over the exact and the approximate curves
                         (κ = 1, 100, 1e4)
 
-Runs: theory curves are runs of kind `dd_theory` (theory_curves.py); gradient descent is the ordinary train
+Runs: theory curves are runs of kind `dd_theory` (runs/dd_theory.py); gradient descent is the ordinary train
 loop on the data kind `linear_teacher` (a linear student from w = 0, the summed loss, lr = 1/λ_max(XᵀX));
 the network heatmap is a training sweep over weight decay × seeds. Overrides apply to the network runs.
 """
@@ -30,8 +30,8 @@ import pandas as pd
 from ..config import Config
 from ..data.teachers import sample_teachers, singular_values
 from ..report import PALETTE, colour, new_figure, save_figure
+from ..runs.dd_theory import DoubleDescentTheoryConfig, reported_t
 from ..theory.double_descent import curve_summary, exact_curves
-from ..theory_curves import DoubleDescentTheoryConfig, reported_t
 from .base import Headline, Study, register_study
 
 # The paper's analytic settings (its figure scripts' defaults).

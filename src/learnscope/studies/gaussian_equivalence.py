@@ -22,8 +22,8 @@ import pandas as pd
 from matplotlib.ticker import FuncFormatter
 
 from ..config import apply_overrides
-from ..online_sgd import OnlineConfig
 from ..report import colour, new_figure, save_figure
+from ..runs.committee.kinds import OnlineConfig
 from .base import Headline, Study, register_study
 
 # Each scale: the settings (one per generator) sharing `common`, and the negative control's forced delta.

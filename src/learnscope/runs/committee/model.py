@@ -4,7 +4,7 @@ Setting of Goldt et al. 2020 (docs/studies/gaussian_equivalence.md §2): latent 
 x = G(c) in R^N, teacher y = sum_m A_m g(b_m.c/sqrt D) acting on the latent, student
 yhat = sum_k v_k g(w_k.x/sqrt N), loss 1/2 (y - yhat)^2, one fresh sample per step, learning rate eta for w
 and eta/N for v, time t = steps/N.
-The records match `learnscope.theory.committee_ode`'s, so simulation and ODE overlay.
+The records match those of `ode.py`, so simulation and ODE overlay.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Literal
 import numpy as np
 from scipy.special import erf
 
-from ..theory.committee_ode import Moments, eg_analytic, order_parameters, order_records
+from .ode import Moments, eg_analytic, order_parameters, order_records
 
 Activation = Literal["erf", "linear", "relu"]
 Sampler = Callable[[np.random.Generator, int], tuple[np.ndarray, np.ndarray]]
@@ -261,7 +261,7 @@ def simulate_online_sgd(
         while s < n:  # run to the next log step (or the chunk's end), log, go on
             m = min(n - s, int(steps_log[i_log]) - step)
             if backend == "numba":
-                from ..kernels import ACTIVATION_CODES, sgd_chunk
+                from .kernels import ACTIVATION_CODES, sgd_chunk
 
                 sgd_chunk(w, v, xs[s : s + m], ys[s : s + m], eta, ACTIVATION_CODES[g], train_second_layer)
             else:

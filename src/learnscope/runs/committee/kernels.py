@@ -5,7 +5,7 @@ Both are loops of thousands of steps whose arithmetic per step is tiny (a few ve
 few thousand numbers), so in numpy the time went to the ~100 small array calls per step, not to arithmetic.
 Each kernel here is the numpy code it replaces written as loops, and is tested against it
 (tests/models/test_committee.py, tests/theory/test_committee_ode.py); the numpy versions stay as the
-readable definition (`models.committee.sgd_step`, `theory.committee_ode.gaussian_equivalence_ode` with
+readable definition (`model.sgd_step`, `ode.gaussian_equivalence_ode` with
 backend="numpy"). Equation numbers are those of docs/studies/gaussian_equivalence.md.
 
 numba is imported with this module, and this module only where a kernel runs (a CLI call that trains an MLP
@@ -111,7 +111,7 @@ def sgd_chunk(w, v, xs, ys, eta, code, train_v):  # pragma: no cover - compiled
 @_jit
 def _ge_coefficients(C, v, A, K, erf, G, H, V, dv):  # pragma: no cover - compiled
     """G (K, K), H (K, M) of Eq. (5.3), V_kl = v_k v_l sum_ab u_a u_b I4(k, l, a, b) and dv = I2(lambda, z) u,
-    u = (-v, A), for the joint covariance C of (lambda, nu): `committee_ode._regression_coefficients` and the
+    u = (-v, A), for the joint covariance C of (lambda, nu): `ode._regression_coefficients` and the
     integrals of `_blocks`, entry by entry. Pitfall (§7.7): the determinants vanish when a student unit
     aligns perfectly with a teacher unit."""
     L = C.shape[0]
@@ -172,7 +172,7 @@ def ge_euler_steps(S, v, A, T, rho, K, eta, inv_sqrt_delta, h, n_steps, erf, tra
       dq_kl = eta [rho (G q + q G')_kl + delta^{-1/2} (H r' + r H')_kl] + eta^2 rho V_kl
       dr_kn = eta [rho (G r)_kn + delta^{-1/2} (H t~)_kn]
       dv    = eta I2(lambda, z) u
-    as `committee_ode.gaussian_equivalence_ode` does with matrices (backend="numpy")."""
+    as `ode.gaussian_equivalence_ode` does with matrices (backend="numpy")."""
     M = A.shape[0]
     L = K + M
     N = rho.shape[0]

@@ -3,7 +3,7 @@
 Goldt et al. 2020, as documented in docs/studies/gaussian_equivalence.md (the § below are of that page). The
 latent is c ~ N(0, I_D); the student sees x = G(c) in R^N, the teacher acts on c (§2). The ODEs need the
 moments Omega = Cov(x) (N, N) and Phi = Cov(x, c) (N, D) and the mean of x (§2, §7.3), returned here as
-`committee_ode.Moments` plus the means.
+`ode.Moments` plus the means.
 
 * `RandomSignGenerator`: the `rand` generator (§3), an L-layer fully connected sign network D -> N with
   Gaussian weights N(0, 1/fan_in), and its analytic moments (§4.2).
@@ -35,12 +35,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..atomic import atomic_savez
-from ..errors import ConfigError, DataError
-from ..inputs import note_input
-from ..registry import GENERATORS
-from ..theory.committee_ode import Moments
-from ..ui import progress_bar
+from ...atomic import atomic_savez
+from ...errors import ConfigError, DataError
+from ...inputs import note_input
+from ...registry import GENERATORS
+from ...ui import progress_bar
+from .ode import Moments
 
 Sampler = Callable[[np.random.Generator, int], tuple[np.ndarray, np.ndarray]]
 MomentMethod = Literal["arcsine", "linearised"]
@@ -819,7 +819,7 @@ def save_moments(path: str | Path, moments: GeneratorMoments, meta: dict[str, An
 def load_moments(path: str | Path) -> GeneratorMoments:
     """Moments from a `save_moments` file (np.load with allow_pickle=False: nothing in the file runs), with
     `meta` as saved. A missing or unreadable file, a missing key, a wrong shape or a non-finite value is a
-    one-line DataError. The result's `.moments` feeds `committee_ode.ge_initial_state`; D and N (so
+    one-line DataError. The result's `.moments` feeds `ode.ge_initial_state`; D and N (so
     delta = D/N) follow from phi's shape."""
     path = Path(path)
     if not path.is_file():

@@ -15,11 +15,11 @@ from typing import Annotated, Any, Literal
 import numpy as np
 from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, model_validator
 
-from .config import RunKindConfig
-from .data.teachers import sample_teachers, singular_values
+from ..config import RunKindConfig
+from ..data.teachers import sample_teachers, singular_values
+from ..registry import RUN_KINDS
+from ..theory.double_descent import APPROX_T_SHIFT, approx_curves, curve_summary, exact_curves
 from .lifecycle import RunResult, computed_run
-from .registry import RUN_KINDS
-from .theory.double_descent import APPROX_T_SHIFT, approx_curves, curve_summary, exact_curves
 
 
 class DoubleDescentTheoryConfig(RunKindConfig):

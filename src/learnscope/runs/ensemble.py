@@ -56,21 +56,14 @@ import torch
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
-from .config import Config
-from .data import Dataset, build_data
-from .errors import LearnscopeError, StoreError
-from .inputs import recording_inputs
+from ..config import Config
+from ..data import Dataset, build_data
+from ..errors import LearnscopeError, StoreError
+from ..inputs import recording_inputs
+from ..optim import loss_function
+from ..store import RunDir, flatten_config
 from .lifecycle import RunResult, execute, finished
-from .optim import loss_function
-from .store import RunDir, flatten_config
-from .train import (
-    RunLoop,
-    build_model,
-    check_data,
-    drive,
-    init_model,
-    resolve_device,
-)
+from .train import RunLoop, build_model, check_data, drive, init_model, resolve_device
 
 # Top-level config keys in which the members of one ensemble may differ: everything else (data, model, train,
 # probes, device) is shared. The optimiser may differ wholly since each member steps its own.

@@ -27,8 +27,8 @@ from typing import Literal
 import numpy as np
 from scipy.integrate import solve_ivp
 
-from ..errors import DataError
-from ..gaussian_integrals import i2_erf, i3_erf, i4_erf
+from ...errors import DataError
+from .gaussian_integrals import i2_erf, i3_erf, i4_erf
 
 Activation = Literal["erf", "linear"]
 _ACTIVATIONS = ("erf", "linear")
@@ -647,7 +647,7 @@ def gaussian_equivalence_ode(
         return {"t": t, "eg": float(eg_analytic(Q, R, T, v, A, g)), **order_records(Q, R, T, v)}
 
     def advance(y, h, n):
-        from ..kernels import ge_euler_steps
+        from .kernels import ge_euler_steps
 
         S, _, _, v = unpack(y)  # views: the kernel moves y in place
         ge_euler_steps(S, v, A, T, rho, K, eta, inv_sqrt_delta, h, n, g == "erf", train_second_layer)

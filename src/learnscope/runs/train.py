@@ -24,17 +24,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from .config import Config
-from .curvature import hvp_operator, top_eigenvalue
-from .data import BatchLoader, Dataset, build_data, validate_dataset
-from .errors import ConfigError, LearnscopeError, out_of_memory
-from .inputs import recording_inputs
+from ..config import Config
+from ..curvature import hvp_operator, top_eigenvalue
+from ..data import BatchLoader, Dataset, build_data, validate_dataset
+from ..errors import ConfigError, LearnscopeError, out_of_memory
+from ..inputs import recording_inputs
+from ..optim import INVERSE_SHARPNESS, Schedule, build_optimizer, loss_function, set_lr
+from ..probes import ProbeContext, Steps, build_probes, probe_steps
+from ..registry import MODELS, RUN_KINDS
+from ..store import RunDir
+from ..ui import progress_bar
 from .lifecycle import RunResult, execute, finished
-from .optim import INVERSE_SHARPNESS, Schedule, build_optimizer, loss_function, set_lr
-from .probes import ProbeContext, Steps, build_probes, probe_steps
-from .registry import MODELS, RUN_KINDS
-from .store import RunDir
-from .ui import progress_bar
 
 LOADER_SEED_OFFSET = 1_000_003  # the loader's generators are seeded apart from the global (init) RNG
 # The batch losses are read back at least every this many steps, whatever train.log_every says: the window
@@ -231,14 +231,14 @@ def drive(
     stop_at: int | None = None,
     started: float | None = None,
 ) -> list[RunResult | None]:
-    """The train loop, for one model or for the members of a stacked ensemble (ensemble.py), all at one step:
-    probes and checkpoints at their scheduled steps; `gradients()` leaves each model's gradient on the next
-    batch in its parameters' `.grad` and returns the batch losses (`width` of them, default one per loop;
-    loop i's is `columns[i]`, default i); each live run steps its optimiser at its scheduled learning rate; the losses go to a device
-    buffer that is read back at sync steps, where a non-finite one marks its run diverged at its exact step
-    (that run stops; the others go on). Runs to the last step, or to `stop_at` (checkpointing there: an
-    ensemble bringing members level); the results, in order: once done or diverged, None for one still
-    going at `stop_at`."""
+    """The train loop, for one model or for the members of a stacked ensemble (ensemble.py), all at one
+    step: probes and checkpoints at their scheduled steps; `gradients()` leaves each model's gradient on the
+    next batch in its parameters' `.grad` and returns the batch losses (`width` of them, default one per
+    loop; loop i's is `columns[i]`, default i); each live run steps its optimiser at its scheduled learning
+    rate; the losses go to a device buffer that is read back at sync steps, where a non-finite one marks its
+    run diverged at its exact step (that run stops; the others go on). Runs to the last step, or to `stop_at`
+    (checkpointing there: an ensemble bringing members level); the results, in order: once done or diverged,
+    None for one still going at `stop_at`."""
     started = time.perf_counter() if started is None else started
     columns = list(range(len(loops))) if columns is None else list(columns)
     first = loops[0]

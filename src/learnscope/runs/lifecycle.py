@@ -24,10 +24,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import INTERRUPTS, LearnscopeError, RunBusy, StoreError, describe_os_error, out_of_memory
-from .inputs import recording_inputs
-from .store import FINAL, RunDir
-from .ui import notice
+from ..errors import INTERRUPTS, LearnscopeError, RunBusy, StoreError, describe_os_error, out_of_memory
+from ..inputs import recording_inputs
+from ..store import FINAL, RunDir
+from ..ui import notice
 
 
 @dataclass

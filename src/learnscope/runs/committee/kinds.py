@@ -3,8 +3,8 @@
 One `OnlineConfig` is one setting of the Gaussian-equivalence experiments (Goldt et al. 2020, Sec. 3; model
 and defaults in docs/studies/gaussian_equivalence.md §2, §6): a generator x = G(c) and the moments of its
 inputs, a teacher acting on the latent c, R student replicas, the learning rate and the log-spaced times. With
-`method = "simulation"` the replicas are trained by online SGD (models/committee.py); with `method = "ode"`
-the Gaussian-equivalence ODEs (theory/committee_ode.py) are integrated from the same initial weights, one
+`method = "simulation"` the replicas are trained by online SGD (model.py); with `method = "ode"`
+the Gaussian-equivalence ODEs (ode.py) are integrated from the same initial weights, one
 integration per replica, so each ODE line predicts the simulation replica that starts where it starts. Both
 write the same records (t, step, replica, eg, Q, R, T, v) into a run directory of the store named by the
 config's hash: a finished run is read back, never recomputed.
@@ -21,13 +21,14 @@ from typing import Literal
 import numpy as np
 from pydantic import NonNegativeInt, PositiveFloat, PositiveInt, field_validator, model_validator
 
-from .config import RunKindConfig, run_digest
-from .data.generators import GeneratorMoments, estimate_moments, load_moments, make_generator, save_moments
-from .errors import ConfigError, DataError
-from .lifecycle import RunResult, computed_run
-from .models.committee import init_teacher_student, simulate_online_sgd
-from .registry import GENERATORS, RUN_KINDS
-from .theory.committee_ode import (
+from ...config import RunKindConfig, run_digest
+from ...errors import ConfigError, DataError
+from ...registry import GENERATORS, RUN_KINDS
+from ...ui import progress_bar
+from ..lifecycle import RunResult, computed_run
+from .generators import GeneratorMoments, estimate_moments, load_moments, make_generator, save_moments
+from .model import init_teacher_student, simulate_online_sgd
+from .ode import (
     gaussian_equivalence_ode,
     ge_initial_state,
     load_initial_weights,
@@ -35,7 +36,6 @@ from .theory.committee_ode import (
     order_parameters,
     saad_solla_ode,
 )
-from .ui import progress_bar
 
 
 class OnlineConfig(RunKindConfig):

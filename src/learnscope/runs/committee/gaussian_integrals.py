@@ -2,7 +2,7 @@
 1995; Goldt et al. 2020; docs/studies/gaussian_equivalence.md Eqs. (5.8)-(5.10)), as functions of the entries
 c_ij of the covariance of (u0, u1, ...).
 
-Plain arithmetic, so the same definitions run on numpy arrays (theory/committee_ode.py evaluates whole blocks
+Plain arithmetic, so the same definitions run on numpy arrays (ode.py evaluates whole blocks
 of index tuples at once) and compiled on scalars (learnscope.kernels). Below both in the layer table
 (docs/architecture.md), so both import it and neither imports the other's folder. An edit here changes
 `kernels.FORMULAS_SHA256` (numba's cache does not see edits to another file; tests/test_kernels.py says so).
