@@ -12,7 +12,7 @@ import hashlib
 import json
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, ClassVar, Literal, Self
 
 import tomli_w
 from pydantic import (
@@ -134,7 +134,26 @@ def _default_model() -> ModelConfig:
     return registered(MODELS, "model")({"kind": "mlp"})
 
 
-class Config(Strict):
+class RunKindConfig(Strict):
+    """The one base of every run kind's config (registry.RUN_KINDS): `Config` for training, a subclass per
+    other kind (which writes every key, its `kind` too). Overrides apply alike, and the run is named by the
+    hash of its canonical JSON without `HASH_EXCLUDES` (its `name`; a kind may leave out more, such as input
+    paths whose contents it hashes instead)."""
+
+    HASH_EXCLUDES: ClassVar[tuple[str, ...]] = ("name",)
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def override(self, *overrides: str) -> Self:
+        return type(self).from_dict(apply_overrides(self.to_dict(), overrides))
+
+    def run_hash(self) -> str:
+        """Hash of the canonical JSON of everything that determines the results."""
+        return run_digest({k: v for k, v in self.to_dict().items() if k not in self.HASH_EXCLUDES})
+
+
+class Config(RunKindConfig):
     """One run. `Config()` is a working default: an MLP on the bundled digits."""
 
     name: str = ""
@@ -159,9 +178,6 @@ class Config(Strict):
         """Read a .toml or .json file, then apply dotted `key=value` overrides."""
         return cls.from_dict(apply_overrides(read_config_file(path), overrides))
 
-    def override(self, *overrides: str) -> Config:
-        return Config.from_dict(apply_overrides(self.to_dict(), overrides))
-
     @property
     def kind(self) -> str:
         """The run kind (registry.RUN_KINDS): a training config is `train`, the default, and does not write
@@ -177,24 +193,6 @@ class Config(Strict):
 
     def to_toml(self) -> str:
         return tomli_w.dumps(self.to_dict())
-
-    def run_hash(self) -> str:
-        """Hash of the canonical JSON of everything that determines the results (all but `name`)."""
-        return run_digest({k: v for k, v in self.to_dict().items() if k != "name"})
-
-
-class RunKindConfig(Strict):
-    """The config of a run kind other than `train` (registry.RUN_KINDS): every key is written (its `kind`
-    too), overrides apply as for training, and the run is named by the hash of all but `name`."""
-
-    def to_dict(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
-
-    def override(self, *overrides: str) -> Self:
-        return type(self).from_dict(apply_overrides(self.to_dict(), overrides))
-
-    def run_hash(self) -> str:
-        return run_digest({k: v for k, v in self.to_dict().items() if k != "name"})
 
 
 def load_run_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()):

@@ -16,10 +16,10 @@ import fcntl
 import hashlib
 import json
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 import numpy as np
-from pydantic import NonNegativeInt, PositiveFloat, PositiveInt, field_validator, model_validator
+from pydantic import ConfigDict, NonNegativeInt, PositiveFloat, PositiveInt, field_validator, model_validator
 
 from ...config import RunKindConfig, run_digest
 from ...errors import ConfigError, DataError
@@ -251,18 +251,13 @@ def run_online(cfg: OnlineConfig, store: str | Path = "runs", quiet: bool = True
 # --- the ODE on a moments file (`learnscope theory ode`, run kind `ge_ode`) -------------------------------
 
 
-class MomentsFileODE:
-    """A store run spec for the ODE on a moments file: named by the hash of its settings and of the contents
-    of its inputs (the moments file, the initial weights), not by their paths."""
+class MomentsFileODE(RunKindConfig):
+    """The stored run's spec of the ODE on a moments file, resolved from a `MomentsODEConfig`: its settings,
+    D and N, and the digests of the contents of its inputs (the moments file, the initial weights), by which
+    it is named, not by their paths."""
 
-    def __init__(self, body: dict) -> None:
-        self.body = body
-
-    def to_dict(self) -> dict:
-        return dict(self.body)
-
-    def run_hash(self) -> str:
-        return run_digest({k: v for k, v in self.body.items() if k not in ("name", "moments", "init")})
+    model_config = ConfigDict(extra="allow")  # the resolved body (`MomentsODEConfig.resolve`)
+    HASH_EXCLUDES: ClassVar[tuple[str, ...]] = ("name", "moments", "init")
 
 
 def initial_weights_from(init: Path) -> dict[str, np.ndarray]:
@@ -348,7 +343,7 @@ class MomentsODEConfig(RunKindConfig):
             "points": self.points,
             "seed": self.seed,
         }
-        return MomentsFileODE(body), gm, {"w": w, "v": v, "B": B, "A": A}
+        return MomentsFileODE(**body), gm, {"w": w, "v": v, "B": B, "A": A}
 
     def run_hash(self) -> str:
         return self.resolve()[0].run_hash()
@@ -359,7 +354,7 @@ def run_ge_ode(cfg: MomentsODEConfig, store: str | Path = "runs", quiet: bool = 
     """Integrate (or read back) the ODE of `cfg`, stored as a run whose records (t, eg, Q, R, T, v per
     replica) `load_runs` reads next to simulations."""
     spec, gm, weights = cfg.resolve()
-    N, D = spec.body["N"], spec.body["D"]
+    N, D = spec.N, spec.D
     times = log_times(cfg.t_max, cfg.points, N=N)
     return computed_run(
         store,
