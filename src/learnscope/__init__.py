@@ -2,32 +2,43 @@
 
 from learnscope import Config, run, load_runs
 result = run(Config().override("optim.lr=0.1"), store="runs")
+
+The public names are imported when first used, and the built-in kinds (data, models, optimisers, probes, run
+kinds, executors, tracking's record sink) register themselves before the first registry lookup
+(`registry.load_builtins` imports `learnscope.builtins`): `import learnscope`, and the commands that only
+read a store, do not pay for torch.
 """
 
-# The built-in kinds (data, models, optimisers, probes, run kinds) register themselves when their modules are
-# imported, here, before any registry lookup; so does tracking's record sink (store.RECORD_SINKS), before
-# any run writes a record.
-from . import data, models, optim, probes, tracking  # noqa: F401
-from .config import Config
-from .data import Dataset, Split, from_tensors
-from .registry import DATA, MODELS, OPTIMISERS, PROBES, RUN_KINDS
-from .runs import dd_theory, train  # noqa: F401
-from .runs.committee import kinds  # noqa: F401
-from .runs.train import RunResult, run
-from .store import load_runs
+import importlib
+
 from .version import __version__ as __version__
 
-__all__ = [
-    "DATA",
-    "MODELS",
-    "OPTIMISERS",
-    "PROBES",
-    "RUN_KINDS",
-    "Config",
-    "Dataset",
-    "RunResult",
-    "Split",
-    "from_tensors",
-    "load_runs",
-    "run",
-]
+# public name -> the module that defines it
+_PUBLIC = {
+    "Config": "config",
+    "Dataset": "data",
+    "Split": "data",
+    "from_tensors": "data",
+    "DATA": "registry",
+    "MODELS": "registry",
+    "OPTIMISERS": "registry",
+    "PROBES": "registry",
+    "RUN_KINDS": "registry",
+    "RunResult": "runs.lifecycle",
+    "run": "runs.train",
+    "load_runs": "store",
+}
+
+__all__ = sorted(_PUBLIC)
+
+
+def __getattr__(name: str):
+    if name not in _PUBLIC:
+        raise AttributeError(f"module 'learnscope' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_PUBLIC[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_PUBLIC])

@@ -16,7 +16,6 @@ from pydantic import Field, NonNegativeInt, PositiveInt
 from rich.table import Table
 from typer.core import TyperGroup
 
-from . import __version__
 from .config import parse_value
 from .errors import (
     ConfigError,
@@ -30,6 +29,7 @@ from .registry import load_plugins
 from .sections import Strict
 from .store import find_run, read_run, read_run_or_corrupt, run_dirs, shown_state
 from .ui import console
+from .version import __version__
 
 if TYPE_CHECKING:
     from .executors import ExecutionOptions

@@ -22,6 +22,17 @@ from typing import Any
 from .errors import ConfigError
 
 _plugins_loaded = False
+_builtins_loaded = False
+BUILTINS = "learnscope.builtins"  # the module whose import registers the built-in kinds
+
+
+def load_builtins() -> None:
+    """Register the built-in kinds, once, before the first lookup: their module is imported by name (as a
+    plugin is), so this module imports nothing of the package, and `import learnscope` stays light."""
+    global _builtins_loaded
+    if not _builtins_loaded:
+        _builtins_loaded = True
+        importlib.import_module(BUILTINS)
 
 
 def load_plugins(modules: list[str] | tuple[str, ...] = ()) -> None:
@@ -59,9 +70,11 @@ class Registry:
         return decorator
 
     def kinds(self) -> list[str]:
+        load_builtins()
         return sorted(self._entries)
 
     def _entry(self, kind: str) -> tuple[type, Callable[..., Any]]:
+        load_builtins()
         if kind not in self._entries:
             load_plugins()
         if kind not in self._entries:
@@ -75,6 +88,7 @@ class Registry:
         return self._entry(kind)[1]
 
     def __contains__(self, kind: str) -> bool:
+        load_builtins()
         return kind in self._entries
 
 

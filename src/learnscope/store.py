@@ -48,17 +48,18 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from json.scanner import make_scanner
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import orjson
-import pandas as pd
-import torch
 
 from .atomic import TMP_SUFFIX, atomic_text, atomic_write
 from .errors import RunBusy, StoreError, describe_os_error
 from .inputs import changed, fingerprint
 from .ui import notice
+
+if TYPE_CHECKING:  # torch and pandas are imported where a checkpoint or a table is made: reading a store's
+    import pandas as pd  # states (`runs ls`, `sweep status`) needs neither
 
 # The store's layout beside its run directories (each named by its run hash), in one place:
 STUDY_RECORDS = "studies"  # <store>/studies/<study>-<scale>[-<overrides hash>].json (studies/base.run_study)
@@ -595,6 +596,8 @@ class RunDir:
         in memory first, so a full disk is an OSError (ENOSPC) from the write, not torch's RuntimeError."""
         if self._metrics_file is not None:
             os.fsync(self._metrics_file.fileno())
+        import torch
+
         buffer = io.BytesIO()
         torch.save({"run": self.hash, **state, "records": records}, buffer)
         atomic_write(self.checkpoint_path, lambda tmp: tmp.write_bytes(buffer.getbuffer()))
@@ -602,6 +605,8 @@ class RunDir:
     def load_checkpoint(self) -> dict[str, Any] | None:
         if not self.checkpoint_path.exists():
             return None
+        import torch
+
         try:
             state = torch.load(self.checkpoint_path, map_location="cpu", weights_only=True)
         except Exception as exc:  # any unreadable file: say which and why, keep it for inspection
@@ -753,6 +758,8 @@ def load_runs(root: str | Path, runs: Iterable[str] | None = None) -> pd.DataFra
     The table is built a column at a time for the whole store (one array per column, its type the one that
     pandas gives a column of these values), not a frame per run: 1,000 runs of 1,000 records load in
     seconds, the time of parsing their JSON."""
+    import pandas as pd
+
     paths = run_dirs(root) if runs is None else [Path(root) / name for name in sorted(runs)]
     with _collector_paused():
         parts = [_table_part(path) for path in paths]
@@ -853,6 +860,8 @@ def _int64(values: list[int]) -> bool:
 @functools.cache
 def _combined(kinds: frozenset[str], missing: bool) -> Any:
     """The dtype of pandas.concat of columns of these kinds (and of frames without it, if `missing`)."""
+    import pandas as pd
+
     frames = [pd.DataFrame({"c": _KIND_SAMPLES[k]}) for k in sorted(kinds - {"object"})]
     if "object" in kinds:
         frames.append(pd.DataFrame({"c": np.fromiter([("a",)], dtype=object, count=1)}))
@@ -910,6 +919,8 @@ def _is_object(dtype: Any) -> bool:
 
 
 def _array(values: list[Any], dtype: Any) -> Any:
+    import pandas as pd
+
     if _is_object(dtype):  # fromiter: a tuple or list value stays one cell
         return np.fromiter(values, dtype=object, count=len(values))
     if isinstance(dtype, np.dtype):
@@ -925,6 +936,8 @@ def collect_runs(root: str | Path, out: str | Path) -> pd.DataFrame:
     as dotted columns), CSV or Parquet by the suffix of `out`, written atomically. Values that are not scalars
     (lists, tuples) are written as their JSON text, and so are the values of a column that mixes text with
     numbers (e.g. `optim.lr`, a number or "1/sharpness"), so that every column has one type."""
+    import pandas as pd
+
     out = Path(out)
     if out.suffix not in COLLECT_FORMATS:
         raise StoreError(f"--out {out}: must end in {' or '.join(COLLECT_FORMATS)}")
@@ -951,6 +964,8 @@ def collect_runs(root: str | Path, out: str | Path) -> pd.DataFrame:
 def _texts(column: pd.Series) -> pd.Series:
     """`_text` of each value (None and NaN kept), computed once per distinct object: a config column holds
     one object per run, repeated over its rows."""
+    import pandas as pd
+
     values = column.tolist()
     ids = list(map(id, values))
     distinct = dict(zip(ids, values, strict=True))  # every value is alive, so ids tell objects apart

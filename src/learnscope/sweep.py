@@ -15,15 +15,16 @@ import dataclasses
 import itertools
 from collections import Counter
 from pathlib import Path
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError, LearnscopeError, RunningElsewhere
 from .executors import BUSY, ExecutionOptions
 from .registry import EXECUTORS
 from .runs.lifecycle import RunResult
 from .store import RunDir, load_runs, read_run_or_corrupt, run_dirs, shown_state
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def grid(base, axes: dict[str, list], zipped: dict[str, list] | None = None) -> list:

@@ -1,0 +1,53 @@
+"""The commands that only read (help, version, a store's runs and states) answer without importing torch or
+pandas: `import learnscope` is light (public names and built-in kinds load on first use, see
+learnscope/__init__.py and registry.load_builtins). Each command runs in a fresh interpreter, as from a
+shell."""
+
+import subprocess
+import sys
+
+import pytest
+
+from learnscope import Config, run
+
+PROBE = """
+import sys
+sys.argv = ["learnscope", *sys.argv[1:]]
+from learnscope.cli import main
+try:
+    main()
+except SystemExit as exc:
+    code = exc.code
+else:
+    code = 0
+heavy = sorted(m for m in ("torch", "pandas", "scipy", "numba", "matplotlib") if m in sys.modules)
+print("HEAVY", code, ",".join(heavy) or "-", file=sys.stderr)
+"""
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    root = tmp_path_factory.mktemp("store")
+    cfg = Config.from_dict({"data": {"kind": "digits"}, "train": {"steps": 5}, "probes": {"points": 2}})
+    return root, run(cfg, root, quiet=True).path.name
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--help"],
+        ["--version"],
+        ["sweep", "--help"],
+        ["runs", "ls", "-s", "{store}"],
+        ["runs", "show", "{run}", "-s", "{store}"],
+        ["sweep", "status", "{store}"],
+    ],
+    ids=lambda args: " ".join(a for a in args if "{" not in a),
+)
+def test_reading_commands_import_no_torch(store, args):
+    root, digest = store
+    args = [a.format(store=root, run=digest) for a in args]
+    done = subprocess.run([sys.executable, "-c", PROBE, *args], capture_output=True, text=True, timeout=120)
+    line = [x for x in done.stderr.splitlines() if x.startswith("HEAVY")][-1].split()
+    assert line[1] == "0", done.stderr
+    assert line[2] == "-", f"learnscope {' '.join(args)} imported {line[2]}"
