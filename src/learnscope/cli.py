@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from pydantic import Field, NonNegativeInt, PositiveInt
 from rich.table import Table
 from typer.core import TyperGroup
 
@@ -26,7 +25,6 @@ from .errors import (
     raise_terminated,
 )
 from .registry import load_plugins
-from .sections import Strict
 from .store import find_run, read_run, read_run_or_corrupt, run_dirs, shown_state
 from .ui import console
 from .version import __version__
@@ -635,29 +633,6 @@ theory_app = typer.Typer(
 app.add_typer(theory_app, name="theory")
 
 
-class MomentsSettings(Strict):
-    """`learnscope theory moments` KEY=VALUE ...: which generator, how many samples, where to write."""
-
-    out: str  # the moments file to write (.npz)
-    generator: str = "rand"  # a kind of registry.GENERATORS (make_generator says which are known)
-    D: PositiveInt | None = None  # latent size: rand and dcgan 100; realnvp and iid D = N
-    N: PositiveInt | None = None  # input size: rand 500, dcgan and realnvp 3072, iid 100
-    L: PositiveInt = 4  # sign layers of rand
-    seed: NonNegativeInt = 0  # the generator's weights and the samples
-    weights: str | None = None  # a trained state dict (dcgan, realnvp)
-    samples: Annotated[int, Field(ge=2)] = 1_000_000  # Monte-Carlo samples (as OnlineConfig.moment_samples)
-    batch_size: PositiveInt = 4096
-    analytic: bool = False  # closed form instead (rand: the arcsine law; iid)
-
-    def sizes(self) -> tuple[int, int]:
-        if self.generator in ("realnvp", "iid"):
-            default = 3072 if self.generator == "realnvp" else 100
-            size = self.N if self.N is not None else self.D if self.D is not None else default
-            return (size if self.D is None else self.D), (size if self.N is None else self.N)
-        N = self.N if self.N is not None else 3072 if self.generator == "dcgan" else 500
-        return (100 if self.D is None else self.D), N
-
-
 Settings = Annotated[
     list[str] | None, typer.Argument(metavar="KEY=VALUE", help="Settings, as in a config: eta=0.2 K=2 ...")
 ]
@@ -669,31 +644,11 @@ def theory_moments(settings: Settings = None, quiet: Quiet = False) -> None:
     that `theory ode` reads; prints the relative change of Omega and Phi between n/2 and n samples. Keys:
     out (required), generator (rand | dcgan | realnvp | iid), D, N, L, seed, weights, samples (1,000,000),
     batch_size, analytic."""
-    import numpy as np
-
     from .config import apply_overrides
-    from .runs.committee.generators import estimate_moments, make_generator, save_moments
+    from .runs.committee.generators import MomentsSettings, write_moments
 
     cfg = MomentsSettings.from_dict(apply_overrides({}, settings or []))
-    D, N = cfg.sizes()
-    if cfg.analytic and cfg.generator not in ("rand", "iid"):
-        raise ConfigError(
-            f"generator {cfg.generator} has no closed-form moments (rand, iid do); drop analytic"
-        )
-    gen = make_generator(cfg.generator, D, N, cfg.L, cfg.seed, cfg.weights)
-    meta = {"generator": cfg.generator, "D": D, "N": N, "seed": cfg.seed}
-    meta.update({"L": cfg.L} if cfg.generator == "rand" else {})
-    meta.update({"weights": cfg.weights} if cfg.weights is not None else {})
-    if cfg.analytic:
-        moments = gen.analytic_moments()
-        meta["method"] = "arcsine" if cfg.generator == "rand" else "exact"
-    else:
-        moments = estimate_moments(
-            gen.sample, np.random.default_rng([cfg.seed, 7]), cfg.samples, batch_size=cfg.batch_size,
-            quiet=quiet, description=f"moments {cfg.generator}",
-        )  # fmt: skip
-        meta["method"] = "estimate"
-    path = save_moments(Path(cfg.out), moments, meta)
+    path, moments, (D, N) = write_moments(cfg, quiet=quiet)
     print(f"wrote {path}: {cfg.generator} D={D} N={N} (delta = D/N = {D / N:.5g})")
     if moments.rel_change is None:
         print("closed-form moments: no sampling error")
@@ -716,7 +671,7 @@ def theory_ode(settings: Settings = None, store: Store = Path("runs"), quiet: Qu
 
     cfg = MomentsODEConfig.from_dict(apply_overrides({}, settings or []))
     result = run_ge_ode(cfg, store, quiet=quiet)
-    spec = json.loads((result.path / "config.json").read_text())["config"]
+    spec = result.config.to_dict()
     print(
         f"{'done' if result.computed else 'done (read back)'}: {result.path}  "
         f"delta = D/N = {spec['D']}/{spec['N']}"

@@ -29,16 +29,18 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import torch
+from pydantic import Field, NonNegativeInt, PositiveInt
 from torch import nn
 
 from ...atomic import atomic_savez
 from ...errors import ConfigError, DataError
 from ...inputs import note_input
 from ...registry import GENERATORS
+from ...sections import Strict
 from ...ui import progress_bar
 from .ode import Moments
 
@@ -885,3 +887,55 @@ def load_moments(path: str | Path) -> GeneratorMoments:
         rel_change=rel or None,
         meta=meta,
     )
+
+
+# --- `learnscope theory moments`: a generator's moments to a file -------------------------------------------
+
+
+class MomentsSettings(Strict):
+    """`learnscope theory moments` KEY=VALUE ...: which generator, how many samples, where to write."""
+
+    out: str  # the moments file to write (.npz)
+    generator: str = "rand"  # a kind of registry.GENERATORS (make_generator says which are known)
+    D: PositiveInt | None = None  # latent size: rand and dcgan 100; realnvp and iid D = N
+    N: PositiveInt | None = None  # input size: rand 500, dcgan and realnvp 3072, iid 100
+    L: PositiveInt = 4  # sign layers of rand
+    seed: NonNegativeInt = 0  # the generator's weights and the samples
+    weights: str | None = None  # a trained state dict (dcgan, realnvp)
+    samples: Annotated[int, Field(ge=2)] = 1_000_000  # Monte-Carlo samples (as OnlineConfig.moment_samples)
+    batch_size: PositiveInt = 4096
+    analytic: bool = False  # closed form instead (rand: the arcsine law; iid)
+
+    def sizes(self) -> tuple[int, int]:
+        if self.generator in ("realnvp", "iid"):
+            default = 3072 if self.generator == "realnvp" else 100
+            size = self.N if self.N is not None else self.D if self.D is not None else default
+            return (size if self.D is None else self.D), (size if self.N is None else self.N)
+        N = self.N if self.N is not None else 3072 if self.generator == "dcgan" else 500
+        return (100 if self.D is None else self.D), N
+
+
+def write_moments(
+    cfg: MomentsSettings, quiet: bool = False
+) -> tuple[Path, GeneratorMoments, tuple[int, int]]:
+    """The moments of `cfg`'s generator (closed form with `analytic`, else estimated from `samples` draws)
+    written to `cfg.out` with what made them; (the file, the moments, (D, N))."""
+    D, N = cfg.sizes()
+    if cfg.analytic and cfg.generator not in ("rand", "iid"):
+        raise ConfigError(
+            f"generator {cfg.generator} has no closed-form moments (rand, iid do); drop analytic"
+        )
+    gen = make_generator(cfg.generator, D, N, cfg.L, cfg.seed, cfg.weights)
+    meta = {"generator": cfg.generator, "D": D, "N": N, "seed": cfg.seed}
+    meta.update({"L": cfg.L} if cfg.generator == "rand" else {})
+    meta.update({"weights": cfg.weights} if cfg.weights is not None else {})
+    if cfg.analytic:
+        moments = gen.analytic_moments()
+        meta["method"] = "arcsine" if cfg.generator == "rand" else "exact"
+    else:
+        moments = estimate_moments(
+            gen.sample, np.random.default_rng([cfg.seed, 7]), cfg.samples, batch_size=cfg.batch_size,
+            quiet=quiet, description=f"moments {cfg.generator}",
+        )  # fmt: skip
+        meta["method"] = "estimate"
+    return save_moments(Path(cfg.out), moments, meta), moments, (D, N)
