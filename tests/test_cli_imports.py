@@ -51,3 +51,25 @@ def test_reading_commands_import_no_torch(store, args):
     line = [x for x in done.stderr.splitlines() if x.startswith("HEAVY")][-1].split()
     assert line[1] == "0", done.stderr
     assert line[2] == "-", f"learnscope {' '.join(args)} imported {line[2]}"
+
+
+NUMPY_ONLY = [
+    "learnscope.config",
+    "learnscope.store",
+    "learnscope.theory.double_descent",
+    "learnscope.runs.committee.ode",
+    "learnscope.runs.committee.model",
+    "learnscope.runs.committee.gaussian_integrals",
+    "learnscope.runs.committee.kernels",
+]
+
+
+@pytest.mark.parametrize("module", NUMPY_ONLY)
+def test_numpy_only_modules_import_without_torch(module):
+    """The pure numerics (and the config and store) import without torch, as docs/architecture.md says."""
+    probe = (
+        f"import sys, {module}; print(','.join(m for m in ('torch', 'pandas') if m in sys.modules) or '-')"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "-", f"import {module} imported {done.stdout.strip()}"
