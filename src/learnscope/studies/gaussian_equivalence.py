@@ -10,7 +10,7 @@ initial weights, then compare: test error vs t = steps/N (log x), the ODE line o
 A negative control integrates the same ODE with the original code's default delta = 0.5, which is wrong
 unless D/N = 0.5 (docs/studies/gaussian_equivalence.md §6, §7.1), to show that the comparison can fail.
 
-Runs go through `online_sgd.run_online` and the store, so rerunning a study reuses finished runs.
+Runs go through `runs/committee/kinds.run_online` and the store, so rerunning a study reuses finished runs.
 """
 
 from __future__ import annotations
