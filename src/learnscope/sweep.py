@@ -1,11 +1,11 @@
 """Sweeps: a grid or a list of overrides expands to configs; an executor runs those not done.
 
-Every run goes through the runner of its kind (registry.RUN_KINDS: `train.run` for training configs,
-`runs/committee/kinds.run_online` for committee-machine simulations and ODEs), so a sweep skips what is done, resumes
-what was killed, and a failed run (recorded as `failed` in its directory) does not stop the others. A run
-asked for twice (the same run hash: configs that differ only in `name`, a seed listed twice) runs once, and a
-run whose lock another process holds (a second sweep on the same store running it) is `busy`: reported as
-running there, not as failed, and recorded nowhere.
+Every run goes through the runner of its kind (registry.RUN_KINDS: `runs/train.run` for training configs,
+`runs/committee/kinds.run_online` for committee-machine simulations and ODEs) and so through the one run
+lifecycle, so a sweep skips what is done, resumes what was killed, and a failed run (recorded as `failed` in
+its directory) does not stop the others. A run asked for twice (the same run hash: configs that differ only in
+`name`, a seed listed twice) runs once, and a run whose lock another process holds (a second sweep on the same
+store running it) is `busy`: reported as running there, not as failed, and recorded nowhere.
 Executors (`serial`, `local`, `ensemble`, `slurm`, or a plugin's) are a registry: see executors/.
 """
 
