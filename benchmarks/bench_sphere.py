@@ -259,7 +259,7 @@ def bench_probe(digits, mlp_step: dict, conv_step: dict, calls: int, conv_images
         f"({conv_step['step_ms']:.1f} ms; sphere step {conv_step['sphere_step_ms']:.1f} ms)  [target <= 10%]"
     )
     # The `paper` scale does not probe every epoch: its schedule's calls over its 1000 epochs of 391 steps.
-    probes = SCALES["paper"]["config"]["probes"]
+    probes = SCALES["paper"].base["probes"]
     total = 1000 * 391
     calls = len(probe_steps(ProbesConfig.model_validate(probes), total, 391))
     per_step = 1e3 * full * calls / total

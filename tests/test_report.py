@@ -7,9 +7,13 @@ import base64
 import html
 import re
 
+import matplotlib.colors
+import numpy as np
+import pandas as pd
 import pytest
 
 import learnscope
+from learnscope import report
 from learnscope.report import run_labels
 from learnscope.runs.committee.kinds import OnlineConfig, run_online
 from learnscope.store import load_runs
@@ -133,6 +137,122 @@ def test_labels_and_report_of_training_runs_with_unhashable_config_values(tmp_pa
     assert "2 runs, test/acc against step" in printed
     page = out.read_text()
     assert "mlp seed=0" in page and "mlp seed=1" in page
+
+
+def mixed_store(store):
+    """Committee runs (a simulation and its ODE: records against t) beside two tiny training runs (against
+    step) of one name that differ in depth, 1 and 12: the committee runs have no `model.depth`, so the
+    column is float (12.0) there."""
+    committee_runs(store)
+    base = learnscope.Config.from_dict(
+        {
+            "name": "mlp",
+            "device": "cpu",
+            "model": {"kind": "mlp", "width": 8},
+            "train": {"steps": 20, "log_every": 10},
+            "probes": {"schedule": ["every"], "every": 10},
+        }
+    )
+    for depth in (1, 12):
+        learnscope.run(base.override(f"model.depth={depth}"), store, quiet=True)
+
+
+def drawn_figures(monkeypatch) -> list:
+    """The figures that `learnscope report` saves, kept (save_figure still writes them)."""
+    figures = []
+    save = report.save_figure
+
+    def kept(fig, *args, **kwargs):
+        figures.append(fig)
+        return save(fig, *args, **kwargs)
+
+    monkeypatch.setattr(report, "save_figure", kept)
+    return figures
+
+
+def test_report_of_a_mixed_store_draws_each_run_against_its_own_clock(tmp_path, capsys, monkeypatch):
+    store = tmp_path / "runs"
+    mixed_store(store)
+    table = load_runs(store)
+    assert table["model.depth"].dtype == float  # 12.0: what labels printed before
+    figures = drawn_figures(monkeypatch)
+    out = tmp_path / "r.png"
+    code, printed, err = cli("report", store, "-m", "test/acc", "--out", out, capsys=capsys)
+    assert code == 0, err
+    assert "4 runs, test/acc against step" in printed and "2 of them without test/acc: not drawn" in printed
+    (figure,) = figures
+    (ax,) = figure.axes
+    assert ax.get_xlabel().startswith("step")
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    assert set(lines) == {"mlp model.depth=1", "mlp model.depth=12"}  # the committee runs: not drawn
+    for line in lines.values():  # the training runs' steps 0, 10, 20 (0 drawn at 5) and their accuracy
+        assert list(line.get_xdata()) == [5.0, 10.0, 20.0] and all(0 <= y <= 1 for y in line.get_ydata())
+    legend = ax.get_legend()
+    assert legend is not None and legend.get_bbox_to_anchor().x0 >= ax.get_window_extent().x1  # beside
+    # by default, each kind's metric against its clock: eg against t, test/acc against step
+    code, printed, err = cli("report", store, "--out", out, capsys=capsys)
+    assert code == 0, err
+    assert "4 runs, eg, test/acc against t and step" in printed and "not drawn" not in printed
+    eg, acc = figures[-1].axes
+    assert (eg.get_ylabel(), acc.get_ylabel()) == ("eg", "test/acc")
+    assert eg.get_xlabel().startswith("t ") and acc.get_xlabel().startswith("step ")
+    assert {line.get_label() for line in eg.get_lines()} == {"iid method=simulation", "iid method=ode"}
+    t = sorted(table.loc[table["method"] == "ode", "t"].unique())
+    for line in eg.get_lines():
+        assert len(line.get_xdata()) == len(t) and list(line.get_xdata())[1:] == t[1:]  # t = 0 at half t_1
+    assert len(acc.get_lines()) == 2
+    # `--label` of a config key: integer-valued floats as integers
+    code, printed, err = cli("report", store, "-m", "test/acc", "--label", "model.depth", "--out", out,
+                             capsys=capsys)  # fmt: skip
+    assert code == 0, err
+    assert {line.get_label() for line in figures[-1].axes[0].get_lines()} == {"1", "12"}
+
+
+def test_report_with_nothing_to_draw_exits_2_with_one_line(tmp_path, capsys, monkeypatch):
+    store = tmp_path / "runs"
+    mixed_store(store)
+    figures = drawn_figures(monkeypatch)
+    cases = {
+        "a metric no run records": (["-m", "test/nope"], "test/nope"),
+        "a metric against an x its runs lack": (["-m", "test/acc", "--x", "t"], "nothing to draw"),
+        "an x no run records": (["--x", "epoch_nope"], "epoch_nope"),
+    }
+    for what, (args, culprit) in cases.items():
+        code, _, err = cli("report", store, *args, "--out", tmp_path / "r.png", capsys=capsys)
+        lines = err.strip().splitlines()
+        assert code == 2 and len(lines) == 1 and culprit in lines[0], (what, err)
+    assert not figures and not (tmp_path / "r.png").exists()  # no empty axes drawn
+    with pytest.raises(learnscope.errors.DataError, match="nothing to draw"):
+        report.curves_figure(load_runs(store), ["test/nope"])
+
+
+def test_twelve_runs_get_twelve_distinct_colour_and_style_pairs():
+    table = pd.DataFrame(
+        {"run": [f"r{i:02d}" for i in range(12) for _ in range(3)], "step": [0, 10, 100] * 12}
+    )
+    table["test/acc"] = np.arange(36) / 36
+    figure = report.curves_figure(table, ["test/acc"], label="run")
+    lines = figure.axes[0].get_lines()
+    assert len(lines) == 12
+    pairs = {(matplotlib.colors.to_hex(line.get_color()), line.get_linestyle()) for line in lines}
+    assert len(pairs) == 12
+    assert {line.get_color() for line in lines} <= set(report.PALETTE)  # the project's palette, no other
+    legend = [t.get_text() for t in figure.axes[0].get_legend().get_texts()]
+    assert legend == [f"r{i:02d}" for i in range(12)]
+
+
+def test_labels_print_integer_valued_config_values_as_integers():
+    table = pd.DataFrame(
+        {
+            "run": ["a", "b", "c"],
+            "name": ["mlp", "mlp", "ode"],
+            "model.depth": [12.0, 4.0, np.nan],
+            "optim.lr": [0.05, 0.05, np.nan],
+        }
+    )
+    assert list(run_labels(table)) == ["mlp model.depth=12", "mlp model.depth=4", "ode"]
+    assert list(run_labels(table, "model.depth"))[:2] == ["12", "4"]
+    assert list(run_labels(table, "optim.lr"))[:2] == ["0.05", "0.05"]
 
 
 # -- the study report ----------------------------------------------------------------------------------------

@@ -291,13 +291,15 @@ def sweep_status(
         print(f"{state}: {digest}  {name + '  ' if name else ''}{error}")
 
 
-def _print_plan(configs: list, store: Path, labels: list[str] | None = None) -> None:
-    """One line per run (hash, state, name and `labels`, e.g. a sweep's axis values), then the counts."""
+def _print_plan(configs: list, store: Path, labels: list[str] | None = None, names: bool = True) -> None:
+    """One line per run (hash, state, name and `labels`, e.g. a sweep's axis values; the name only where
+    there is no label, with `names=False`), then the counts."""
     from .sweep import plan
 
     rows = plan(configs, store)
     for (digest, state, name), label in zip(rows, labels or [""] * len(rows), strict=True):
-        print(f"{digest}  {state:<11}  {name}  {label}".rstrip())
+        shown = f"{name}  {label}" if names or not label else label
+        print(f"{digest}  {state:<11}  {shown}".rstrip())
     finished = sum(state in ("done", "diverged") for _, state, _ in rows)
     failed = sum(state == "failed" for _, state, _ in rows)
     to_run = len(rows) - finished - failed
@@ -334,10 +336,11 @@ def report(
     ] = [],  # noqa: B006 (typer reads the default)
     metric: Annotated[
         list[str],
-        typer.Option("--metric", "-m", help="A record key to plot (repeatable); default eg or test/acc."),
+        typer.Option("--metric", "-m", help="A record key to plot (repeatable); default eg and test/acc."),
     ] = [],  # noqa: B006 (typer reads the default)
     x: Annotated[
-        str | None, typer.Option(help="The x axis: step, epoch or t (default t where runs have it).")
+        str | None,
+        typer.Option(help="The x axis: step, epoch or t (default: t for committee/theory runs, step else)."),
     ] = None,
     label: Annotated[
         str | None, typer.Option(help="Config key naming each line (default: the run name).")
@@ -352,8 +355,11 @@ def report(
     no study, an overlay of its runs: one line per run against log x, replicas as mean and band (an overlay
     page's figure is also written beside it as .png, and said so). A study record or run that cannot be read
     is shown as corrupt, with its reason; the others are shown as ever."""
+    import pandas as pd
+
     from .atomic import atomic_write
     from .report import (
+        curve_panels,
         curves_png,
         load_study_records,
         plot_curves,
@@ -380,16 +386,24 @@ def report(
     table = load_runs(store, names)
     if table.empty:
         raise LearnscopeError(f"no runs in {store}")
-    x = x or ("t" if "t" in table and table["t"].notna().any() else "step")
-    metrics = metric or [next((m for m in ("eg", "test/acc", "train/loss") if m in table), "")]
-    for key in [x, *metrics]:
-        if key not in table:
+    # By default the test error of committee/theory runs and the test accuracy of training runs, as present.
+    metrics = metric or [m for m in ("eg", "test/acc") if m in table] or ["train/loss"]
+    for key in [*([x] if x else []), *metrics]:
+        if key not in table or not table[key].notna().any():
             keys = sorted(k for k in table.columns if "/" in k or k in ("eg", "step", "epoch", "t"))
             raise LearnscopeError(
                 f"no record key {key!r} in these runs; some there are: {', '.join(keys[:12])}"
             )
-    table["label"] = run_labels(table, label)
+    panels = curve_panels(table, metrics, x)  # x, where not given, per run: t or step (`report.run_x`)
+    if not panels:
+        against = f"--x {x}" if x else "its clock (t or step)"
+        raise LearnscopeError(f"nothing to draw: no run records {' or '.join(metrics)} with {against}")
+    # Joined, not set in place (nor `assign`ed): inserting a column into load_runs' table, a block per
+    # column, is what pandas warns about past 100 columns (PerformanceWarning, e.g. per-layer probes).
+    table = pd.concat([table, run_labels(table, label).rename("label")], axis=1)
     runs = table["run"].nunique()
+    drawn = len(set().union(*(set(rows["run"]) for _, _, rows in panels)))
+    xs = " and ".join(dict.fromkeys(key_x for _, key_x, _ in panels))
     title = f"learnscope report ({runs} runs in {store})"
     if out.suffix == ".png":
         plot_curves(table, metrics, out, label="label", title=title, x=x)
@@ -400,20 +414,37 @@ def report(
         figure = out.with_suffix(".png")
         atomic_write(figure, lambda tmp: tmp.write_bytes(png))
         also = f" (its figure also in {figure})"
-    print(f"{out}: {runs} runs, {', '.join(metrics)} against {x}{also}")
-    if "status" in table:
-        corrupt = table.loc[table["status"] == "corrupt", "run"].nunique()
-        if corrupt:
-            print(f"{corrupt} of them corrupt, not drawn: `learnscope runs ls --store {store}` says why")
+    print(f"{out}: {runs} runs, {', '.join(metrics)} against {xs}{also}")
+    corrupt = table.loc[table["status"] == "corrupt", "run"].nunique() if "status" in table else 0
+    if drawn + corrupt < runs:
+        print(f"{runs - drawn - corrupt} of them without {' or '.join(metrics)}: not drawn")
+    if corrupt:
+        print(f"{corrupt} of them corrupt, not drawn: `learnscope runs ls --store {store}` says why")
 
 
 @app.command()
 def study(
     name: Annotated[str, typer.Argument(help="A study (`learnscope study list` names them), or `list`.")],
-    overrides: Annotated[list[str] | None, typer.Argument(help="Overrides applied to every run.")] = None,
+    overrides: Annotated[
+        list[str] | None,
+        typer.Argument(
+            metavar="[KEY=VALUE]...",
+            help="key=value sets the base config of the study's runs; study.NAME=value a study option. A key "
+            "that an axis sets is refused: replace the axis with --axis.",
+        ),
+    ] = None,
     scale: Annotated[
         str, typer.Option(help="demo (learnscope demo) | tiny (minutes on a laptop) | small | paper.")
     ] = "tiny",
+    axis: Annotated[
+        list[str],
+        typer.Option(
+            "--axis",
+            metavar="NAME=V1,V2",
+            help="Replace an axis of the study's grid (repeatable): --axis model.depth=4,8. "
+            "`study list` names each study's axes.",
+        ),
+    ] = [],  # noqa: B006 (typer reads the default)
     store: Store = Path("runs"),
     out: Annotated[
         Path | None,
@@ -440,12 +471,12 @@ def study(
     when a run failed; 3 when none failed but some are running in another process (run it again once they
     are done)."""
     from .studies import STUDIES, get_study, run_study
+    from .studies.base import shown_value
 
     load_plugins(plugin)
     if name == "list":
         for study_name in sorted(STUDIES):
-            cls = STUDIES[study_name]
-            print(f"{study_name:<24} scales: {', '.join(cls.scales):<20} {cls.paper}")
+            print(_describe_study(STUDIES[study_name]))
         return
     cls = get_study(name)
     if (data or model) and not cls.trains_networks:
@@ -457,10 +488,14 @@ def study(
     _track(track)
     kinds = tuple(f"{key}={kind}" for key, kind in (("data", data), ("model", model)) if kind)
     everywhere = (*kinds, *(overrides or ()))
+    axes = _grid_axes(axis, "--axis")
     if dry_run:
-        _print_plan(cls(scale, everywhere).configs(), store)
+        chosen = cls(scale, everywhere, axes)
+        planned = chosen.plan()
+        labels = [" ".join(f"{k}={shown_value(v)}" for k, v in point.items()) for _, point in planned]
+        _print_plan([config for config, _ in planned], store, labels, names=False)
         return
-    result = run_study(name, scale, everywhere, store, out, execution)
+    result = run_study(name, scale, everywhere, store, out, execution, axes=axes)
     print(result.text)
     paths = result.paths
     if report:
@@ -468,6 +503,21 @@ def study(
 
         paths = [*paths, write_study_report(store, result.out / "report.html", records=[result.record])]
     print("wrote: " + ", ".join(str(p) for p in paths))
+
+
+def _describe_study(cls) -> str:
+    """A study as `study list` shows it: its paper, scales, axes (values at tiny) and options."""
+    from .studies.base import shown_value
+
+    tiny = cls.scales["tiny"] if "tiny" in cls.scales else next(iter(cls.scales.values()))
+    axes = "  ".join(f"{k}={','.join(shown_value(v) for v in vs)}" for k, vs in tiny.axes.items())
+    lines = [f"{cls.name}: {cls.paper}"]
+    lines += [f"  --scale {scale}: {spec.note}" for scale, spec in cls.scales.items()]
+    lines.append(f"  axes (tiny): {axes or 'none'}")
+    lines += [f"    {k}: {text}" for k, text in cls.axis_help.items()]
+    options = ", ".join(f"study.{k}" for k in cls.Options.model_fields)
+    lines.append(f"  options: {options or 'none'}")
+    return "\n".join(lines)
 
 
 @runs_app.command("ls")
@@ -689,9 +739,11 @@ def theory_double_descent(
 ) -> None:
     """The generalisation error over training time of the linear teacher–student model of Pezeshki et al.
     (2022), stored as a run (kind dd_theory: `learnscope run` and `sweep` take the same keys from a file);
-    prints its first minimum, peak and second minimum; --out writes columns t, R, Q, eg. Keys: form (approx
-    | exact), features (both | fast | slow; approx), dynamics (gd | flow; exact), n, d, p, kappa, sigma, l2,
-    groups, power, draws, seed (exact), points, t_min, t_max (300 times from 1e-3 to 1e8)."""
+    prints its first minimum, peak and second minimum (or what it does at the window's end) of eg, the paper's
+    Eq. 6 ½(1 + σ² − 2R + Q); --out writes columns t, R, Q, eg, then eg_clean (½(1 − 2R + Q), noiseless
+    labels) and, exact, eg_draw and eg_std. Keys: form (approx | exact), features (both | fast | slow;
+    approx), dynamics (gd | flow; exact), n, d, p, kappa, sigma, l2, groups, power, draws, seed (exact),
+    points, t_min, t_max (300 times from 1e-3 to 1e8)."""
     import pandas as pd
 
     from .config import apply_overrides
@@ -703,15 +755,23 @@ def theory_double_descent(
     found = summary(cfg, {c: curve[c].to_numpy() for c in curve.columns})
     print(f"{'done' if result.computed else 'done (read back)'}: {result.path}")
     when = "t+1" if cfg.form == "approx" else "t"
-    for label, key in (("first minimum", "first_min"), ("peak", "peak"), ("second minimum", "second_min")):
+    first = "first minimum" if found["shape"] == "peak" else "minimum"
+    for label, key in ((first, "first_min"), ("peak", "peak"), ("second minimum", "second_min")):
         if found[key] is not None:
             print(f"  {label:15s} eg = {found[key]:.4f} at {when} = {found[key + '_t']:.4g}")
+    end = {"falling": "still falling", "rising": "rising", "flat": "flat"}[found["at_window_end"]]
+    if found["shape"] == "peak" and found["second_min"] is None:
+        print(f"  {'second minimum':15s} none inside the window: {end} at its end")
+    elif found["shape"] != "peak":
+        print(f"  {'peak':15s} none ({found['shape']}): {end} at the end of the window")
     verdict = "yes" if found["double_descent"] else "no"
-    print(f"  {'final':15s} eg = {found['final']:.4f}   double descent: {verdict}")
+    print(f"  {'end of window':15s} eg = {found['final']:.4f} at {when} = {found['final_t']:.4g}   "
+          f"double descent: {verdict}")  # fmt: skip
     if out is not None:
         from .atomic import atomic_text
 
-        atomic_text(out, curve[["t", "R", "Q", "eg"]].to_csv(index=False))
+        extra = [c for c in ("eg_clean", "eg_draw", "eg_std") if c in curve]
+        atomic_text(out, curve[["t", "R", "Q", "eg", *extra]].to_csv(index=False))
         print(f"wrote {out}")
 
 

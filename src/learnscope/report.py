@@ -7,6 +7,7 @@ import base64
 import html
 import io
 import json
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import BinaryIO
@@ -52,6 +53,47 @@ def save_figure(fig: Figure, path: Path | BinaryIO, title: str = "") -> Path | B
 
 
 LEGEND_ENTRIES = 12  # at most this many lines are named in a legend; "+K more" stands for the rest
+# Line styles that, crossed with the palette's colours, tell apart more lines than the palette has colours.
+LINESTYLES = ("-", "--", ":", "-.")
+X_ORDER = ("t", "step", "epoch")  # the panels of one metric, in this order of their x
+
+
+def line_style(i: int) -> tuple[str, str]:
+    """The i-th line's (colour, line style): the palette's colours first, then again with the next style,
+    so that 8 x 4 lines are told apart before a pair repeats."""
+    return colour(i), LINESTYLES[(i // len(PALETTE)) % len(LINESTYLES)]
+
+
+def run_x(table: pd.DataFrame, x: str | None = None) -> pd.Series:
+    """The x key of each row: `x` if given, else its run's clock: `t` for runs that record it (committee
+    machines and their ODEs, theory curves), `step` for the others (training runs)."""
+    if x is not None:
+        return pd.Series(x, index=table.index)
+    if "t" not in table or "run" not in table:
+        return pd.Series("step" if "t" not in table else "t", index=table.index)
+    has_t = table["t"].notna().groupby(table["run"], sort=False).transform("any")
+    return pd.Series(np.where(has_t, "t", "step"), index=table.index)
+
+
+def curve_panels(
+    table: pd.DataFrame, metrics: list[str], x: str | None = None
+) -> list[tuple[str, str, pd.DataFrame]]:
+    """The panels that have data: (metric, x, its rows) for each metric and each x of the runs that record
+    it (`run_x`); a run without the metric, or without its x, is in none."""
+    xs = run_x(table, x)
+    panels = []
+    for metric in metrics:
+        if metric not in table:
+            continue
+        has = table[metric].notna()
+        keys = sorted(set(xs[has]), key=lambda k: (X_ORDER.index(k) if k in X_ORDER else len(X_ORDER), k))
+        for key in keys:
+            if key not in table:
+                continue
+            rows = table[has & (xs == key) & table[key].notna()]
+            if len(rows):
+                panels.append((metric, key, rows))
+    return panels
 
 
 def plot_curves(
@@ -60,19 +102,22 @@ def plot_curves(
     path: str | Path,
     label: str = "run",
     title: str = "",
-    x: str = "step",
+    x: str | None = None,
 ) -> Path:
-    """One panel per metric against `x` on a log axis (0 drawn at half the smallest positive x, so it stays
-    visible), one line per value of `label`. Runs with replicas (a `replica` column: committee simulations and
-    ODEs) are drawn as the mean over replicas with their range as a band. The legend names the first
-    LEGEND_ENTRIES - 1 lines and counts the others."""
+    """A panel per metric (and per x, where runs of several kinds record it) against x on a log axis (0
+    drawn at half the smallest positive x, so it stays visible), one line per value of `label`: colours of
+    the palette, then line styles (`line_style`), the same for a line in every panel. x is `x` if given,
+    else each run's clock (`run_x`: `t` or `step`). Runs with replicas (a `replica` column: committee
+    simulations and ODEs) are drawn as the mean over replicas with their range as a band. The legend, right
+    of the panels, names the first LEGEND_ENTRIES - 1 lines and counts the others. A DataError when no run
+    records a metric: no empty figure."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     return save_figure(curves_figure(table, metrics, label, x), path, title)
 
 
 def curves_png(
-    table: pd.DataFrame, metrics: list[str], label: str = "run", title: str = "", x: str = "step"
+    table: pd.DataFrame, metrics: list[str], label: str = "run", title: str = "", x: str | None = None
 ) -> bytes:
     """`plot_curves` as PNG data, written nowhere (what an HTML page embeds)."""
     buffer = io.BytesIO()
@@ -80,16 +125,22 @@ def curves_png(
     return buffer.getvalue()
 
 
-def curves_figure(table: pd.DataFrame, metrics: list[str], label: str = "run", x: str = "step") -> Figure:
+def curves_figure(
+    table: pd.DataFrame, metrics: list[str], label: str = "run", x: str | None = None
+) -> Figure:
     """The figure of `plot_curves`. Each panel's means, minima and maxima per (line, x) come from one
-    grouping of the whole table, so a store of a thousand runs draws in seconds."""
-    fig, axes = new_figure(1, len(metrics), figsize=(4.2 * len(metrics), 3.4), squeeze=False)
-    positive = table[x][table[x] > 0]
-    zero_at = 0.5 * float(positive.min()) if len(positive) else 0.5
-    keys = list(table[label].drop_duplicates())  # colours in order of first appearance
-    for ax, metric in zip(axes[0], metrics, strict=True):
-        rows = table.dropna(subset=[metric])
-        by_x = rows.groupby([label, x], sort=True)[metric]
+    grouping of its rows, so a store of a thousand runs draws in seconds."""
+    panels = curve_panels(table, metrics, x)
+    if not panels:
+        raise DataError(f"nothing to draw: no run records {' or '.join(map(repr, metrics))} against its x")
+    fig, axes = new_figure(1, len(panels), figsize=(4.2 * len(panels) + 1.6, 3.4), squeeze=False)
+    # Styles, alike in each panel, and legend entries in the labels' natural order (depth=2 before depth=12).
+    keys = sorted(table[label].drop_duplicates(), key=_natural_key)
+    drawn: dict = {}  # a legend handle per line, in the order of `keys`
+    for ax, (metric, key_x, rows) in zip(axes[0], panels, strict=True):
+        positive = rows[key_x][rows[key_x] > 0]
+        zero_at = 0.5 * float(positive.min()) if len(positive) else 0.5
+        by_x = rows.groupby([label, key_x], sort=True)[metric]
         means = dict(list(by_x.mean().groupby(level=0, sort=False)))
         spread = set()
         if "replica" in rows:
@@ -101,23 +152,44 @@ def curves_figure(table: pd.DataFrame, metrics: list[str], label: str = "run", x
         for i, key in enumerate(keys):
             if key not in means:
                 continue
-            mean, color = means[key], colour(i)
+            mean = means[key]
+            color, style = line_style(i)
             xs = np.maximum(mean.index.get_level_values(1).to_numpy(dtype=float), zero_at)
-            ax.plot(xs, mean.values, marker=".", ms=3, color=color, label=str(key))
+            (line,) = ax.plot(xs, mean.values, style, marker=".", ms=3, color=color, label=_shown(key))
+            drawn.setdefault(i, line)
             if key in spread:
                 ax.fill_between(xs, lows[key].values, highs[key].values, color=color, alpha=0.2, lw=0)
         ax.set_xscale("log")
-        ax.set_xlabel(f"{x} (log; 0 drawn at {zero_at:.3g})")
+        ax.set_xlabel(f"{key_x} (log; 0 drawn at {zero_at:.3g})")
         ax.set_ylabel(metric)
+        if len(panels) > 1 and sum(m == metric for m, _, _ in panels) > 1:
+            ax.set_title(f"{metric} of the runs that record {key_x}", fontsize=9)
         ax.grid(alpha=0.3)
-    handles, names = axes[0][0].get_legend_handles_labels()
+    handles = [drawn[i] for i in sorted(drawn)]
+    names = [h.get_label() for h in handles]
     if len(handles) > LEGEND_ENTRIES:
         more = len(handles) - (LEGEND_ENTRIES - 1)
         handles = [*handles[: LEGEND_ENTRIES - 1], Line2D([], [], linestyle="none")]
         names = [*names[: LEGEND_ENTRIES - 1], f"+{more} more"]
-    if handles:
-        axes[0][0].legend(handles, names, fontsize=7)
+    # Outside the data: beside the last panel (save_figure's tight layout makes room for it).
+    axes[0][-1].legend(
+        handles, names, fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1), borderaxespad=0
+    )
     return fig
+
+
+def _natural_key(value) -> tuple:
+    """A label's sort key with its runs of digits as numbers: "depth=2" before "depth=12"."""
+    parts = re.split(r"(\d+)", str(value))
+    return tuple(int(p) if i % 2 else p for i, p in enumerate(parts))
+
+
+def _shown(value) -> str:
+    """A config value as a label shows it: an integer-valued float (a column that is missing in some runs
+    is float: `model.depth` 12.0) as the integer."""
+    if isinstance(value, float | np.floating) and np.isfinite(value) and float(value).is_integer():
+        return str(int(value))
+    return str(value)
 
 
 def run_labels(table: pd.DataFrame, key: str | None = None) -> pd.Series:
@@ -129,7 +201,7 @@ def run_labels(table: pd.DataFrame, key: str | None = None) -> pd.Series:
     if key is not None:
         if key not in table:
             raise ConfigError(f"--label {key!r}: no such config key in these runs")
-        return table[key].astype(str)
+        return table[key].map(_shown)
     per_run = table.groupby("run", sort=False).first()
     names = (
         per_run["name"].fillna("").astype(str) if "name" in per_run else pd.Series("", index=per_run.index)
@@ -156,7 +228,7 @@ def run_labels(table: pd.DataFrame, key: str | None = None) -> pd.Series:
             differing = [k for k in candidates if shown[k].nunique() > 1 and is_config(k)]
         for run, row in runs.iterrows():
             extra = (
-                " ".join(f"{k}={row[k]}" for k in differing)
+                " ".join(f"{k}={_shown(row[k])}" for k in differing)
                 if differing
                 else (run[:8] if len(runs) > 1 else "")
             )

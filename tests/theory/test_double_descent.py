@@ -22,6 +22,7 @@ from learnscope.theory.double_descent import (
     TheoryDomainError,
     approx_curves,
     curve_summary,
+    describe_summary,
     exact_curves,
     original_grid,
     ridge_solution,
@@ -134,8 +135,8 @@ def _loop_vs_closed_forms(count: int, steps: np.ndarray, l2) -> dict:
         flow = exact_curves(dr, steps, np.asarray(l2), "flow")
         late = steps >= 10
         found[kappa] = {
-            "gd": max(np.abs(gd.R - R).max(), np.abs(gd.Q - Q).max(), np.abs(gd.eg - eg).max()),
-            "flow": np.abs(flow.eg.mean(0) - eg.mean(0))[:, late].max(),
+            "gd": max(np.abs(gd.R - R).max(), np.abs(gd.Q - Q).max(), np.abs(gd.eg_draw - eg).max()),
+            "flow": np.abs(flow.eg_draw.mean(0) - eg.mean(0))[:, late].max(),
             "loop_eg": eg[:, 0],
         }
     return found
@@ -163,12 +164,12 @@ def test_gd_curves_flow_and_double_descent_at_kappa_100_only():
     late = STEPS >= 10
     for kappa in KAPPAS:
         dr = subset(draws(kappa, 256), 32)
-        gd = exact_curves(dr, STEPS).eg.mean(0)
-        flow = exact_curves(dr, STEPS, dynamics="flow").eg.mean(0)
+        gd = exact_curves(dr, STEPS).eg_draw.mean(0)  # gradient descent's error on these draws
+        flow = exact_curves(dr, STEPS, dynamics="flow").eg_draw.mean(0)
         assert np.abs(gd - flow)[late].max() <= 5e-3, kappa  # observed ≤ 0.0026
         found = curve_summary(STEPS, gd)
         assert found["double_descent"] == (kappa == 100.0), (kappa, found)
-    at100 = curve_summary(STEPS, exact_curves(subset(draws(100.0, 256), 32), STEPS).eg.mean(0))
+    at100 = curve_summary(STEPS, exact_curves(subset(draws(100.0, 256), 32), STEPS).eg_draw.mean(0))
     assert at100["first_min_t"] <= 10 and 60 <= at100["peak_t"] <= 200  # GD: min ~6, peak ~100
 
 
@@ -176,12 +177,14 @@ def test_gd_against_the_approximate_formula():
     """The approximate curve at its own time t against GD after t steps (the original draws both at t + 1),
     mean of 256 draws (a standard error of ~0.003). Its second descent comes 2-3x late, so at κ = 100 the
     expected gap is 0.040 at t ≈ 1.6e4 (1024 draws: 0.0402; blocks of 256: 0.038-0.042), at κ = 1e4 it is
-    0.027 at t = 40, at κ = 1 0.0015."""
+    0.027 at t = 40, at κ = 1 0.0015. Gradient descent's error is what a trained student measures, each draw's
+    noiseless-label error with its own ‖w‖²/d (`eg_draw`), the formula's its noiseless-label error `eg_clean`
+    (σ = 0: its Eq. 6)."""
     late = STEPS >= 10
     bound = {1.0: 0.005, 100.0: 0.05, 1e4: 0.04}
     for kappa in KAPPAS:
-        gd = exact_curves(draws(kappa, 256), STEPS).eg.mean(0)
-        approx = approx_curves(N, D, P, kappa, t=STEPS).eg
+        gd = exact_curves(draws(kappa, 256), STEPS).eg_draw.mean(0)
+        approx = approx_curves(N, D, P, kappa, t=STEPS).eg_clean
         assert np.abs(gd - approx)[late].max() <= bound[kappa], kappa
 
 
@@ -206,7 +209,7 @@ def test_limit_is_the_ridge_solution_and_the_min_norm_solution_below_the_thresho
         R, Q, eg = order_parameters(dr, ref)
         for dynamics, t in (("flow", [np.inf]), ("gd", [np.inf]), ("gd", [10**7])):
             c = exact_curves(dr, t, l2, dynamics)
-            for a, b in ((c.R, R), (c.Q, Q), (c.eg, eg)):
+            for a, b in ((c.R, R), (c.Q, Q), (c.eg_draw, eg)):
                 assert np.abs(a[:, -1] - b).max() <= 1e-7 * max(1.0, np.abs(b).max()), (n, l2, dynamics)
 
 
@@ -246,7 +249,33 @@ def test_gd_counts_whole_steps():
         exact_curves(dr, [-1.0], dynamics="flow")
     with pytest.raises(ValueError):
         exact_curves(dr, [1.0], l2=-0.1)
-    assert exact_curves(dr, [0, 1, 2]).eg[:, 0] == pytest.approx(0.5 * (dr.w**2).sum(1) / D)  # ŵ(0) = 0
+    start = exact_curves(dr, [0, 1, 2])  # ŵ(0) = 0: R = Q = 0
+    assert start.eg_draw[:, 0] == pytest.approx(0.5 * (dr.w**2).sum(1) / D)
+    assert (start.eg[:, 0] == 0.5).all() and (start.eg_clean[:, 0] == 0.5).all()  # Eq. 6 at σ = 0
+
+
+def test_exact_eg_is_eq6_as_written_and_eg_clean_the_noiseless_error():
+    """With label noise σ = 0.3 (n = 120, p = 70, κ = 40, 6 draws, on the original's time grid, gradient
+    flow): eg = ½(1 + σ² − 2R + Q) (the paper's Eq. 6 with the exact R, Q), eg_clean = ½(1 − 2R + Q), per draw
+    and for the mean over draws; eg_draw = ½(‖w‖²/d − 2R + Q) with R, Q from the student by definition."""
+    sigma = 0.3
+    dr = draws(40.0, 6, n=120, sigma=sigma)
+    assert dr.sigma == sigma
+    t = original_grid()
+    c = exact_curves(dr, t, dynamics="flow")
+    np.testing.assert_allclose(c.eg, 0.5 * (1 + sigma**2 - 2 * c.R + c.Q), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(c.eg_clean, 0.5 * (1 - 2 * c.R + c.Q), rtol=0, atol=1e-12)
+    mean = c.mean()
+    np.testing.assert_allclose(mean.eg, 0.5 * (1 + sigma**2 - 2 * mean.R + mean.Q), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(mean.eg_clean, 0.5 * (1 - 2 * mean.R + mean.Q), rtol=0, atol=1e-12)
+    assert np.abs(c.eg - c.eg_clean - sigma**2 / 2).max() < 1e-15  # not equal: the offset is σ²/2
+    w_hat = ridge_solution(dr)  # t -> infinity against the definitions (Eqs. (2.4)-(2.5))
+    R, Q, eg = order_parameters(dr, w_hat)
+    limit = exact_curves(dr, [np.inf], dynamics="flow")
+    np.testing.assert_allclose(limit.eg_draw[:, 0], eg, rtol=0, atol=1e-10)
+    np.testing.assert_allclose(limit.eg[:, 0], 0.5 * (1 + sigma**2 - 2 * R + Q), rtol=0, atol=1e-10)
+    # the spectrum carries σ, so a precomputed one gives the same curves
+    np.testing.assert_array_equal(exact_curves(spectrum(dr), t, dynamics="flow").eg, c.eg)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -261,7 +290,23 @@ def test_approx_equals_the_formula_as_written():
             c = approx_curves(N, D, P, 100.0, sigma, l2, t, features)
             R, Q, eg = approx_as_written(N, D, P, 100.0, sigma, l2, t, features)
             assert np.abs(c.R - R).max() < 1e-6 and np.abs(c.Q - Q).max() < 1e-6, features
-            np.testing.assert_allclose(c.eg + sigma**2 / 2, eg, rtol=0, atol=1e-6)  # noise convention
+            np.testing.assert_allclose(c.eg, eg, rtol=0, atol=1e-6)  # the paper's Eq. 6, σ² included
+            np.testing.assert_allclose(c.eg_clean + sigma**2 / 2, eg, rtol=0, atol=1e-6)
+
+
+def test_approx_eg_is_eq6_as_written_and_eg_clean_the_noiseless_error():
+    """σ > 0 on the original's grid: eg = ½(1 + σ² − 2R + Q) of the returned R, Q (the paper's Eq. 6),
+    eg_clean = ½(1 − 2R + Q), for both groups, each alone, and a ridge penalty."""
+    t = original_grid()
+    for features in ("both", "fast", "slow"):
+        for sigma, l2 in ((0.2, 0.0), (0.5, 1e-3)):
+            c = approx_curves(N, D, P, 100.0, sigma, l2, t, features)
+            assert c.eg_draw is None and c.eg.shape == c.eg_clean.shape == (300,)
+            np.testing.assert_allclose(c.eg, 0.5 * (1 + sigma**2 - 2 * c.R + c.Q), rtol=0, atol=1e-12)
+            np.testing.assert_allclose(c.eg_clean, 0.5 * (1 - 2 * c.R + c.Q), rtol=0, atol=1e-12)
+            assert np.abs(c.eg - c.eg_clean - sigma**2 / 2).max() < 1e-15, (features, sigma)
+    quiet = approx_curves(N, D, P, 100.0, 0.0, 0.0, t)
+    np.testing.assert_array_equal(quiet.eg, quiet.eg_clean)  # σ = 0: the two are one
 
 
 def test_approx_reproduces_fig1():
@@ -280,6 +325,36 @@ def test_approx_reproduces_fig1():
     slow = approx_curves(N, D, P, 100.0, features="slow")
     assert slow.eg[0] == pytest.approx(0.2812, abs=1e-4) and (np.diff(slow.eg) <= 1e-12).all()  # monotone
     assert not curve_summary(t1, slow.eg)["double_descent"]
+
+
+def test_summaries_of_the_fig1_curves_say_what_each_does():
+    """Fig. 1's three curves on its window (t + 1 ≤ 1e5) and on the whole grid: both groups have a peak and
+    are still falling at the window's end (no second minimum inside it, not the last grid point); fast
+    only falls to a minimum and rises to a plateau (no peak); slow only is monotone (no peak, no minimum)."""
+    t1 = original_grid() + 1
+    for window in (1e5, np.inf):
+        shown = t1 <= window
+        both, fast, slow = (
+            curve_summary(t1[shown], approx_curves(N, D, P, 100.0, features=f).eg[shown])
+            for f in ("both", "fast", "slow")
+        )
+        assert both["shape"] == "peak" and both["double_descent"] and both["second_min"] is None
+        assert both["peak"] == pytest.approx(0.2677, abs=1e-4) and both["peak_t"] != both["final_t"]
+        assert both["at_window_end"] == "falling" and both["final_t"] == t1[shown][-1]
+        assert fast["shape"] == "single descent" and fast["peak"] is None and fast["second_min"] is None
+        assert fast["first_min"] == pytest.approx(0.2329, abs=1e-4) and fast["at_window_end"] == "rising"
+        assert slow["shape"] == "monotone" and slow["first_min"] is None and slow["peak"] is None
+        assert slow["second_min"] is None and slow["at_window_end"] == "falling"
+    assert both["final"] == pytest.approx(0.0, abs=1e-4)  # the whole grid: → 0 at 1e8, still falling
+    shown = t1 <= 1e5
+    assert curve_summary(t1[shown], approx_curves(N, D, P, 100.0).eg[shown])["final"] == pytest.approx(
+        0.0216, abs=1e-4
+    )
+    text = describe_summary(curve_summary(t1[shown], approx_curves(N, D, P, 100.0).eg[shown]), "t + 1")
+    assert text == (
+        "first minimum 0.2327 (t + 1 = 14.2) → peak 0.2677 (331) → still falling at the end of the window: "
+        "0.0216 (9.62e+04)"
+    )
 
 
 def test_approx_reproduces_fig3():
@@ -314,11 +389,13 @@ def test_approx_reproduces_fig3():
 
 
 def test_approx_reproduces_fig2_with_the_noise_convention():
-    """fig2_cd (σ = 0.2): the quoted numbers include σ²/2, the paper's Eq. 6; `eg` leaves it out."""
+    """fig2_cd (σ = 0.2): the quoted numbers are the paper's Eq. 6, σ²/2 included: `eg`; `eg_clean` is
+    σ²/2 lower. At x = 8 the second minimum lies inside the window (the curve rises after it)."""
     x = np.linspace(0.1, 8, 100)
     heat = approx_curves(120, D, 80, 40.0, 0.2, 10 ** -x[:, None])
     assert heat.eg.shape == (100, 300)
-    noisy = heat.eg + 0.2**2 / 2
+    noisy = heat.eg
+    np.testing.assert_allclose(heat.eg_clean, heat.eg - 0.2**2 / 2, rtol=0, atol=1e-15)
     t1 = heat.reported_t
     assert noisy[0, -1] == pytest.approx(0.3646, abs=1e-4) and (np.diff(noisy[0]) <= 1e-12).all()
     found = curve_summary(t1, noisy[-1])
@@ -326,6 +403,11 @@ def test_approx_reproduces_fig2_with_the_noise_convention():
     assert found["peak"] == pytest.approx(0.2953, abs=1e-4) and at_grid(331.0, found["peak_t"])
     assert found["second_min"] == pytest.approx(0.1043, abs=1e-4) and at_grid(3.5e4, found["second_min_t"])
     assert found["final"] == pytest.approx(0.1200, abs=1e-4)
+    # x = 2.494: a minimum, then up to a plateau (no peak)
+    found = curve_summary(t1, noisy[30])
+    assert found["shape"] == "single descent" and found["peak"] is None
+    assert found["first_min"] == pytest.approx(0.2303, abs=1e-4) and at_grid(19.5, found["first_min_t"])
+    assert found["final"] == pytest.approx(0.2953, abs=1e-4)
 
 
 def test_approx_broadcasts_like_per_value_calls():
@@ -372,28 +454,49 @@ def test_domain_error_reports_the_first_offending_time():
 # --------------------------------------------------------------------------------------------------------
 
 
-def test_curve_summary_on_known_shapes():
+def test_curve_summary_on_constructed_shapes():
     t = np.arange(1.0, 11.0)
-    dd = np.array([0.5, 0.3, 0.2, 0.25, 0.35, 0.3, 0.2, 0.1, 0.05, 0.04])
+    # monotone: no peak, no minimum inside the window; still falling at the end, or flat
+    mono = curve_summary(t, np.linspace(0.5, 0.1, 10))
+    assert mono["shape"] == "monotone" and mono["at_window_end"] == "falling"
+    assert mono["first_min"] is None and mono["peak"] is None and mono["second_min"] is None
+    assert (mono["final_t"], mono["final"]) == (10.0, pytest.approx(0.1)) and not mono["double_descent"]
+    assert curve_summary(t, np.r_[np.linspace(0.5, 0.1, 7), [0.1] * 3])["at_window_end"] == "flat"
+    # single descent: a minimum, then up to the end (no peak: not the last point as peak and second minimum)
+    u = np.array([0.5, 0.3, 0.2, 0.22, 0.25, 0.27, 0.28, 0.281, 0.2812, 0.2812])
+    found = curve_summary(t, u)
+    assert found["shape"] == "single descent" and (found["first_min_t"], found["first_min"]) == (3.0, 0.2)
+    assert found["peak"] is None and found["second_min"] is None and found["rise"] == pytest.approx(0.0812)
+    assert found["at_window_end"] == "flat" and not found["double_descent"]
+    # double descent with a second minimum inside the window: the curve rises after it
+    dd = np.array([0.5, 0.3, 0.2, 0.25, 0.35, 0.3, 0.2, 0.04, 0.05, 0.06])
     found = curve_summary(t, dd)
-    assert (found["first_min_t"], found["peak_t"], found["second_min_t"]) == (3.0, 5.0, 10.0)
-    assert (
-        found["double_descent"]
-        and found["rise"] == pytest.approx(0.15)
-        and found["fall"] == pytest.approx(0.31)
-    )
+    assert (found["first_min_t"], found["peak_t"], found["second_min_t"]) == (3.0, 5.0, 8.0)
+    assert found["shape"] == "peak" and found["second_min"] == 0.04 and found["at_window_end"] == "rising"
+    assert found["double_descent"] and found["rise"] == pytest.approx(0.15)
+    assert found["fall"] == pytest.approx(0.31)
     assert not curve_summary(t, dd, rise=0.2)["double_descent"]
     assert not curve_summary(t, dd, fall=0.4)["double_descent"]
-    mono = curve_summary(t, np.linspace(0.5, 0.1, 10))
-    assert mono["peak"] is None and mono["second_min"] is None and not mono["double_descent"]
-    assert mono["first_min_t"] == 10.0  # a curve that never rises: its lowest point
+    # double descent still falling at the end of the window: no second minimum, the last value instead
+    falling = np.array([0.5, 0.3, 0.2, 0.25, 0.35, 0.3, 0.2, 0.1, 0.05, 0.04])
+    found = curve_summary(t, falling)
+    assert (found["first_min_t"], found["peak_t"], found["second_min"]) == (3.0, 5.0, None)
+    assert found["at_window_end"] == "falling" and (found["final_t"], found["final"]) == (10.0, 0.04)
+    assert found["double_descent"] and found["fall"] == pytest.approx(0.31)
+    assert describe_summary(found) == (
+        "first minimum 0.2000 (t = 3) → peak 0.3500 (5) → still falling at the end of the window: 0.0400 (10)"
+    )
     # a second descent far below the first minimum (a long window) does not hide the first minimum
     long = np.array([0.5, 0.3, 0.2, 0.25, 0.35, 0.3, 0.1, 0.01, 0.001, 0.0])
     found = curve_summary(t, long)
-    assert (found["first_min_t"], found["peak_t"], found["second_min_t"]) == (3.0, 5.0, 10.0)
+    assert (found["first_min_t"], found["peak_t"], found["second_min_t"]) == (3.0, 5.0, None)
     # of two bumps, the larger rise is the peak
     two = np.array([0.5, 0.3, 0.32, 0.2, 0.1, 0.3, 0.05, 0.04, 0.03, 0.02])
     assert curve_summary(t, two)["peak_t"] == 6.0 and curve_summary(t, two)["first_min_t"] == 5.0
+    # a late rise to the end of the window does not hide the peak the curve fell back from
+    late = np.array([0.5, 0.2, 0.3, 0.1, 0.12, 0.2, 0.3, 0.4, 0.5, 0.6])
+    found = curve_summary(t, late)
+    assert (found["first_min_t"], found["peak_t"], found["second_min_t"]) == (2.0, 3.0, 4.0)
     assert isinstance(found["first_min"], float) and isinstance(found["double_descent"], bool)
     with pytest.raises(ValueError):
         curve_summary(t, np.full(10, np.nan))

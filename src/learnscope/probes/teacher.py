@@ -1,8 +1,11 @@
 """Order parameters of a linear student against the teacher of its data (docs/studies/double_descent.md §2):
 the overlap R = (Fŵ)ᵀw/d, the modulated norm Q = ‖Fŵ‖²/d and the population error on noiseless labels
 E_G = ½(‖w‖²/d − 2R + Q) (+ ½b² for a bias b), with w and F from the data's `extras` (data kind
-`linear_teacher`). The student's weights are read off its function, ŵ_i = f(e_i) − f(0), so any model that is
-linear in its input works, whatever its parameters are called.
+`linear_teacher`). `teacher/eg` is the error this student makes on noiseless labels of its own teacher, what
+a noiseless test set estimates: the `eg_draw` of the exact closed form of the same draw (Eq. (3.6)), not the
+paper's Eq. 6 (`eg`, which takes ‖w‖²/d as 1 and adds the training noise σ²/2). The student's weights are
+read off its function, ŵ_i = f(e_i) − f(0), so any model that is linear in its input works, whatever its
+parameters are called.
 """
 
 from __future__ import annotations

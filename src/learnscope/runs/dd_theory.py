@@ -1,5 +1,7 @@
 """Closed-form double-descent curves as runs (run kind `dd_theory`): stored, swept and reported like
-experiments, with records (t, R, Q, eg) that `load_runs` reads next to trained runs.
+experiments, with records (t, R, Q, eg, eg_clean, ...) that `load_runs` reads next to trained runs. `eg` is
+the paper's Eq. 6 as written, ½(1 + σ² − 2R + Q); `eg_clean` = ½(1 − 2R + Q) the error on noiseless labels
+(docs/studies/double_descent.md §2).
 
 `form = "approx"` is the paper's fast–slow formula (Pezeshki et al. 2022, Eqs. 12 and 14 into Eq. 6;
 docs/studies/double_descent.md §4) on a log grid of times; `form = "exact"` averages the exact curves of
@@ -67,17 +69,26 @@ class DoubleDescentTheoryConfig(RunKindConfig):
 
 
 def theory_curve(cfg: DoubleDescentTheoryConfig) -> dict[str, np.ndarray]:
-    """t, R, Q, eg (and, exact, eg_std over the draws) of the setting."""
+    """The setting's curve: t, R, Q, eg (the paper's Eq. 6) and eg_clean (noiseless labels); the exact form
+    averages over its draws and adds eg_draw (each draw's noiseless-label error with its own ‖w‖²/d, what a
+    trained student's `teacher` probe measures) and eg_std (the standard deviation of eg over the draws)."""
     t = cfg.times()
     if cfg.form == "approx":
         curves = approx_curves(cfg.n, cfg.d, cfg.p, cfg.kappa, cfg.sigma, cfg.l2, t, cfg.features)
-        return {"t": t, "R": curves.R, "Q": curves.Q, "eg": curves.eg}
+        return {"t": t, "R": curves.R, "Q": curves.Q, "eg": curves.eg, "eg_clean": curves.eg_clean}
     s = singular_values(cfg.d, cfg.p, cfg.kappa, cfg.groups, cfg.power)
     draws = sample_teachers(cfg.n, s, cfg.sigma, range(cfg.seed, cfg.seed + cfg.draws))
     curves = exact_curves(draws, t, cfg.l2, cfg.dynamics)
-    out = {"t": t, "R": curves.R.mean(0), "Q": curves.Q.mean(0), "eg": curves.eg.mean(0)}
-    out["eg_std"] = curves.eg.std(0)
-    return out
+    mean = curves.mean()
+    return {
+        "t": t,
+        "R": mean.R,
+        "Q": mean.Q,
+        "eg": mean.eg,
+        "eg_clean": mean.eg_clean,
+        "eg_draw": mean.eg_draw,
+        "eg_std": curves.eg.std(0),
+    }
 
 
 def reported_t(form: str, t: np.ndarray) -> np.ndarray:
@@ -87,7 +98,8 @@ def reported_t(form: str, t: np.ndarray) -> np.ndarray:
 
 
 def summary(cfg: DoubleDescentTheoryConfig, curve: dict[str, np.ndarray]) -> dict[str, Any]:
-    """First minimum, peak and second minimum of the curve, at its reported times."""
+    """`curve_summary` of the curve's eg (the paper's Eq. 6) at its reported times: first minimum, peak, a
+    second minimum inside the window or what the curve does at its end."""
     return curve_summary(reported_t(cfg.form, curve["t"]), curve["eg"])
 
 

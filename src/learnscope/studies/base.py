@@ -17,18 +17,30 @@ numbers, the machine, versions and wall time, and where its figures are), which 
 turns into one HTML page. A study whose runs failed is recorded too, with the error; one with runs that
 another process is running (`RunningElsewhere`) is not recorded until they are done here.
 
+A scale is typed (`Scale`): the base config of the study's runs, its named axes (each a list of values) and
+the study's options (its `Options` model). Every study takes overrides the same way:
+
+    key=value            sets the base config (any config key of its runs)
+    --axis NAME=v1,v2    replaces an axis (`axes={"model.depth": [4]}` in Python)
+    study.NAME=value     sets a study option
+
+An override of a key that an axis sets, or that the study sets per run (`fixed_keys`), is an error naming the
+axis to use instead: never silently replaced. `plan()` gives each run with its axis values, as `--dry-run`
+prints them.
+
 A new study is one module with a `Study` subclass and `@register_study`; `learnscope study list` names them.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import platform
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -36,11 +48,14 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 import torch
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from ..atomic import atomic_write
-from ..errors import LearnscopeError, RunningElsewhere
+from ..config import apply_overrides, parse_value
+from ..errors import ConfigError, LearnscopeError, RunningElsewhere
 from ..executors import ExecutionOptions
-from ..store import FINAL, STUDY_RECORDS, RunDir, StoreError, read_json, read_run_or_corrupt
+from ..sections import Strict, format_error
+from ..store import FINAL, STUDY_RECORDS, RunDir, StoreError, flatten_config, read_json, read_run_or_corrupt
 from ..sweep import execution_options, plan, run_and_load
 from ..version import __version__
 
@@ -61,27 +76,126 @@ def get_study(name: str) -> type[Study]:
     return STUDIES[name]
 
 
+class NoOptions(Strict):
+    """A study without options."""
+
+
+class Scale(BaseModel):
+    """One scale of a study: the base config of its runs (a dict of the run kind's config), its named axes
+    (name -> values: a dotted config key such as `model.depth` sets that key in each run; another name is the
+    study's own, explained in `Study.axis_help`) and the study's options (an instance of its `Options`)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
+
+    base: dict[str, Any] = {}
+    axes: dict[str, list[Any]] = {}
+    options: Strict = NoOptions()
+    note: str = ""  # what the scale is for, shown by `study list`
+
+
 class Study:
-    """One study at one scale, with the overrides applied to every run. Subclasses set `name`, `paper` and
-    `scales` (scale name -> the study's own description of it) and implement `configs`, `summarise` and
-    `figures`; `format_summary` and `extra_tables` have defaults."""
+    """One study at one scale, with the overrides applied. Subclasses set `name`, `paper`, `scales` (name ->
+    `Scale`), `Options` (their options' model) and implement `configs`, `summarise` and `figures`;
+    `format_summary`, `extra_tables`, `headlines`, `refine` and `axis_values` have defaults.
+
+    After `__init__`: `self.base` is the scale's base config with the `key=value` overrides applied (a
+    dict), `self.axes` its axes with the `--axis` replacements, `self.options` its options with the
+    `study.*` ones."""
 
     name: ClassVar[str]
     paper: ClassVar[str]
-    scales: ClassVar[dict[str, Any]]
+    scales: ClassVar[dict[str, Scale]]
+    Options: ClassVar[type[Strict]] = NoOptions
     trains_networks: ClassVar[bool] = True  # its runs are training configs: `--data` and `--model` apply
+    axis_help: ClassVar[dict[str, str]] = {}  # axes that are not config keys: what a value means
+    fixed_keys: ClassVar[dict[str, str]] = {}  # config keys the study sets in each run -> how to change them
 
-    def __init__(self, scale: str = "tiny", overrides: Sequence[str] = ()):
+    def __init__(
+        self,
+        scale: str = "tiny",
+        overrides: Sequence[str] = (),
+        axes: Mapping[str, Sequence[Any]] | None = None,
+    ):
         if scale not in self.scales:
             available = ", ".join(self.scales)
             raise LearnscopeError(f"study {self.name} has no scale {scale!r}; it has: {available}")
         self.scale = scale
         self.overrides = tuple(overrides)
+        spec = self.scales[scale]
+        replaced = {name: [_axis_value(v) for v in values] for name, values in (axes or {}).items()}
+        for name, values in replaced.items():
+            if name not in spec.axes:
+                known = ", ".join(spec.axes) or "none"
+                raise ConfigError(
+                    f"--axis {name}: {self.name} has no such axis at scale {scale} (axes: {known})"
+                )
+            if not values:
+                raise ConfigError(f"--axis {name}: give at least one value")
+        self.axis_overrides = replaced
+        self.axes = {**spec.axes, **replaced}
+        option_items = [o.removeprefix("study.") for o in self.overrides if o.startswith("study.")]
+        config_items = [o for o in self.overrides if not o.startswith("study.")]
+        for item in config_items:
+            self._check_not_an_axis(item.partition("=")[0].strip())
+        try:
+            self.options = self.Options.model_validate(
+                apply_overrides(spec.options.model_dump(), option_items)
+            )
+        except ValidationError as exc:
+            raise ConfigError(format_error(exc, "study", self.Options)) from None
+        self.base = apply_overrides(spec.base, config_items)
+        self.config_overrides = tuple(config_items)
+        if replaced and not all(self.axes.values()):
+            empty = [name for name, values in self.axes.items() if not values]
+            raise ConfigError(
+                f"axis {empty[0]} of {self.name} is empty at scale {scale}, so the grid has no run: "
+                f"give it too (--axis {empty[0]}=...)"
+            )
+
+    def _check_not_an_axis(self, key: str) -> None:
+        """Refuse a `key=value` that the study would replace in every run: an axis, or a key it sets."""
+        for axis, values in self.axes.items():
+            if key == axis or key.startswith(axis + "."):
+                shown = ",".join(shown_value(v) for v in values)
+                raise ConfigError(
+                    f"{key} is the axis {axis} of {self.name} at scale {self.scale} ({shown}): "
+                    f"replace it with --axis {axis}=..."
+                )
+        for fixed, how in self.fixed_keys.items():
+            if key == fixed or key.startswith(fixed + ".") or fixed.startswith(key + "."):
+                raise ConfigError(f"{key} is set by {self.name} in each run: {how}")
 
     @property
     def command(self) -> str:
-        shown = " ".join(self.overrides)
+        axes = [
+            f"--axis {name}={','.join(shown_value(v) for v in values)}"
+            for name, values in self.axis_overrides.items()
+        ]
+        shown = " ".join([*axes, *self.overrides])
         return f"learnscope study {self.name} --scale {self.scale} {shown}".rstrip()
+
+    def points(self, *names: str) -> list[dict[str, Any]]:
+        """The grid of the axes `names` (default: every axis), in the axes' order: one dict per point."""
+        names = names or tuple(self.axes)
+        return [
+            dict(zip(names, values, strict=True))
+            for values in itertools.product(*(self.axes[n] for n in names))
+        ]
+
+    def plan(self) -> list[tuple[Any, dict[str, Any]]]:
+        """Each run of the scale with its axis values (what `--dry-run` prints)."""
+        return [(config, self.axis_values(config)) for config in self.configs()]
+
+    def axis_values(self, config: Any) -> dict[str, Any]:
+        """The values of the axes in a run's config (the axes that are config keys; a study with axes of its
+        own adds theirs)."""
+        flat = flatten_config(config.to_dict())
+        return {name: flat[name] for name in self.axes if name in flat}
+
+    def run_name(self, values: Mapping[str, Any]) -> str:
+        """The name of a run: the study, the scale and its axis values."""
+        shown = " ".join(f"{name}={shown_value(value)}" for name, value in values.items())
+        return f"{self.name}/{self.scale} {shown}".rstrip()
 
     def configs(self) -> list:
         """Every run of the scale: training `Config`s or committee-machine `OnlineConfig`s."""
@@ -143,14 +257,15 @@ def run_study(
     store: str | Path = "runs",
     out: str | Path | None = None,
     execution: ExecutionOptions | None = None,
+    axes: Mapping[str, Sequence[Any]] | None = None,
     **keywords: Any,
 ) -> StudyResult:
     """Run (or reuse) every run of a study's scale by the executor of `execution` (or of the keywords of
     `sweep.run_all`: executor, workers, quiet, retry_failed, ...), summarise them and write the summary, the
-    per-run table and the figures into `out` (default figures/<name>). A run that failed before is reported,
-    not rerun, unless `retry_failed`."""
+    per-run table and the figures into `out` (default figures/<name>). `overrides` and `axes` as `Study`
+    takes them. A run that failed before is reported, not rerun, unless `retry_failed`."""
     execution = execution if execution is not None else execution_options(**keywords)
-    study = get_study(name)(scale, overrides)
+    study = get_study(name)(scale, overrides, axes)
     out = Path(out) if out is not None else Path("figures") / name
     started = time.perf_counter()
     body: dict[str, Any] = {
@@ -158,6 +273,7 @@ def run_study(
         "paper": study.paper,
         "scale": scale,
         "overrides": list(study.overrides),
+        "axes": study.axis_overrides,
         "command": study.command,
         "out": str(out.resolve()),
         "machine": machine(),
@@ -241,8 +357,11 @@ def machine() -> dict[str, Any]:
 def study_record_path(store: str | Path, study: Study) -> Path:
     """Where a study is recorded in its store: one file per study, scale and set of overrides."""
     key = f"{study.name}-{study.scale}"
-    if study.overrides:
-        key += "-" + hashlib.sha256(" ".join(study.overrides).encode()).hexdigest()[:8]
+    if study.overrides or study.axis_overrides:
+        given = " ".join(study.overrides)
+        if study.axis_overrides:  # an axis changed: a record of its own (the same study without it keeps its)
+            given += " " + json.dumps(study.axis_overrides, sort_keys=True, default=str)
+        key += "-" + hashlib.sha256(given.encode()).hexdigest()[:8]
     return Path(store) / STUDY_RECORDS / f"{key}.json"
 
 
@@ -293,3 +412,19 @@ def per_run_table(table: pd.DataFrame) -> pd.DataFrame:
     long_text = [c for c in last.columns if last[c].map(lambda v: isinstance(v, str) and len(v) > 200).any()]
     columns = ["run", "status", *[c for c in last.columns if c not in ("run", "status", *long_text)]]
     return last[columns]
+
+
+def _axis_value(value: Any) -> Any:
+    """An axis value as given: from the command line a string, parsed as a config value is (1e-3, true, x)."""
+    return parse_value(value.strip()) if isinstance(value, str) else value
+
+
+def shown_value(value: Any) -> str:
+    """An axis value as a command line would give it: integers as integers, floats short."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() and abs(value) < 1e15 else f"{value:g}"
+    if isinstance(value, list):
+        return "[" + ",".join(shown_value(v) for v in value) + "]"
+    return str(value)

@@ -17,7 +17,9 @@ figures from stored runs:
 
 Runs: theory curves are runs of kind `dd_theory` (runs/dd_theory.py); gradient descent is the ordinary train
 loop on the data kind `linear_teacher` (a linear student from w = 0, the summed loss, lr = 1/λ_max(XᵀX));
-the network heatmap is a training sweep over weight decay × seeds. Overrides apply to the network runs.
+the network heatmap is a training sweep over weight decay × seeds (the axes `optim.weight_decay` and `seed`):
+`key=value` overrides set the network runs' config; the theory curves and gradient descent keep the paper's
+settings (other settings: `learnscope theory double-descent`).
 """
 
 from __future__ import annotations
@@ -26,13 +28,17 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from pydantic import NonNegativeInt, PositiveFloat, PositiveInt
 
 from ..config import Config
 from ..data.teachers import sample_teachers, singular_values
+from ..errors import ConfigError, LearnscopeError
 from ..report import PALETTE, colour, new_figure, save_figure
 from ..runs.dd_theory import DoubleDescentTheoryConfig, reported_t
-from ..theory.double_descent import curve_summary, exact_curves
-from .base import Headline, Study, register_study
+from ..sections import Strict
+from ..sweep import grid
+from ..theory.double_descent import SUMMARY_KEYS, curve_summary, describe_summary, exact_curves
+from .base import Headline, Scale, Study, register_study
 
 # The paper's analytic settings (its figure scripts' defaults).
 FIG1 = {"n": 150, "d": 100, "p": 70, "kappa": 100.0}
@@ -42,55 +48,85 @@ PHASE_KAPPAS = (1.0, 7.0, 12.0, 30.0, 100.0, 1000.0, 1e5)
 GD_KAPPAS = (1.0, 100.0, 1e4)
 GD_STEPS = 100_000
 
-# Network heatmaps: weight decay λ = 10^-x over `x`, `seeds`, the run config. The paper: ResNet-18 on
-# CIFAR-10, Adam lr 1e-4 (coupled L2 = λ), batch 128, 1001 epochs, 20% of the labels permuted among
-# themselves (its code; its text says 15%: `data.label_noise_mode=redraw data.label_noise=0.15`).
+# Network heatmaps: weight decay λ = 10^-x over the heatmap's x, seeds, the run config. The paper:
+# ResNet-18 on CIFAR-10, Adam lr 1e-4 (coupled L2 = λ), batch 128, 1001 epochs, 20% of the labels permuted
+# among themselves (its code; its text says 15%: `data.label_noise_mode=redraw data.label_noise=0.15`).
 # At CPU scale: the 1-D LeNet on MNIST-1D with 20% of the labels permuted (`small`: the README's heatmap;
 # `tiny`: the same pipeline for 20 epochs at three λ).
+NETWORK_PROBES = {"schedule": ["epochs"], "use": [{"kind": "evaluation", "sets": ["test"]}]}
 MNIST1D_LENET = {
     "data": {"kind": "mnist1d", "label_noise": 0.2, "label_noise_mode": "permute"},
     "model": {"kind": "lenet"},
     "optim": {"kind": "adam", "lr": 1e-3},
     "train": {"epochs": 200, "batch_size": 128, "checkpoint_every": 0},
+    "probes": NETWORK_PROBES,
 }
-NETWORK = {
-    "demo": {"x": [], "seeds": [], "config": MNIST1D_LENET},  # the theory and gradient descent only
-    "tiny": {
-        "x": [1.0, 3.0, 8.0],
-        "seeds": [0],
-        "config": {**MNIST1D_LENET, "train": {**MNIST1D_LENET["train"], "epochs": 20}},
+PAPER_NETWORK = {
+    "data": {
+        "kind": "cifar10",
+        "path": "data/cifar-10-batches-py",
+        "normalize": False,
+        "crop_padding": 4,
+        "flip": True,
+        "label_noise": 0.2,
+        "label_noise_mode": "permute",
     },
-    "small": {"x": np.linspace(1, 8, 12).round(3).tolist(), "seeds": [0, 1, 2], "config": MNIST1D_LENET},
-    "paper": {
-        "x": np.linspace(0.1, 8, 100).round(4).tolist(),
-        "seeds": [0, 1, 2, 3, 4],
-        "config": {
-            "data": {
-                "kind": "cifar10",
-                "path": "data/cifar-10-batches-py",
-                "normalize": False,
-                "crop_padding": 4,
-                "flip": True,
-                "label_noise": 0.2,
-                "label_noise_mode": "permute",
-            },
-            "model": {"kind": "resnet18", "width": 64},
-            "optim": {"kind": "adam", "lr": 1e-4},
-            "train": {"epochs": 1001, "batch_size": 128, "checkpoint_every": 3910},
+    "model": {"kind": "resnet18", "width": 64},
+    "optim": {"kind": "adam", "lr": 1e-4},
+    "train": {"epochs": 1001, "batch_size": 128, "checkpoint_every": 3910},
+    "probes": NETWORK_PROBES,
+}
+
+
+def weight_decays(x: list[float]) -> list[float]:
+    """λ = 10^-x: the heatmap's weight decays from its x axis."""
+    return [float(10**-v) for v in x]
+
+
+class Options(Strict):
+    """The study's options (`study.NAME=value`): the theory's and gradient descent's resolution."""
+
+    heatmap_x: PositiveInt = 25  # columns of the formula's heatmap over x = -log10 λ in [0.1, 8]
+    exact_draws: PositiveInt = 32  # data draws averaged by the exact curves
+    gd_draws: NonNegativeInt = 2  # draws trained by gradient descent, at each κ of gd_kappas
+    gd_kappas: list[PositiveFloat] = list(GD_KAPPAS)
+
+
+# Per scale: the network runs' config and axes (weight decay, seeds), and the options.
+SCALES: dict[str, Scale] = {
+    "demo": Scale(
+        note="`learnscope demo`: the theory and gradient descent only",
+        base=MNIST1D_LENET,
+        axes={"optim.weight_decay": [], "seed": []},
+        options=Options(gd_kappas=[100.0]),
+    ),
+    "tiny": Scale(
+        note="the theory, gradient descent, and the LeNet on MNIST-1D for 20 epochs at three λ",
+        base={**MNIST1D_LENET, "train": {**MNIST1D_LENET["train"], "epochs": 20}},
+        axes={"optim.weight_decay": weight_decays([1.0, 3.0, 8.0]), "seed": [0]},
+        options=Options(),
+    ),
+    "small": Scale(
+        note="the README's heatmap: the LeNet on MNIST-1D, 200 epochs, 12 λ x 3 seeds",
+        base=MNIST1D_LENET,
+        axes={
+            "optim.weight_decay": weight_decays(np.linspace(1, 8, 12).round(3).tolist()),
+            "seed": [0, 1, 2],
         },
-    },
+        options=Options(heatmap_x=100, exact_draws=200, gd_draws=4),
+    ),
+    "paper": Scale(
+        note="ResNet-18 on CIFAR-10 with 20% permuted labels, 1001 epochs, 100 λ x 5 seeds",
+        base=PAPER_NETWORK,
+        axes={
+            "optim.weight_decay": weight_decays(np.linspace(0.1, 8, 100).round(4).tolist()),
+            "seed": [0, 1, 2, 3, 4],
+        },
+        options=Options(heatmap_x=100, exact_draws=1000, gd_draws=8),
+    ),
 }
 
 NETWORK_FALL = 0.03
-
-# Per scale: heatmap columns of the formula, draws of the exact curves, draws trained by gradient descent (at
-# every κ of GD_KAPPAS, or at `gd_kappas`).
-SCALES = {
-    "demo": {"heatmap_x": 25, "exact_draws": 32, "gd_draws": 2, "gd_kappas": (100.0,)},
-    "tiny": {"heatmap_x": 25, "exact_draws": 32, "gd_draws": 2},
-    "small": {"heatmap_x": 100, "exact_draws": 200, "gd_draws": 4},
-    "paper": {"heatmap_x": 100, "exact_draws": 1000, "gd_draws": 8},
-}
 
 
 def gd_config(kappa: float, seed: int, steps: int | None = None) -> Config:
@@ -119,31 +155,39 @@ def theory(name: str, base: dict, **settings) -> DoubleDescentTheoryConfig:
 class DoubleDescent(Study):
     name = "double_descent"
     paper = "Pezeshki et al. 2022, Multi-scale feature learning dynamics: insights for double descent"
-    scales = {scale: {**SCALES[scale], "network": NETWORK[scale]} for scale in SCALES}
+    scales = SCALES
+    Options = Options
 
-    def configs(self) -> list:
-        spec = self.scales[self.scale]
+    def plan(self) -> list[tuple]:
+        """The theory curves of the paper's figures and gradient descent (shown by name), then the network
+        runs over the axes (weight decay x seeds)."""
+        opts = self.options
         runs: list = [theory(f"fig1 {f}", FIG1, features=f) for f in ("fast", "slow", "both")]
-        for x in np.linspace(0.1, 8, spec["heatmap_x"]):
+        for x in np.linspace(0.1, 8, opts.heatmap_x):
             runs.append(theory(f"heatmap x={x:.3f}", HEATMAP, l2=float(10**-x)))
         runs += [theory(f"phase kappa={k:g}", PHASE, kappa=k) for k in PHASE_KAPPAS]
         for k in GD_KAPPAS:
             runs.append(theory(f"approx kappa={k:g}", FIG1, kappa=k))
-            runs.append(theory(f"exact kappa={k:g}", FIG1, kappa=k, form="exact", draws=spec["exact_draws"]))
-            if k in spec.get("gd_kappas", GD_KAPPAS):
-                runs += [gd_config(k, seed) for seed in range(spec["gd_draws"])]
-        net = spec["network"]
-        for x in net["x"]:
-            for seed in net["seeds"]:
-                body = {
-                    **net["config"],
-                    "name": f"network x={x:g} seed={seed}",
-                    "seed": seed,
-                    "optim": {**net["config"]["optim"], "weight_decay": float(10**-x)},
-                    "probes": {"schedule": ["epochs"], "use": [{"kind": "evaluation", "sets": ["test"]}]},
-                }
-                runs.append(Config.from_dict(body).override(*self.overrides))
-        return runs
+            runs.append(theory(f"exact kappa={k:g}", FIG1, kappa=k, form="exact", draws=opts.exact_draws))
+            if k in opts.gd_kappas:
+                runs += [gd_config(k, seed) for seed in range(opts.gd_draws)]
+        networks = self.points()
+        if self.config_overrides and not networks:
+            raise ConfigError(
+                f"double_descent at scale {self.scale} trains no network, so {self.config_overrides[0]} has "
+                "nothing to apply to (the theory keeps the paper's settings); add networks with "
+                "--axis optim.weight_decay=... --axis seed=..."
+            )
+        base = Config.from_dict(self.base)
+        trained = [grid(base, {k: [v] for k, v in point.items()})[0] for point in networks]
+        named = [
+            run.model_copy(update={"name": self.run_name(p)})
+            for run, p in zip(trained, networks, strict=True)
+        ]
+        return [(run, {}) for run in runs] + list(zip(named, networks, strict=True))
+
+    def configs(self) -> list:
+        return [config for config, _ in self.plan()]
 
     # --- analysis ------------------------------------------------------------------------------------------
 
@@ -152,7 +196,10 @@ class DoubleDescent(Study):
         theory_runs = _theory(table)
         # Each curve is summarised over its figure's window of time: to 1e5 steps (Fig. 1, gradient descent),
         # to 1e7 (the phase diagram's curves). Whether a curve descends twice depends on the window: at
-        # κ = 1e4 the second descent comes after 1e5 steps.
+        # κ = 1e4 the second descent comes after 1e5 steps. The approximate curves are summarised in the
+        # paper's Eq. 6 (`eg`); the exact ones, which stand for gradient descent on these draws, in the error
+        # it makes (`eg_draw`, each draw's own ‖w‖²/d): Eq. 6 takes ‖w‖²/d as 1, which offsets the mean of a
+        # few draws (by -0.029 for the 32 draws of `tiny`, whose Eq. 6 curve at κ = 1 ends below zero).
         settings = [(f"fig1 {f}", FIG1, {"features": f}, 1e5) for f in ("fast", "slow", "both")]
         settings += [(f"phase kappa={k:g}", PHASE, {"kappa": k}, 1e7) for k in PHASE_KAPPAS]
         settings += [(f"exact kappa={k:g}", FIG1, {"kappa": k, "form": "exact"}, 1e5) for k in GD_KAPPAS]
@@ -161,8 +208,9 @@ class DoubleDescent(Study):
             curve = _curve(theory_runs, base, **changed)
             t = reported_t(curve["form"].iloc[0], curve["t"].to_numpy())
             shown = (t >= 1) & (t <= window)
-            found = curve_summary(t[shown], curve["eg"].to_numpy()[shown])
-            rows.append({"part": "theory", "setting": name, "window": window, **found})
+            column = "eg_draw" if changed.get("form") == "exact" else "eg"
+            found = curve_summary(t[shown], curve[column].to_numpy()[shown])
+            rows.append({"part": "theory", "setting": name, "error": column, "window": window, **found})
         for kappa, gap_exact, gap_approx in gd_gaps(table):
             rows.append(
                 {
@@ -182,7 +230,13 @@ class DoubleDescent(Study):
                 curve["epoch"].to_numpy(), curve["error"].to_numpy(), rise=NETWORK_FALL, fall=NETWORK_FALL
             )
             rows.append(
-                {"part": "network", "setting": f"lambda=1e-{x:g}", "window": curve["epoch"].max(), **found}
+                {
+                    "part": "network",
+                    "setting": f"lambda=1e-{x:g}",
+                    "error": "test error",
+                    "window": curve["epoch"].max(),
+                    **found,
+                }
             )
         return pd.DataFrame(rows)
 
@@ -190,21 +244,17 @@ class DoubleDescent(Study):
         rows = summary.set_index("setting")
         out = []
 
-        def descent(setting: str) -> str:
-            r = rows.loc[setting]
-            if not bool(r.get("double_descent")):
-                return f"no double descent (minimum {max(r['first_min'], 0.0):.4f})"
-            return (
-                f"{r['first_min']:.4f} → {r['peak']:.4f} → {r['second_min']:.4f} "
-                f"(t + 1 = {r['first_min_t']:.3g}, {r['peak_t']:.3g}, {r['second_min_t']:.3g})"
-            )
+        def descent(setting: str, time: str = "t", digits: int = 4) -> str:
+            found = _found(rows.loc[setting])
+            verdict = "yes" if found["double_descent"] else "no"
+            return f"{describe_summary(found, time, digits)}; double descent: {verdict}"
 
         if "fig1 both" in rows.index:
             out.append(
                 Headline(
-                    "E_G at κ = 100, fast and slow features (Fig. 1): first minimum → peak → second minimum",
-                    descent("fig1 both"),
-                    "0.2327 → 0.2677 (t + 1 = 14.2, 331)",
+                    "E_G at κ = 100, fast and slow features (Fig. 1), t + 1 ≤ 1e5",
+                    descent("fig1 both", "t + 1"),
+                    "first minimum 0.2327 (t + 1 = 14.2) → peak 0.2677 (331)",
                     "the approximate formula (Eqs. 12, 14 into 6); the paper's curve from its figure code",
                 )
             )
@@ -228,7 +278,10 @@ class DoubleDescent(Study):
             )
         if "exact kappa=100" in rows.index:
             out.append(
-                Headline("E_G of the exact curve at κ = 100 (mean over draws)", descent("exact kappa=100"))
+                Headline(
+                    "E_G of the exact GD curve at κ = 100 (mean over draws of each draw's error, eg_draw)",
+                    descent("exact kappa=100"),
+                )
             )
         for kappa in (1.0, 1e4):
             if f"exact kappa={kappa:g}" in rows.index:
@@ -237,25 +290,33 @@ class DoubleDescent(Study):
                 )
         net = summary[summary["part"] == "network"] if "part" in summary else summary.iloc[:0]
         if len(net):
-            smallest = net.iloc[(net["setting"].str.slice(9).astype(float)).argmax()]  # lambda=1e-<x>
-            found = (
-                "no double descent"
-                if not bool(smallest.get("double_descent"))
-                else (f"{smallest['first_min']:.3f} → {smallest['peak']:.3f} → {smallest['second_min']:.3f}")
-            )
+            x = net["setting"].str.removeprefix("lambda=1e-").astype(float)  # lambda=1e-<x>
+            smallest = net.iloc[int(x.argmax())]
             out.append(
                 Headline(
-                    f"network test error, smallest weight decay ({smallest['setting']}): min → peak → min",
-                    found,
-                    "0.190 → 0.274 → 0.185 (ResNet-18 on CIFAR-10, epochs 26, 75, 1001)",
+                    f"network test error, smallest weight decay ({smallest['setting']})",
+                    descent(smallest["setting"], "epoch", 3),
+                    "first minimum 0.190 (epoch 26) → peak 0.274 (75) → second minimum 0.182 (913); 0.185 at "
+                    "epoch 1001 (ResNet-18 on CIFAR-10, docs §6)",
                     "here a LeNet on MNIST-1D with 20 % permuted labels (docs §6)",
                 )
             )
         return out
 
     def format_summary(self, summary: pd.DataFrame) -> str:
-        summary = summary.dropna(axis=1, how="all")
-        return summary.to_string(index=False, float_format=lambda v: f"{v:.4g}", na_rep="")
+        kept = [c for c in summary.columns if c in SUMMARY_KEYS or summary[c].notna().any()]
+        summary = summary[kept]  # a blank peak or second minimum says something: kept
+        text = summary.to_string(index=False, float_format=lambda v: f"{v:.4g}", na_rep="")
+        if "shape" in summary:
+            text += (
+                "\n\nerror: the curve summarised, eg (the paper's Eq. 6), eg_draw (the exact curves: each"
+                " draw's error, own ‖w‖²/d, averaged) or the network's test error; times are t + 1"
+                " (approximate form), t (exact) or epochs, up to the window. shape: monotone (no peak),"
+                " single descent (a minimum, then up to the window's end: no peak) or peak. second_min is"
+                " blank where no minimum after the peak lies inside the window: the curve is still falling"
+                " (or flat) at the window's end (at_window_end), at final (final_t)."
+            )
+        return text
 
     def extra_tables(self, table: pd.DataFrame) -> dict[str, pd.DataFrame]:
         return {"network_curves": network_curves(table)}
@@ -271,8 +332,24 @@ class DoubleDescent(Study):
 
 
 def _theory(table: pd.DataFrame) -> pd.DataFrame:
+    """The theory runs' rows. Runs stored before `eg` became the paper's Eq. 6 (records without eg_clean; the
+    same config, so the same run) would mix two definitions: refused, naming one to remove."""
     kind = table["kind"] if "kind" in table else pd.Series("", index=table.index)
-    return table[kind == "dd_theory"]
+    theory_runs = table[kind == "dd_theory"]
+    clean = theory_runs["eg_clean"] if "eg_clean" in theory_runs else pd.Series(np.nan, theory_runs.index)
+    stale = theory_runs.loc[clean.isna(), "run"].unique() if len(theory_runs) else []
+    if len(stale):
+        raise LearnscopeError(
+            f"{len(stale)} dd_theory runs in the store were computed before eg became the paper's Eq. 6 "
+            f"(their records have no eg_clean), e.g. {stale[0]}: remove them from the store to compute them "
+            "again"
+        )
+    return theory_runs
+
+
+def _found(row: pd.Series) -> dict:
+    """A summary row back as `curve_summary` returned it (None where the table holds NaN)."""
+    return {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in row.items()}
 
 
 def _gd_runs(table: pd.DataFrame) -> pd.DataFrame:
@@ -283,19 +360,22 @@ def _gd_runs(table: pd.DataFrame) -> pd.DataFrame:
 
 def _exact_of_runs(runs: pd.DataFrame, steps: np.ndarray) -> np.ndarray:
     """The exact discrete-GD curve averaged over the data draws of these gradient-descent runs (one κ; each
-    draw at its own rate 1/λ_max)."""
+    draw at its own rate 1/λ_max): `eg_draw`, each draw's noiseless-label error with its own teacher norm, the
+    quantity the runs' `teacher/eg` measures."""
     curves = []
     for _, run in runs.groupby("run"):
         first = run.iloc[0]
         s = singular_values(int(first["data.d"]), int(first["data.p"]), float(first["data.kappa"]))
         draw = sample_teachers(int(first["data.n"]), s, float(first["data.sigma"]), [int(first["data.seed"])])
-        curves.append(exact_curves(draw, steps, 0.0, "gd", eta=float(first["lr"])).eg[0])
+        curves.append(exact_curves(draw, steps, 0.0, "gd", eta=float(first["lr"])).eg_draw[0])
     return np.mean(curves, axis=0)
 
 
 def gd_gaps(table: pd.DataFrame) -> list[tuple[float, float, float]]:
     """Per κ: the largest |error of the train loop − the exact discrete curve of the same draw| over all
-    logged steps, and |mean over draws of the loop − the approximate formula| at t ≥ 10."""
+    logged steps, and |mean over draws of the loop − the approximate formula| at t ≥ 10. The loop's
+    `teacher/eg` is an error on noiseless labels: against the same draw's `eg_draw`, and against the
+    formula's `eg_clean` (the paper's Eq. 6 less σ²/2; equal to its eg at the σ = 0 of these runs)."""
     gd = _gd_runs(table)
     theory_runs = _theory(table)
     out = []
@@ -309,7 +389,7 @@ def gd_gaps(table: pd.DataFrame) -> list[tuple[float, float, float]]:
         approx = _curve(theory_runs, FIG1, kappa=float(kappa))
         late = mean[mean.index >= 10]
         # the approximate curve is drawn at t + 1: compare there
-        interp = np.interp(np.log(late.index + 1.0), np.log(approx["t"] + 1.0), approx["eg"])
+        interp = np.interp(np.log(late.index + 1.0), np.log(approx["t"] + 1.0), approx["eg_clean"])
         out.append((float(kappa), worst, float(np.abs(late.to_numpy() - interp).max())))
     return out
 
@@ -343,7 +423,7 @@ def _curve(theory_runs: pd.DataFrame, base: dict, **settings) -> pd.DataFrame:
 
 def fast_slow_figure(theory_runs: pd.DataFrame, path: Path, title: str = "") -> Path:
     fig, ax = new_figure(figsize=(5.5, 3.6))
-    for features, shade in (("fast", PALETTE[0]), ("slow", PALETTE[1]), ("both", "black")):
+    for features, shade in (("fast", PALETTE[0]), ("slow", PALETTE[1]), ("both", PALETTE[-1])):
         c = _curve(theory_runs, FIG1, features=features)
         ax.plot(
             c["t"] + 1, c["eg"], color=shade, label=f"{features} features" if features != "both" else "both"
@@ -355,40 +435,46 @@ def fast_slow_figure(theory_runs: pd.DataFrame, path: Path, title: str = "") -> 
 
 
 def heatmap_figure(theory_runs: pd.DataFrame, net: pd.DataFrame, path: Path, title: str = "") -> Path:
-    """The paper's Fig. 2: error over (weight decay, time) for the formula and for the network, and the
-    network's error curves at a large, an intermediate and the smallest weight decay."""
-    fig, axes = new_figure(ncols=3, figsize=(16, 4))
+    """The paper's Fig. 2: error over (weight decay, time) for the formula (its Eq. 6, with the label noise σ,
+    on the paper's colour scale 0.2-0.45) and, where the scale trains networks, for the network and its error
+    curves at a large, an intermediate and the smallest weight decay. Without network runs (`demo`) the
+    figure is the formula's panel alone: no panel is drawn empty."""
+    net = net[net["epoch"] >= 1] if len(net) else net
+    fig, axes = new_figure(ncols=3 if len(net) else 1, figsize=(16, 4) if len(net) else (6, 4), squeeze=False)
+    axes = axes[0]
     heat = theory_runs[(theory_runs["n"] == HEATMAP["n"]) & (theory_runs["sigma"] == HEATMAP["sigma"])].copy()
     heat["x"] = -np.log10(heat["l2"])
     grid = heat.pivot_table(index="t", columns="x", values="eg")
     mesh = axes[0].pcolormesh(grid.columns, grid.index + 1, grid.to_numpy(), shading="nearest",
-                              vmin=0.18, vmax=0.43, cmap="viridis")  # fmt: skip
+                              vmin=0.2, vmax=0.45, cmap="viridis")  # fmt: skip
     axes[0].set(yscale="log", ylim=(1, 1e4), xlabel="−log₁₀ λ (weight decay)", ylabel="t + 1",
                 title="linear teacher–student, approximate formula")  # fmt: skip
-    fig.colorbar(mesh, ax=axes[0], label="$E_G$ (noiseless test labels)")
-    if len(net):
-        net = net[net["epoch"] >= 1]
-        grid = net.pivot_table(index="epoch", columns="x", values="error")
-        low = float(np.nanmin(grid.to_numpy()))
-        mesh = axes[1].pcolormesh(grid.columns, grid.index, grid.to_numpy(), shading="nearest",
-                                  vmin=low, vmax=low + 0.3, cmap="viridis")  # fmt: skip
-        axes[1].set(yscale="log", ylim=(1, grid.index.max()))
-        fig.colorbar(mesh, ax=axes[1], label="test error (mean over seeds)")
-        columns = sorted(grid.columns)
-        shown = {
-            "smallest λ": columns[-1],
-            "intermediate λ": columns[len(columns) // 2],
-            "large λ": columns[2],
-        }
-        for (label, x), shade in zip(shown.items(), ("black", PALETTE[1], PALETTE[0]), strict=True):
-            c = net[net["x"] == x]
-            axes[2].plot(c["epoch"], c["error"], color=shade, label=f"{label} = 1e-{x:g}")
-            axes[2].fill_between(c["epoch"], c["error"] - c["error_std"], c["error"] + c["error_std"],
-                                 color=shade, alpha=0.2, lw=0)  # fmt: skip
-        axes[2].set(xscale="log", xlim=(1, grid.index.max()), ylim=(low - 0.02, low + 0.3))
-        axes[2].legend(frameon=False, fontsize=8)
-    axes[1].set(xlabel="−log₁₀ λ (weight decay)", ylabel="epoch", title="network trained with label noise")
-    axes[2].set(xlabel="epoch", ylabel="test error", title="network: error curves (± std over seeds)")
+    fig.colorbar(mesh, ax=axes[0], label=f"$E_G$, Eq. 6 (label noise σ = {HEATMAP['sigma']:g})")
+    if not len(net):
+        return save_figure(fig, path, title)
+    grid = net.pivot_table(index="epoch", columns="x", values="error")
+    low = float(np.nanmin(grid.to_numpy()))
+    mesh = axes[1].pcolormesh(grid.columns, grid.index, grid.to_numpy(), shading="nearest",
+                              vmin=low, vmax=low + 0.3, cmap="viridis")  # fmt: skip
+    axes[1].set(yscale="log", ylim=(1, grid.index.max()), xlabel="−log₁₀ λ (weight decay)", ylabel="epoch",
+                title="network trained with label noise")  # fmt: skip
+    fig.colorbar(mesh, ax=axes[1], label="test error (mean over seeds)")
+    columns = sorted(grid.columns)
+    # the paper's right panel: the smallest λ, an intermediate and a large one (its 3rd column at 12 λ, the
+    # largest λ that still learns there; the first with fewer columns), each drawn once
+    picks = {columns[-1]: "smallest λ", columns[len(columns) // 2]: "intermediate λ"}
+    picks.setdefault(columns[2] if len(columns) > 5 else columns[0], "large λ")
+    high = low + 0.3
+    for i, (x, label) in enumerate(picks.items()):
+        c = net[net["x"] == x]
+        shade = PALETTE[-1] if i == 0 else colour(i - 1)
+        axes[2].plot(c["epoch"], c["error"], color=shade, label=f"{label} = 1e-{x:g}")
+        axes[2].fill_between(c["epoch"], c["error"] - c["error_std"], c["error"] + c["error_std"],
+                             color=shade, alpha=0.2, lw=0)  # fmt: skip
+        high = max(high, float(c["error"].max()) + 0.02)
+    axes[2].set(xscale="log", xlim=(1, grid.index.max()), ylim=(low - 0.02, high), xlabel="epoch",
+                ylabel="test error", title="network: error curves (± std over seeds)")  # fmt: skip
+    axes[2].legend(frameon=False, fontsize=8)
     return save_figure(fig, path, title)
 
 
@@ -417,15 +503,17 @@ def phase_figure(theory_runs: pd.DataFrame, path: Path, title: str = "") -> Path
 
 def gd_figure(table: pd.DataFrame, path: Path, title: str = "") -> Path:
     """Gradient descent through the train loop (mean over its draws) over the exact curve (mean over many
-    draws) and the approximate formula, all at t + 1 as the paper plots them."""
+    draws) and the approximate formula, all at t + 1 as the paper plots them. All are errors on noiseless
+    labels: the loop's `teacher/eg` and the exact curves' `eg_draw` (each draw's own ‖w‖²/d), the formula's
+    `eg_clean` (at σ = 0 its Eq. 6)."""
     fig, axes = new_figure(ncols=len(GD_KAPPAS), figsize=(13, 3.6))
     theory_runs, gd = _theory(table), _gd_runs(table)
     for ax, kappa in zip(axes, GD_KAPPAS, strict=True):
         exact = _curve(theory_runs, FIG1, kappa=kappa, form="exact")
         approx = _curve(theory_runs, FIG1, kappa=kappa)
         draws = int(exact["draws"].iloc[0]) if len(exact) else 0
-        ax.plot(exact["t"] + 1, exact["eg"], color="black", label=f"exact, mean of {draws} draws")
-        ax.plot(approx["t"] + 1, approx["eg"], color=PALETTE[3], ls="--", label="approximate formula")
+        ax.plot(exact["t"] + 1, exact["eg_draw"], color=PALETTE[-1], label=f"exact, mean of {draws} draws")
+        ax.plot(approx["t"] + 1, approx["eg_clean"], color=PALETTE[3], ls="--", label="approximate formula")
         runs = gd[gd["data.kappa"] == kappa]
         if len(runs):
             mean = runs.groupby("step")["teacher/eg"].mean()
@@ -434,7 +522,7 @@ def gd_figure(table: pd.DataFrame, path: Path, title: str = "") -> Path:
             same = _exact_of_runs(runs, mean.index.to_numpy(dtype=float))
             ax.plot(mean.index + 1, same, color=PALETTE[0], lw=0.8, label="exact, the same draws")
         ax.set(xscale="log", xlim=(1, 1e5), ylim=(0, 0.5), xlabel="t + 1 (steps)", title=f"κ = {kappa:g}")
-    axes[0].set_ylabel("generalisation error $E_G$")
+    axes[0].set_ylabel("$E_G$, noiseless labels")
     fullest = max(axes, key=lambda a: len(a.get_legend_handles_labels()[0]))  # the panel with the train loop
     fullest.legend(frameon=False, fontsize=8, loc="upper right")  # the curves stay below 0.35 there
     return save_figure(fig, path, title)

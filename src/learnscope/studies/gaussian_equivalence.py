@@ -20,26 +20,53 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from matplotlib.ticker import FuncFormatter
+from pydantic import PositiveFloat
 
 from ..config import apply_overrides
+from ..errors import ConfigError
 from ..report import colour, new_figure, save_figure
 from ..runs.committee.kinds import OnlineConfig
-from .base import Headline, Study, register_study
+from ..sections import Strict
+from .base import Headline, Scale, Study, register_study
 
-# Each scale: the settings (one per generator) sharing `common`, and the negative control's forced delta.
-# `tiny` is the CPU acceptance experiment (docs/studies/gaussian_equivalence.md §6): rand L = 4, D = 100,
-# N = 500, K = M = 2, eta = 0.2, t <= 1000, 41 log-spaced points; each ODE starts from its replica's weights,
-# delta = D/N = 0.2. Its moments are estimated (10^6 samples, as for every other generator): the arcsine law
-# is exact for one sign layer only, and with it the late sim-ODE gap grows from 0.006 to 0.008 (README).
-SCALES: dict[str, dict] = {
+# The generators the study compares (a value of the axis `setting`): each fixes the generator and its sizes.
+SETTINGS: dict[str, dict] = {
+    "rand L=4": {"generator": "rand", "D": 100, "N": 500, "L": 4},
+    "dcgan random": {"generator": "dcgan", "D": 100, "N": 3072},
+    # a trained DCGAN: a state dict, e.g. the original's dcgan_cifar10_weights.pth
+    "dcgan cifar10": {
+        "generator": "dcgan",
+        "D": 100,
+        "N": 3072,
+        "weights": "models/dcgan_cifar10_weights.pth",
+    },
+    "realnvp": {"generator": "realnvp", "D": 3072, "N": 3072},
+}
+
+
+class Options(Strict):
+    """The study's options (`study.NAME=value`)."""
+
+    # the negative control: an ODE forced to this delta = D/N instead of the generator's (none: no control)
+    control_delta: PositiveFloat | None = 0.5
+
+
+# Each scale: the keys shared by every run (`base`, which `key=value` overrides, on top of each setting) and
+# the settings (axis `setting`, names of SETTINGS). `tiny` is the CPU acceptance experiment
+# (docs/studies/gaussian_equivalence.md §6): rand L = 4, D = 100, N = 500, K = M = 2, eta = 0.2, t <= 1000, 41
+# log-spaced points; each ODE starts from its replica's weights, delta = D/N = 0.2. Its moments are estimated
+# (10^6 samples, as for every other generator): the arcsine law is exact for one sign layer only, and with it
+# the late sim-ODE gap grows from 0.006 to 0.008 (docs).
+SCALES: dict[str, Scale] = {
     # `demo` is `tiny` cut to what `learnscope demo` can afford (about 50 CPU-seconds): the same setting
     # (rand L = 4, D = 100, N = 500, delta = 0.2, K = M = 2, eta = 0.2) and 4 replicas, but t <= 100 (31
     # points, 10 a decade as in tiny) and moments from 10^5 samples. By t = 100 the error is near its plateau
     # and the delta = 0.5 control is off by 0.02-0.03, 5-8x the largest sim-ODE gap at t >= 3 (0.003 with
     # seed 0, 0.006 with seed 1); 10^5 instead of 10^6 samples move the ODE by < 0.001. With 2 replicas the
     # mean strayed 0.012 from the ODE near t = 4.
-    "demo": {
-        "common": {
+    "demo": Scale(
+        note="`learnscope demo`: the tiny setting to t = 100, moments from 10^5 samples",
+        base={
             "K": 2,
             "M": 2,
             "eta": 0.2,
@@ -49,11 +76,12 @@ SCALES: dict[str, dict] = {
             "moments": "estimate",
             "moment_samples": 100_000,
         },
-        "settings": [{"name": "rand L=4", "generator": "rand", "D": 100, "N": 500, "L": 4}],
-        "control_delta": 0.5,
-    },
-    "tiny": {
-        "common": {
+        axes={"setting": ["rand L=4"]},
+        options=Options(),
+    ),
+    "tiny": Scale(
+        note="the CPU acceptance experiment: rand L = 4, D = 100, N = 500, to t = 1000",
+        base={
             "K": 2,
             "M": 2,
             "eta": 0.2,
@@ -63,13 +91,14 @@ SCALES: dict[str, dict] = {
             "moments": "estimate",
             "moment_samples": 1_000_000,
         },
-        "settings": [{"name": "rand L=4", "generator": "rand", "D": 100, "N": 500, "L": 4}],
-        "control_delta": 0.5,
-    },
+        axes={"setting": ["rand L=4"]},
+        options=Options(),
+    ),
     # DCGAN with random weights (D = 100, N = 3 x 32 x 32), to t = 10. The generator costs ~2.5 ms per
     # sample on 2 CPU cores, so the moments come from 2.5 x 10^5 samples (~15 min), not 10^6 (an hour).
-    "small": {
-        "common": {
+    "small": Scale(
+        note="DCGAN with random weights, to t = 10",
+        base={
             "K": 2,
             "M": 2,
             "eta": 0.2,
@@ -79,13 +108,13 @@ SCALES: dict[str, dict] = {
             "moments": "estimate",
             "moment_samples": 250_000,
         },
-        "settings": [{"name": "dcgan random", "generator": "dcgan", "D": 100, "N": 3072}],
-        "control_delta": 0.5,
-    },
-    # The paper's generators to t = 10^4: DCGAN random and trained (a state dict, e.g. the original's
-    # dcgan_cifar10_weights.pth: `weights=...`), real NVP.
-    "paper": {
-        "common": {
+        axes={"setting": ["dcgan random"]},
+        options=Options(),
+    ),
+    # The paper's generators to t = 10^4: DCGAN random and trained, real NVP.
+    "paper": Scale(
+        note="the paper's generators (DCGAN random and trained, real NVP) to t = 10^4",
+        base={
             "K": 2,
             "M": 2,
             "eta": 0.2,
@@ -95,19 +124,9 @@ SCALES: dict[str, dict] = {
             "moments": "estimate",
             "moment_samples": 10_000_000,
         },
-        "settings": [
-            {"name": "dcgan random", "generator": "dcgan", "D": 100, "N": 3072},
-            {
-                "name": "dcgan cifar10",
-                "generator": "dcgan",
-                "D": 100,
-                "N": 3072,
-                "weights": "models/dcgan_cifar10_weights.pth",
-            },
-            {"name": "realnvp", "generator": "realnvp", "D": 3072, "N": 3072},
-        ],
-        "control_delta": None,
-    },
+        axes={"setting": ["dcgan random", "dcgan cifar10", "realnvp"]},
+        options=Options(control_delta=None),
+    ),
 }
 
 # Times before this are compared loosely: there single-run and finite-N noise dominate
@@ -116,19 +135,8 @@ T_COMPARE = 3.0
 
 
 def configs(scale: str = "tiny", overrides: tuple[str, ...] = ()) -> list[OnlineConfig]:
-    """Every run of a scale: per setting a simulation, its ODE and (if the scale has one) the control ODE."""
-    spec = SCALES[scale]
-    runs = []
-    for setting in spec["settings"]:
-        raw = apply_overrides({**spec["common"], **setting}, overrides)
-        runs.append(OnlineConfig.from_dict({**raw, "method": "simulation"}))
-        runs.append(OnlineConfig.from_dict({**raw, "method": "ode"}))
-        if spec.get("control_delta") is not None:
-            control = {**raw, "method": "ode", "force_delta": spec["control_delta"]}
-            runs.append(
-                OnlineConfig.from_dict({**control, "name": f"{raw['name']} delta={spec['control_delta']}"})
-            )
-    return runs
+    """Every run of a scale: per setting a simulation, its ODE and (with a control delta) the control ODE."""
+    return GaussianEquivalence(scale, overrides).configs()
 
 
 # What tells the settings of a scale apart (not `name`: it is not part of a run's identity, so a run stored
@@ -231,7 +239,8 @@ def headlines(summary: pd.DataFrame, comparable: list[bool], control_delta: floa
         late = np.isfinite(row["max_gap_late"])
         gap = float(row["max_gap_late"] if late else row["max_gap_early"])
         where = f"t ≥ {T_COMPARE:g}" if late else f"t < {T_COMPARE:g}"
-        note = f"mean of {int(row['replicas'])} replicas, t ≤ {row['t_final']:g}"
+        ran = f"{_label(row)}, D = {row['D']}, N = {row['N']}"  # what ran, as the overrides left it
+        note = f"{ran}; mean of {int(row['replicas'])} replicas, t ≤ {row['t_final']:g}"
         if late and np.isfinite(row["t_max_gap"]):
             note += (
                 f"; largest at t = {row['t_max_gap']:.3g}, where the replicas' range is "
@@ -347,10 +356,36 @@ class GaussianEquivalence(Study):
         "models for learning with two-layer neural networks"
     )
     scales = SCALES
+    Options = Options
     trains_networks = False  # committee machines: choose generator=..., K=..., eta=... instead
+    axis_help = {"setting": "a generator and its sizes: " + ", ".join(SETTINGS)}
+
+    def plan(self) -> list[tuple[OnlineConfig, dict]]:
+        """Per setting a simulation, its ODE and (with a control delta) the control ODE; the `key=value`
+        overrides apply on top of each setting, so `L=2` changes the rand generator's depth."""
+        runs = []
+        delta = self.options.control_delta
+        for setting in self.axes["setting"]:
+            if setting not in SETTINGS:
+                known = ", ".join(SETTINGS)
+                raise ConfigError(f"--axis setting: unknown setting {setting!r}; known: {known}")
+            raw = apply_overrides({**self.base, **SETTINGS[setting]}, self.config_overrides)
+            raw["name"] = " ".join([setting, *self.config_overrides])
+            shown = {"setting": setting}
+            runs.append(
+                (OnlineConfig.from_dict({**raw, "method": "simulation"}), shown | {"method": "simulation"})
+            )
+            runs.append((OnlineConfig.from_dict({**raw, "method": "ode"}), shown | {"method": "ode"}))
+            if delta is not None:
+                control = {**raw, "method": "ode", "force_delta": delta}
+                control["name"] = f"{raw['name']} delta={delta}"
+                runs.append(
+                    (OnlineConfig.from_dict(control), shown | {"method": "ode", "force_delta": delta})
+                )
+        return runs
 
     def configs(self) -> list[OnlineConfig]:
-        return configs(self.scale, self.overrides)
+        return [config for config, _ in self.plan()]
 
     def summarise(self, table: pd.DataFrame) -> pd.DataFrame:
         return summarise(table)
@@ -369,4 +404,4 @@ class GaussianEquivalence(Study):
             comparable.append(
                 cfg is not None and all(getattr(cfg, k) == v for k, v in DOCS_TINY_SETTING.items())
             )
-        return headlines(summary, comparable, SCALES[self.scale].get("control_delta"))
+        return headlines(summary, comparable, self.options.control_delta)

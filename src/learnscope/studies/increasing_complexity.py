@@ -32,20 +32,21 @@ Training goes through the one train loop and store, the sweep through `learnscop
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from itertools import combinations
 from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
 import pandas as pd
-from pydantic import Field, NonNegativeFloat, PositiveInt, ValidationError, field_validator
+from pydantic import Field, NonNegativeFloat, PositiveInt
 
-from ..config import Config, Strict, apply_overrides
+from ..config import Config, Strict
 from ..errors import ConfigError, LearnscopeError
 from ..probes.predictions import decode_predictions
 from ..report import PALETTE, colour, new_figure, save_figure
-from ..sections import format_error
-from .base import Headline, Study, register_study
+from ..store import flatten_config
+from .base import Headline, Scale, Study, register_study
 
 # How far the clone's seed-mean real-test accuracy may trail the baseline's before it counts as left behind.
 # On MNIST-1D (tiny scale, 2,000 test samples) the paired per-seed gap real - clone scatters by 0.011 (std
@@ -67,26 +68,28 @@ DISTRIBUTIONS: dict[str, dict[str, Any]] = {
 
 
 class StudyOptions(Strict):
-    """What the study varies and how it reads the runs; override with `study.<key>=value`."""
+    """How the study builds and reads its runs; override with `study.<key>=value` (the training distributions
+    and the seeds are its axes: `--axis distribution=real,gaussian,gmm3 --axis seed=0,1`)."""
 
-    seeds: Annotated[list[int], Field(min_length=1)] = [0, 1, 2]
-    distributions: Annotated[list[str], Field(min_length=1)] = ["real", "gaussian", "isotropic"]
     real_train: bool = False  # also evaluate every network on the real train set
     clone_test: PositiveInt | None = None  # also a held-out sample of this many from each clone
+    clone: dict[str, Any] = {}  # data options shared by every clone (e.g. study.clone.labels=counts)
     tolerance: NonNegativeFloat = TOLERANCE
     bootstrap: PositiveInt = 1000  # resamples of the seeds for the horizon's interval
     level: Annotated[float, Field(gt=0, lt=1)] = 0.9  # of the interval
 
-    @field_validator("distributions")
-    @classmethod
-    def _known(cls, value: list[str]) -> list[str]:
-        if "real" not in value:
-            raise ValueError("must include 'real', the baseline")
-        for name in value:
-            clone_options(name)  # raises on an unknown name
-        if len(set(value)) != len(value):
-            raise ValueError(f"names must be unique, got {value}")
-        return value
+
+def check_distributions(names: list[str]) -> None:
+    """The axis `distribution`: known names, unique, with the real data (the baseline) among them."""
+    if "real" not in names:
+        raise ConfigError(f"--axis distribution must include 'real', the baseline; got {','.join(names)}")
+    for name in names:
+        try:
+            clone_options(name)
+        except ValueError as exc:
+            raise ConfigError(f"--axis distribution: {exc}") from None
+    if len(set(names)) != len(names):
+        raise ConfigError(f"--axis distribution: names must be unique, got {','.join(names)}")
 
 
 # The CPU check (docs/studies/increasing_complexity.md §6): MNIST-1D (12,000 generated samples, 10,000
@@ -106,33 +109,36 @@ TINY_BASE = {
     },
 }
 
-# Each scale: the real-data config (every clone wraps its `data` as its source), the study's options, and the
-# options shared by every clone. Clone labels are uniform i.i.d. draws, as the original's.
-SCALES: dict[str, dict] = {
+# Each scale: the real-data config (every clone wraps its `data` as its source), the axes (training
+# distributions, seeds) and the study's options. Clone labels are uniform i.i.d. draws, as the original's.
+DISTRIBUTIONS_SHOWN = ["real", "gaussian", "isotropic"]
+SCALES: dict[str, Scale] = {
     # What `learnscope demo` runs (about a minute on 2 CPU cores): the tiny scale's data, model and optimiser,
     # cut to 1,500 steps, 50 log-spaced probes, 3 seeds and no real-train evaluation. By step 1,500 both
     # clones have left the baseline in order of fidelity (isotropic after ~20 steps, Gaussian after ~70) and
     # flattened below it; 3 seeds make the bootstrap interval of a horizon more than the two seeds' own.
-    "demo": {
-        "base": {
+    "demo": Scale(
+        note="`learnscope demo`: the tiny scale cut to 1,500 steps",
+        base={
             **TINY_BASE,
             "name": "increasing_complexity/demo",
             "train": {**TINY_BASE["train"], "steps": 1500},
             "probes": {**TINY_BASE["probes"], "points": 50},
         },
-        "study": {"distributions": ["real", "gaussian", "isotropic"], "seeds": [0, 1, 2], "clone_test": 2000},
-        "clone": {"labels": "uniform"},
-    },
-    # The CPU check (TINY_BASE).
-    "tiny": {
-        "base": TINY_BASE,
-        "study": {"distributions": ["real", "gaussian", "isotropic"], "real_train": True, "clone_test": 2000},
-        "clone": {"labels": "uniform"},
-    },
+        axes={"distribution": DISTRIBUTIONS_SHOWN, "seed": [0, 1, 2]},
+        options=StudyOptions(clone_test=2000, clone={"labels": "uniform"}),
+    ),
+    "tiny": Scale(
+        note="the CPU check: MLP 40-512-10 on MNIST-1D, 4,000 steps",
+        base=TINY_BASE,
+        axes={"distribution": DISTRIBUTIONS_SHOWN, "seed": [0, 1, 2]},
+        options=StudyOptions(real_train=True, clone_test=2000, clone={"labels": "uniform"}),
+    ),
     # The bundled MNIST test split (first 8,000 of t10k train, the rest test), padded to 32x32 for the
     # original's LeNet, with the original's recipe: SGD(0.05, 0.9, 5e-4), cosine stepped per epoch.
-    "small": {
-        "base": {
+    "small": Scale(
+        note="LeNet on the bundled MNIST test split, 30 epochs",
+        base={
             "name": "increasing_complexity/small",
             "data": {
                 "kind": "mnist",
@@ -156,16 +162,17 @@ SCALES: dict[str, dict] = {
                 "use": [{"kind": "evaluation"}, {"kind": "predictions"}],
             },
         },
-        "study": {"distributions": ["real", "gaussian", "diagonal", "isotropic"], "clone_test": 2000},
-        "clone": {"labels": "uniform"},
-    },
+        axes={"distribution": ["real", "gaussian", "diagonal", "isotropic"], "seed": [0, 1, 2]},
+        options=StudyOptions(clone_test=2000, clone={"labels": "uniform"}),
+    ),
     # The README figure (docs/studies/increasing_complexity.md §5-6): ResNet-18 on CIFAR-10, SGD(0.05, 0.9,
     # wd 5e-4), batch 128, cosine over 50 epochs stepped per epoch (19,550 steps), random crop (padding 4) and
     # flip on real and clone images alike, evaluation at ~100 log-spaced steps; the clone's own test set of
     # 10,000 as the original logs it.
-    # Add the WGAN or cifar5m samples with `study.distributions=[real, gaussian, isotropic, file:<path>]`.
-    "paper": {
-        "base": {
+    # Add the WGAN or cifar5m samples with `--axis distribution=real,gaussian,isotropic,file:<path>`.
+    "paper": Scale(
+        note="ResNet-18 on CIFAR-10, 50 epochs (the README figure)",
+        base={
             "name": "increasing_complexity/paper",
             "data": {"kind": "cifar10", "path": "data/cifar-10-batches-py", "crop_padding": 4, "flip": True},
             "model": {"kind": "resnet18"},
@@ -184,9 +191,9 @@ SCALES: dict[str, dict] = {
                 "use": [{"kind": "evaluation"}, {"kind": "predictions"}],
             },
         },
-        "study": {"distributions": ["real", "gaussian", "isotropic"], "clone_test": 10000},
-        "clone": {"labels": "uniform"},
-    },
+        axes={"distribution": DISTRIBUTIONS_SHOWN, "seed": [0, 1, 2]},
+        options=StudyOptions(clone_test=10000, clone={"labels": "uniform"}),
+    ),
 }
 
 
@@ -222,43 +229,28 @@ def distribution_of(row: Mapping[str, Any]) -> str:
     return str(method)
 
 
-def options(scale: str = "tiny", overrides: tuple[str, ...] = ()) -> StudyOptions:
-    """The study's options at a scale, with its `study.*` overrides."""
-    study = [o.removeprefix("study.") for o in overrides if o.startswith("study.")]
-    raw = apply_overrides(SCALES[scale].get("study", {}), study)
-    try:
-        return StudyOptions.model_validate(raw)
-    except ValidationError as exc:
-        raise ConfigError(format_error(exc, "study", StudyOptions)) from None
-
-
-def configs(scale: str = "tiny", overrides: tuple[str, ...] = ()) -> list[Config]:
+def configs(
+    scale: str = "tiny", overrides: tuple[str, ...] = (), axes: dict[str, list] | None = None
+) -> list[Config]:
     """Every run of a scale: each training distribution x each seed, in that order.
 
-    `overrides`: `study.<key>=v` set the StudyOptions (seeds, distributions, ...); `clone.<key>=v` every
-    clone's data options (e.g. `clone.labels=counts`); anything else the base config, whose `data` is the
-    real dataset (`data=digits`, `data.num_samples=4000`, `model.width=256`, `train.steps=500`)."""
-    spec = SCALES[scale]
-    opts = options(scale, overrides)
-    clone_keys = [o.removeprefix("clone.") for o in overrides if o.startswith("clone.")]
-    rest = [o for o in overrides if not o.startswith(("study.", "clone."))]
-    if any(o.partition("=")[0].strip() == "seed" for o in rest):
-        raise ConfigError("seed: the study sets each run's seed; give them as study.seeds=[0, 1, 2]")
-    base = Config.from_dict(spec["base"]).override(*rest)
-    shared = apply_overrides(spec.get("clone", {}), clone_keys)
-    return [_config(base, name, seed, opts, shared) for name in opts.distributions for seed in opts.seeds]
+    `overrides`: `study.<key>=v` set the StudyOptions (e.g. `study.clone.labels=counts` every clone's data
+    option); anything else the base config, whose `data` is the real dataset (`data=digits`,
+    `data.num_samples=4000`, `model.width=256`, `train.steps=500`). `axes` replace the distributions and
+    seeds ({"distribution": ["real", "gmm3"], "seed": [0]})."""
+    return IncreasingComplexity(scale, overrides, axes).configs()
 
 
-def _config(base: Config, name: str, seed: int, opts: StudyOptions, shared: dict[str, Any]) -> Config:
+def _config(base: Config, name: str, seed: int, opts: StudyOptions, run_name: str) -> Config:
     """The run of distribution `name` at `seed`: the same model, optimiser and schedule as the baseline's,
     the same init seed; a clone wraps the real data as its source, and every run reports the real test set."""
     raw = base.to_dict()
     raw["seed"] = seed
-    raw["name"] = f"{base.name}/{name}" if base.name else name
+    raw["name"] = run_name
     clone = clone_options(name)
     sets = ["test"]
     if clone is not None:
-        raw["data"] = {"kind": "clone", "source": raw["data"], **shared, **clone, "seed": seed}
+        raw["data"] = {"kind": "clone", "source": raw["data"], **opts.clone, **clone, "seed": seed}
         if opts.clone_test is not None and clone["method"] != "file":
             raw["data"]["test_n"] = opts.clone_test
             sets.append("clone_test")
@@ -645,17 +637,28 @@ class IncreasingComplexity(Study):
         "complexity"
     )
     scales = SCALES
-
-    def __init__(self, scale: str = "tiny", overrides: tuple[str, ...] = ()):
-        super().__init__(scale, overrides)
-        self.options = options(scale, self.overrides)
+    Options = StudyOptions
+    axis_help = {
+        "distribution": "the training data: real, or a clone ("
+        + ", ".join([*DISTRIBUTIONS, "gmm<k>", "file:<path>"])
+        + ")",
+    }
 
     def configs(self) -> list[Config]:
-        return configs(self.scale, self.overrides)
+        """Each training distribution x each seed, from the base config (the real data set)."""
+        check_distributions(self.axes["distribution"])
+        base = Config.from_dict(self.base)
+        return [
+            _config(base, p["distribution"], p["seed"], self.options, self.run_name(p)) for p in self.points()
+        ]
+
+    def axis_values(self, config: Config) -> dict:
+        return {"distribution": distribution_of(flatten_config(config.to_dict())), "seed": config.seed}
 
     def summarise(self, table: pd.DataFrame) -> pd.DataFrame:
         opts = self.options
-        return summarise(table, opts.tolerance, opts.bootstrap, opts.level, order=opts.distributions)
+        order = self.axes["distribution"]
+        return summarise(table, opts.tolerance, opts.bootstrap, opts.level, order=order)
 
     def figures(self, table: pd.DataFrame, summary: pd.DataFrame, out: Path) -> list[Path]:
         return figures(curves(table), summary, out, self.command, self.options.tolerance)
@@ -670,4 +673,6 @@ class IncreasingComplexity(Study):
         # The README figure's numbers compare only with its setting.
         real = next(c for c in self.configs() if c.data.kind != "clone")
         comparable = real.data.kind == "cifar10" and real.model.kind == "resnet18"
-        return headlines(summary, comparable, self.options.tolerance, self.options.level)
+        out = headlines(summary, comparable, self.options.tolerance, self.options.level)
+        ran = f"{real.model.kind} on {real.data.kind}"  # what ran, as the overrides left it
+        return [replace(h, note=f"{ran}; {h.note}") for h in out]

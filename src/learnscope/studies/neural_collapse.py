@@ -19,12 +19,16 @@ from pathlib import Path
 import matplotlib
 import numpy as np
 import pandas as pd
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import BoundaryNorm, ListedColormap
+from matplotlib.lines import Line2D
+from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter
 
 from ..config import Config
 from ..probes.collapse import effective_depth
-from ..report import new_figure, save_figure
+from ..report import colour, new_figure, save_figure
 from ..sweep import grid
-from .base import Headline, Study, register_study
+from .base import Headline, Scale, Study, register_study
 
 # The CPU check (docs/studies/neural_collapse.md §5); the demo cuts it to one depth, two noise levels and half
 # the epochs.
@@ -50,24 +54,29 @@ TINY_BASE = {
     },
 }
 
-# Each scale: a base config and its sweep axes (docs/studies/neural_collapse.md §4-5). `tiny` is the CPU check
+# Each scale: a base config and its axes (docs/studies/neural_collapse.md §4-5). `tiny` is the CPU check
 # (digits, 70/30 stratified split, MLP-L-256, 200 epochs, lr x0.1 at 50% and 75%; `--data mnist1d` runs it on
 # MNIST-1D); `small` MNIST with CONV-L-64 (see its weight decay); `paper` the README recipe of the original
 # code (its settings file uses milestones 60/100/200 x0.2: `train.milestones=[60,100,200] train.gamma=0.2`).
-SCALES: dict[str, dict] = {
-    # `learnscope demo`: the tiny recipe at L = 8, clean and with 40 % label noise, for half the epochs.
-    "demo": {
-        "base": {
+SCALES: dict[str, Scale] = {
+    "demo": Scale(
+        note="`learnscope demo`: the tiny recipe at L = 8, clean and 40 % label noise, half the epochs",
+        base={
             **TINY_BASE,
             "name": "neural_collapse/demo",
             "train": {**TINY_BASE["train"], "epochs": 100, "milestones": [50, 75]},
             "probes": {**TINY_BASE["probes"], "points": 30},
         },
-        "axes": {"model.depth": [8], "data.label_noise": [0.0, 0.4]},
-    },
-    "tiny": {"base": TINY_BASE, "axes": {"model.depth": [8, 12], "data.label_noise": [0.0, 0.2, 0.4]}},
-    "small": {
-        "base": {
+        axes={"model.depth": [8], "data.label_noise": [0.0, 0.4], "seed": [0]},
+    ),
+    "tiny": Scale(
+        note="the CPU check: MLP-L-256 on digits, 200 epochs",
+        base=TINY_BASE,
+        axes={"model.depth": [8, 12], "data.label_noise": [0.0, 0.2, 0.4], "seed": [0]},
+    ),
+    "small": Scale(
+        note="CONV-L-64 on the bundled MNIST test split, 100 epochs",
+        base={
             "name": "neural_collapse/small",
             "data": {
                 "kind": "mnist",
@@ -97,10 +106,11 @@ SCALES: dict[str, dict] = {
                 "use": [{"kind": "evaluation"}, {"kind": "collapse", "eps": 0.01}],
             },
         },
-        "axes": {"model.depth": [4, 8], "data.label_noise": [0.0, 0.2, 0.4]},
-    },
-    "paper": {
-        "base": {
+        axes={"model.depth": [4, 8], "data.label_noise": [0.0, 0.2, 0.4], "seed": [0]},
+    ),
+    "paper": Scale(
+        note="CONV-L-400 on CIFAR-10, 500 epochs (the original's README recipe)",
+        base={
             "name": "neural_collapse/paper",
             "data": {"kind": "cifar10", "path": "data/cifar-10-batches-py", "crop_padding": 4, "flip": True},
             "model": {"kind": "conv", "width": 400},
@@ -120,16 +130,16 @@ SCALES: dict[str, dict] = {
                 "use": [{"kind": "evaluation"}, {"kind": "collapse", "eps": 0.01}],
             },
         },
-        "axes": {"model.depth": [3, 5, 8, 12, 16, 20], "data.label_noise": [0.0]},
-    },
+        axes={"model.depth": [3, 5, 8, 12, 16, 20], "data.label_noise": [0.0], "seed": [0]},
+    ),
 }
 
 
-def configs(scale: str = "tiny", overrides: tuple[str, ...] = (), axes: dict | None = None) -> list[Config]:
-    """The sweep of a scale: its base config with `overrides`, over its axes (or `axes`)."""
-    spec = SCALES[scale]
-    base = Config.from_dict(spec["base"]).override(*overrides)
-    return grid(base, axes or spec["axes"])
+def configs(
+    scale: str = "tiny", overrides: tuple[str, ...] = (), axes: dict[str, list] | None = None
+) -> list[Config]:
+    """The runs of a scale: its base config with `overrides`, over its axes (with `axes` replacing some)."""
+    return NeuralCollapse(scale, overrides, axes).configs()
 
 
 def summarise(table: pd.DataFrame, eps: float = 0.01) -> pd.DataFrame:
@@ -142,6 +152,8 @@ def summarise(table: pd.DataFrame, eps: float = 0.01) -> pd.DataFrame:
         rows.append(
             {
                 "run": run_id,
+                "data": str(last.get("data.kind", "")),
+                "model": f"{last.get('model.kind', '')}-{depth}-{last.get('model.width', '')}",
                 "L": depth,
                 "noise": float(last.get("data.label_noise", 0.0)),
                 "seed": int(last["seed"]),
@@ -168,93 +180,216 @@ def format_summary(summary: pd.DataFrame) -> str:
 
 def figures(table: pd.DataFrame, summary: pd.DataFrame, out_dir: str | Path, title: str = "") -> list[Path]:
     """Fig. 1 of the paper (NCC train accuracy per layer vs epoch, a panel per L), CDNV per layer at the end,
-    and effective depth against L and against label noise."""
+    and effective depth against L and against label noise. Across the figures a depth L has one colour of
+    the palette and a label-noise level one line style; a panel without data is left out, not drawn empty."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = []
+    styles = _Styles(summary)
+    return [
+        save_figure(_ncc_figure(table, summary), out_dir / "ncc_train_per_layer.png", title),
+        save_figure(_cdnv_figure(summary, styles), out_dir / "cdnv_per_layer.png", title),
+        save_figure(_depth_figure(summary, styles), out_dir / "effective_depth.png", title),
+    ]
 
-    clean = table[table["data.label_noise"] == 0.0]
-    depths = sorted(clean["model.depth"].unique())
-    fig, axes = new_figure(1, len(depths), figsize=(4.2 * len(depths), 3.4), squeeze=False)
-    for ax, depth in zip(axes[0], depths, strict=True):
-        rows = clean[(clean["model.depth"] == depth) & (clean["seed"] == clean["seed"].min())].sort_values(
-            "step"
-        )
-        colours = matplotlib.colormaps["viridis"](np.linspace(0, 1, depth))
+
+class _Styles:
+    """A colour of the palette per depth L and a line style per label-noise level, in increasing order."""
+
+    LINESTYLES = ("-", "--", ":", "-.")
+
+    def __init__(self, summary: pd.DataFrame):
+        self.depths = sorted(int(d) for d in summary["L"].unique())
+        self.noises = sorted(float(n) for n in summary["noise"].unique())
+
+    def colour(self, depth) -> str:
+        return colour(self.depths.index(int(depth)))
+
+    def style(self, noise) -> str:
+        return self.LINESTYLES[self.noises.index(float(noise)) % len(self.LINESTYLES)]
+
+
+def _plain_ticks(axis) -> None:
+    """Tick labels as plain numbers (0, 1, 10, 100), not powers of ten, and no labels on minor ticks."""
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_minor_formatter(NullFormatter())
+
+
+def _grid(count: int, width: float, height: float, per_row: int = 3):
+    """A figure of `count` panels, at most `per_row` a row; the axes that a last, shorter row does not use
+    are removed (no empty panel). Returns the figure and the `count` axes."""
+    ncols = min(count, per_row)
+    nrows = -(-count // ncols)
+    fig, axes = new_figure(nrows, ncols, figsize=(width * ncols, height * nrows), squeeze=False)
+    flat = list(axes.flat)
+    for ax in flat[count:]:
+        ax.remove()
+    return fig, flat[:count]
+
+
+def _ncc_figure(table: pd.DataFrame, summary: pd.DataFrame):
+    """NCC train accuracy of every layer against epochs, a panel per depth L, of the clean-label runs (of the
+    least noisy ones where no run is clean: the panels say so), one seed each. Each panel has its own colour
+    bar of layers 1..L; the effective-depth layer is drawn bold and marked on it."""
+    noise = float(summary["noise"].min())
+    chosen = summary[summary["noise"] == noise].sort_values(["L", "seed"]).drop_duplicates("L")
+    fig, axes = _grid(len(chosen), 5.0, 3.8)
+    for ax, (_, run) in zip(axes, chosen.iterrows(), strict=True):
+        depth = int(run["L"])
+        rows = table[table["run"] == run["run"]].sort_values("step")
+        cmap = ListedColormap(matplotlib.colormaps["viridis"](np.linspace(0, 0.9, depth)))
+        found = run["effective_depth"]
+        marked = None if pd.isna(found) else int(found)  # the effective depth: its layer drawn bold
         # As the paper's Fig. 1: an inset zooms on 0.97-1.0, where eps = 0.01 decides the effective depth.
-        inset = ax.inset_axes([0.52, 0.06, 0.45, 0.36])
-        found = summary[(summary["L"] == depth) & (summary["noise"] == 0.0)]["effective_depth"].dropna()
-        marked = int(found.iloc[0]) if len(found) else None  # the effective depth: its layer drawn bold
-        for target, kwargs in ((ax, {}), (inset, {"lw": 0.8})):
+        inset = ax.inset_axes([0.5, 0.08, 0.46, 0.36])
+        for target, lw in ((ax, 1.5), (inset, 0.9)):
             for i in range(1, depth + 1):
-                bold = {"lw": 2.8 * kwargs.get("lw", 1.5) / 1.5} if i == marked else {}
-                label = f"layer {i}" + (" = effective depth" if i == marked else "")
-                target.plot(rows["epoch"], rows[f"train/ncc/{i}"], color=colours[i - 1], label=label,
-                            **{**kwargs, **bold})  # fmt: skip
-            target.plot(rows["epoch"], rows["train/acc"], "k--", label="network", **kwargs)
-        inset.set_xscale("symlog", linthresh=1)
-        inset.set_ylim(0.97, 1.002)
-        # The last decade of epochs (a run probed only within its first epoch still gets a range).
-        last_epoch = max(rows["epoch"].max(), 1.0)
+                target.plot(rows["epoch"], rows[f"train/ncc/{i}"], color=cmap(i - 1),
+                            lw=2.6 * lw if i == marked else lw, zorder=3 if i == marked else 2)  # fmt: skip
+            target.plot(rows["epoch"], rows["train/acc"], "--", color="black", lw=lw)
+        last_epoch = max(float(rows["epoch"].max()), 1.0)
+        inset.set_xscale("log")  # the last decade of epochs (a run probed only in its first epoch gets 0.1-1)
         inset.set_xlim(last_epoch / 10, last_epoch)
-        inset.tick_params(labelsize=6)
+        inset.set_xticks([last_epoch / 10, last_epoch])
+        _plain_ticks(inset.xaxis)
+        inset.set_ylim(0.97, 1.002)
+        inset.set_yticks([0.97, 0.98, 0.99, 1.0])
+        inset.tick_params(labelsize=7)
         inset.grid(alpha=0.3)
         ax.set_xscale("symlog", linthresh=1)
-        depth_note = f", effective depth {marked} (ε = 0.01)" if marked else ", no effective depth"
-        ax.set_title(f"L = {depth}{depth_note}", fontsize=9)
-        ax.set_xlabel("epoch")
+        _plain_ticks(ax.xaxis)
+        ax.set_ylim(None, 1.02)
+        noise_note = "" if noise == 0 else f", label noise {noise:.0%} (no clean run)"
+        depth_note = f"effective depth {marked}" if marked else "no effective depth"
+        ax.set_title(f"L = {depth}{noise_note}: {depth_note} (ε = 0.01)", fontsize=9)
+        ax.set_xlabel("epoch (0, then log)")
         ax.set_ylabel("NCC train accuracy")
         ax.grid(alpha=0.3)
-    axes[0][-1].legend(fontsize=6, ncol=1 + depths[-1] // 9, loc="upper left", bbox_to_anchor=(1.02, 1))
-    paths.append(save_figure(fig, out_dir / "ncc_train_per_layer.png", title))
+        bounds = np.arange(0.5, depth + 1)
+        bar = ax.figure.colorbar(
+            ScalarMappable(BoundaryNorm(bounds, cmap.N), cmap),
+            ax=ax, pad=0.02, fraction=0.05, aspect=25,
+        )  # fmt: skip
+        every = 1 if depth <= 12 else 2
+        ticks = {*range(1, depth + 1, every), *([marked] if marked else [])}
+        ticks = sorted(ticks | ({depth} if depth - 1 not in ticks else set()))
+        bar.set_ticks(ticks, labels=[f"{t} ◀" if t == marked else str(t) for t in ticks])
+        bar.ax.tick_params(labelsize=7, length=2)
+        bar.set_label("layer (bold, ◀: the effective depth)", fontsize=8)
+    axes[0].legend(
+        handles=[Line2D([], [], ls="--", color="black", label="network (train acc.)")],
+        fontsize=7,
+        loc="upper left",
+    )
+    return fig
 
-    fig, ax = new_figure(figsize=(4.8, 3.6))
-    for _, row in summary.iterrows():
-        style = "-" if row["noise"] == 0 else ":"
-        ax.plot(
-            range(1, row["L"] + 1),
-            row["cdnv_train"],
-            style,
-            marker="o",
-            ms=3,
-            label=f"L={row['L']}, noise {row['noise']:.0%}",
-        )
+
+def _cdnv_figure(summary: pd.DataFrame, styles: _Styles):
+    """CDNV of each layer on the training set at the last probe, a line per (L, noise): its mean over seeds
+    (geometric), their range as a band. Colour: L; line style: noise."""
+    fig, ax = new_figure(figsize=(5.6, 3.8))
+    for (depth, noise), rows in summary.groupby(["L", "noise"], sort=True):
+        values = np.array(rows["cdnv_train"].tolist(), dtype=float)  # (seeds, layers)
+        layers = np.arange(1, int(depth) + 1)
+        colour_, style = styles.colour(depth), styles.style(noise)
+        ax.plot(layers, np.exp(np.log(values).mean(0)), style, color=colour_, marker="o", ms=3.5, lw=1.6)
+        if len(values) > 1:
+            ax.fill_between(layers, values.min(0), values.max(0), color=colour_, alpha=0.15, lw=0)
     ax.set_yscale("log")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("layer")
-    ax.set_ylabel("CDNV (train) at the end")
+    ax.set_ylabel("CDNV (train), last probe")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=6)
-    paths.append(save_figure(fig, out_dir / "cdnv_per_layer.png", title))
+    handles, heading = _key(styles)
+    ax.legend(handles=handles, title=heading, fontsize=7, title_fontsize=7, loc="upper left",
+              bbox_to_anchor=(1.02, 1), borderaxespad=0)  # fmt: skip
+    return fig
 
-    # A network whose top layer misses eps is drawn at L + 1 with an open marker (the bootstrap's convention),
-    # so "not reached" stays on the figure instead of vanishing as NaN.
+
+def _key(styles: _Styles) -> tuple[list[Line2D], str | None]:
+    """Legend entries and title: a coloured line per depth and a black one per noise level's style; with one
+    depth, a line per noise level in its colour; a level that does not vary is the title."""
+    depths, noises = styles.depths, styles.noises
+    if len(depths) == 1:
+        depth = depths[0]
+        keys = [
+            Line2D([], [], color=styles.colour(depth), ls=styles.style(n), marker="o", ms=3.5,
+                   label=f"L = {depth}, label noise {n:.0%}")
+            for n in noises
+        ]  # fmt: skip
+        return keys, None
+    keys = [Line2D([], [], color=styles.colour(d), lw=2.5, label=f"L = {d}") for d in depths]
+    if len(noises) == 1:
+        return keys, f"label noise {noises[0]:.0%}"
+    keys += [Line2D([], [], color="black", ls=styles.style(n), label=f"label noise {n:.0%}") for n in noises]
+    return keys, None
+
+
+def _depth_figure(summary: pd.DataFrame, styles: _Styles):
+    """Effective depth against L (a line per noise level) and against label noise (a line per L): a panel
+    only where there is more than one L, or more than one noise level, to compare. A network whose top layer
+    misses eps is drawn at L + 1 with an open marker (the bootstrap's convention), so "not reached" stays
+    on the figure instead of vanishing as NaN."""
     shown = summary.assign(
         reached=summary["effective_depth"].notna(),
-        effective_depth=summary["effective_depth"].fillna(summary["L"] + 1),
+        effective_depth=summary["effective_depth"].fillna(summary["L"] + 1).astype(float),
+        depth_lo=pd.to_numeric(summary["depth_lo"], errors="coerce"),
+        depth_hi=pd.to_numeric(summary["depth_hi"], errors="coerce"),
     )
-    fig, axes = new_figure(1, 2, figsize=(8.4, 3.4))
-    for noise, group in shown.groupby("noise"):
-        agg = group.groupby("L")[["effective_depth", "depth_lo", "depth_hi"]].mean()
-        err = [agg["effective_depth"] - agg["depth_lo"], agg["depth_hi"] - agg["effective_depth"]]
-        line = axes[0].errorbar(
-            agg.index, agg["effective_depth"], yerr=err, capsize=3, label=f"noise {noise:.0%}"
-        )
-        _depth_markers(axes[0], group, "L", line[0].get_color())
-    axes[0].plot(axes[0].get_xlim(), axes[0].get_xlim(), "k:", lw=0.8, label="depth = L")
-    axes[0].set_xlabel("L")
-    axes[0].set_ylabel("effective depth (90% bootstrap)")
-    axes[0].legend(fontsize=7)
-    for depth, group in shown.groupby("L"):
-        agg = group.groupby("noise")["effective_depth"].mean()
-        line = axes[1].plot(agg.index, agg.values, label=f"L = {depth}")
-        _depth_markers(axes[1], group, "noise", line[0].get_color())
-    axes[1].set_xlabel("label noise")
-    axes[1].set_ylabel("effective depth (open: none, L + 1)")
-    axes[1].legend(fontsize=7)
-    for ax in axes:
+    panels = [p for p, values in (("L", styles.depths), ("noise", styles.noises)) if len(values) > 1] or ["L"]
+    fig, axes = _grid(len(panels), 4.6, 3.6)
+    for ax, panel in zip(axes, panels, strict=True):
+        (_depth_against_l if panel == "L" else _depth_against_noise)(ax, shown, styles)
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylabel("effective depth (open: none, at L + 1)")
         ax.grid(alpha=0.3)
-    paths.append(save_figure(fig, out_dir / "effective_depth.png", title))
-    return paths
+    if panels == ["L"] and len(styles.depths) == 1:
+        axes[0].set_title("one depth and one noise level: nothing to compare yet", fontsize=8)
+    return fig
+
+
+def _depth_against_l(ax, shown: pd.DataFrame, styles: _Styles) -> None:
+    """A black line per noise level (its style) through the mean effective depth at each L, the bootstrap's
+    90 % interval as error bars; a marker per network in the colour of its L, a little apart per noise."""
+    depths = styles.depths
+    gap = min(np.diff(depths), default=1) * 0.06
+    for j, (noise, group) in enumerate(shown.groupby("noise", sort=True)):
+        shift = (j - (len(styles.noises) - 1) / 2) * gap
+        agg, yerr = _mean_and_interval(group, "L")
+        ax.errorbar(agg.index + shift, agg["effective_depth"], yerr=yerr, ls=styles.style(noise),
+                    color="black", lw=1.2, capsize=3, label=f"label noise {noise:.0%}")  # fmt: skip
+        for depth, rows in group.groupby("L"):
+            _depth_markers(ax, rows.assign(L=rows["L"] + shift), "L", styles.colour(depth))
+    reference = {"color": "0.6", "lw": 0.8, "label": "effective depth = L"}
+    if len(depths) > 1:
+        ax.plot([depths[0], depths[-1]], [depths[0], depths[-1]], **reference)
+    else:
+        ax.axhline(depths[0], **reference)
+    ax.set_xticks(depths)
+    ax.set_xlabel("depth L (marker colour: L)")
+    ax.legend(fontsize=7)
+
+
+def _depth_against_noise(ax, shown: pd.DataFrame, styles: _Styles) -> None:
+    """A line per depth L (its colour) through the mean effective depth at each noise level, the bootstrap's
+    90 % interval as error bars, a little apart per L."""
+    gap = min(np.diff(styles.noises), default=1) * 0.03
+    for j, (depth, group) in enumerate(shown.groupby("L", sort=True)):
+        shift = (j - (len(styles.depths) - 1) / 2) * gap
+        agg, yerr = _mean_and_interval(group, "noise")
+        ax.errorbar(agg.index + shift, agg["effective_depth"], yerr=yerr, color=styles.colour(depth), lw=1.6,
+                    capsize=3, label=f"L = {depth}")  # fmt: skip
+        _depth_markers(ax, group.assign(noise=group["noise"] + shift), "noise", styles.colour(depth))
+    ax.set_xticks(styles.noises, [f"{n:.0%}" for n in styles.noises])
+    ax.set_xlabel("label noise")
+    ax.legend(fontsize=7)
+
+
+def _mean_and_interval(group: pd.DataFrame, by: str) -> tuple[pd.DataFrame, np.ndarray]:
+    """The mean effective depth and bootstrap bounds over the networks at each value of `by`, and the bounds
+    as error bar lengths (none where a run has no bounds)."""
+    agg = group.groupby(by)[["effective_depth", "depth_lo", "depth_hi"]].mean()
+    err = np.array([agg["effective_depth"] - agg["depth_lo"], agg["depth_hi"] - agg["effective_depth"]])
+    return agg, np.nan_to_num(err).clip(0)
 
 
 def _depth_markers(ax, group: pd.DataFrame, x: str, colour) -> None:
@@ -274,7 +409,9 @@ class NeuralCollapse(Study):
     scales = SCALES
 
     def configs(self) -> list[Config]:
-        return configs(self.scale, self.overrides)
+        """The product of the axes over the base config, each run named by its axis values."""
+        runs = grid(Config.from_dict(self.base), self.axes)
+        return [run.model_copy(update={"name": self.run_name(self.axis_values(run))}) for run in runs]
 
     def summarise(self, table: pd.DataFrame) -> pd.DataFrame:
         return summarise(table)
@@ -289,7 +426,9 @@ class NeuralCollapse(Study):
             paper = None
             if noise == 0.0 and depth >= 8:
                 paper = "≈ 6–7 of L = 8…20 (CONV-L-400, CIFAR-10, Fig. 1)"
-            note = f"test accuracy {rows['test_acc'].mean():.3f}; ε = 0.01"
+            ran = ", ".join(sorted({f"{m} on {d}" for m, d in zip(rows["model"], rows["data"], strict=True)}))
+            seeds = f"{len(rows)} seeds" if len(rows) > 1 else f"seed {rows['seed'].iloc[0]}"
+            note = f"{ran}, {seeds}; test accuracy {rows['test_acc'].mean():.3f}; ε = 0.01"
             out.append(Headline(f"effective depth, L = {depth}, label noise {noise:.0%}", value, paper, note))
         if summary["noise"].nunique() > 1:
             by_noise = summary.groupby("noise")["effective_depth"].mean()

@@ -11,10 +11,11 @@ one of three regimes as the ELR grows (docs/studies/sphere_regimes.md):
     divergence       random guessing: loss at or above chance, accuracy near chance, ~90° per step
 
 Runs: an ELR grid × seeds, every epoch probed (the `sphere` probe: train-mode loss over fixed batches, the
-angle per step, the effective gradient norm, the ELR); each run is classified from windowed statistics of its
-loss (`classify`), and the two boundaries are then located by bisection in log ELR across seeds (`refine`
-adds the runs at the midpoints). Figures: train loss, test error and effective gradient norm against epoch,
-one line per ELR coloured by regime; the diagram of train loss against effective gradient norm.
+angle per step, the effective gradient norm, the ELR); each run is classified from the shape of its loss over
+the second half of training, relative to its own fluctuation, its initial loss and chance (`classify`), and
+the two boundaries are then located by bisection in log ELR across seeds (`refine` adds the runs at the
+midpoints). Figures: train loss, test error and effective gradient norm against epoch, one line per ELR in
+its regime's colour and line style; the diagram of train loss against effective gradient norm.
 """
 
 from __future__ import annotations
@@ -22,17 +23,28 @@ from __future__ import annotations
 import itertools
 import math
 from pathlib import Path
+from typing import Annotated, Any
 
 import numpy as np
 import pandas as pd
+from matplotlib.colors import to_rgb
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+from pydantic import Field, PositiveFloat, PositiveInt
 
 from ..config import Config
 from ..report import PALETTE, colour, new_figure, save_figure
-from .base import Headline, Study, register_study
+from ..sections import Strict
+from .base import Headline, Scale, Study, register_study
 
 REGIMES = ("convergence", "equilibrium", "divergence")
-COLOURS = {"convergence": PALETTE[0], "equilibrium": PALETTE[1], "divergence": PALETTE[3], "unclear": "grey"}
-LINE_STYLES = ("-", "--", ":", "-.", (0, (6, 2, 1, 2, 1, 2)), (0, (1, 3)))
+UNSETTLED = ("not settled", "unclear")  # what `classify` calls a run it cannot place in a regime
+# Figures: a regime is a colour and a line style (blue solid, orange dashed, black dotted; the others purple
+# dash-dotted), an ELR within it a marker and a lighter shade the higher the ELR.
+COLOURS = {"convergence": PALETTE[0], "equilibrium": PALETTE[1], "divergence": PALETTE[7],
+           "not settled": PALETTE[4], "unclear": PALETTE[4]}  # fmt: skip
+REGIME_LINES = {"convergence": "-", "equilibrium": "--", "divergence": ":", "not settled": "-.",
+                "unclear": "-."}  # fmt: skip
+MARKERS = ("o", "s", "^", "v", "D", "P", "X", "*")
 # The paper's Fig. 1 (ConvNetSI c = 32 on CIFAR-10), as the ELR grid of its analysis notebook splits it.
 PAPER_REGIMES = "convergence ≤ 1e-3, equilibrium 2e-3–5e-3, divergence ≥ 5e-2 (ConvNetSI, CIFAR-10)"
 
@@ -44,53 +56,82 @@ SI_MLP_DIGITS = {
     "train": {"epochs": 100, "batch_size": 64, "drop_last": True, "checkpoint_every": 0},
 }
 
-# Scales: the base run config, the ELR grid, seeds, and the bisection's stopping ratio hi/lo.
-SCALES: dict[str, dict] = {
-    # `learnscope demo`: the tiny protocol at one ELR deep inside each regime, 2 seeds, no bisection.
-    "demo": {
-        "config": SI_MLP_DIGITS,
-        "elrs": [1e-3, 3e-2, 1.0],
-        "seeds": [1, 2],
-        "bisect_ratio": 100.0,
-    },
-    # The CPU protocol (SI_MLP_DIGITS).
-    "tiny": {
-        "config": SI_MLP_DIGITS,
-        "elrs": [1e-3, 1e-2, 3e-2, 1e-1, 1.0],
-        "seeds": [1, 2, 3],
-        "bisect_ratio": 2.0,
-        # train in equilibrium at ELR 3e-2 for half the epochs, then at 1e-3; against 1e-3 from scratch
-        "finetune": {"from": 3e-2, "to": 1e-3},
-        # ordinary training with weight decay (the "lr + wd" mode) of the same MLP with affine BatchNorm and a
-        # trained head: its ELR lr/ρ² drifts up as weight decay shrinks ρ, against the boundaries found above
-        "weight_decay": {
-            "data": {"kind": "digits", "flatten": True},
-            "model": {"kind": "mlp_si_af", "depth": 2, "width": 128},
-            "optim": {"kind": "sgd", "lr": 0.1, "momentum": 0.0, "weight_decay": 0.01},
-            "train": {"epochs": 300, "batch_size": 64, "checkpoint_every": 0},
-        },
-        # the same _af model on the sphere (its affine BatchNorm and head trained by SGD at the weight-decay
-        # run's lr, `other_lr`), swept like the SI model: its own convergence | equilibrium boundary, by
-        # bisection, is what the weight-decay run's drifting ELR is set against
-        "af_sweep": {"elrs": [3e-3, 1e-2, 3e-2, 1e-1], "epochs": 100},
-    },
+
+class Finetune(Strict):
+    """The fine-tuning protocol: train in equilibrium at ELR `start` for half the epochs, then at `then`;
+    against `then` from scratch for as many steps."""
+
+    start: PositiveFloat
+    then: PositiveFloat
+
+
+class AfSweep(Strict):
+    """The weight-decay run's _af model on the sphere, at these ELRs for `epochs` epochs: its own
+    convergence | equilibrium boundary, against which the weight-decay run's drifting ELR is set."""
+
+    elrs: Annotated[list[PositiveFloat], Field(min_length=2)]
+    epochs: PositiveInt
+
+
+class Options(Strict):
+    """The study's options (`study.NAME=value`)."""
+
+    bisect_ratio: Annotated[float, Field(gt=1)] = 2.0  # bisect a boundary until hi/lo is at most this
+    finetune: Finetune | None = None
+    weight_decay: dict[str, Any] | None = None  # the config of the ordinary lr + wd run (its data and model)
+    af_sweep: AfSweep | None = None  # needs weight_decay
+
+
+# Scales: the base run config; the axes: the ELR grid and the seeds; the options.
+SCALES: dict[str, Scale] = {
+    "demo": Scale(
+        note="`learnscope demo`: the tiny protocol at one ELR deep inside each regime, 2 seeds, no bisection",
+        base=SI_MLP_DIGITS,
+        axes={"optim.elr": [1e-3, 3e-2, 1.0], "seed": [1, 2]},
+        options=Options(bisect_ratio=100.0),
+    ),
+    "tiny": Scale(
+        note="the CPU protocol: an SI MLP on digits, 100 epochs, with the fine-tuning and lr + wd runs",
+        base=SI_MLP_DIGITS,
+        axes={"optim.elr": [1e-3, 1e-2, 3e-2, 1e-1, 1.0], "seed": [1, 2, 3]},
+        options=Options(
+            bisect_ratio=2.0,
+            # train in equilibrium at ELR 3e-2 for half the epochs, then at 1e-3; against 1e-3 from scratch
+            finetune=Finetune(start=3e-2, then=1e-3),
+            # ordinary training with weight decay (the "lr + wd" mode) of the same MLP with affine BatchNorm
+            # and a trained head: its ELR lr/ρ² drifts up as weight decay shrinks ρ, against the boundaries
+            # found above
+            weight_decay={
+                "data": {"kind": "digits", "flatten": True},
+                "model": {"kind": "mlp_si_af", "depth": 2, "width": 128},
+                "optim": {"kind": "sgd", "lr": 0.1, "momentum": 0.0, "weight_decay": 0.01},
+                "train": {"epochs": 300, "batch_size": 64, "checkpoint_every": 0},
+            },
+            # the same _af model on the sphere (its affine BatchNorm and head trained by SGD at the
+            # weight-decay run's lr, `other_lr`), swept like the SI model: its own convergence | equilibrium
+            # boundary, by bisection, is what the weight-decay run's drifting ELR is set against
+            af_sweep=AfSweep(elrs=[3e-3, 1e-2, 3e-2, 1e-1], epochs=100),
+        ),
+    ),
     # A small ConvNetSI (c = 8) on the MNIST test split bundled with learnscope (8,000 train / 2,000 test),
     # batch 128, no augmentation, 20 epochs, 2 seeds (~50 CPU-minutes with the bisections).
     # The train-mode loss is the training set's measurement, so the eval-mode pass covers the test set only.
-    "small": {
-        "config": {
+    "small": Scale(
+        note="a ConvNetSI (c = 8) on the bundled MNIST test split, 20 epochs",
+        base={
             "data": {"kind": "mnist", "train_prefix": "t10k", "test_prefix": "t10k", "split_at": 8000},
             "model": {"kind": "convnet_si", "width": 8, "head_norm": 10.0},
             "train": {"epochs": 20, "batch_size": 128, "checkpoint_every": 0},
             "probes": {"schedule": ["epochs"], "use": [{"kind": "evaluation", "sets": ["test"]}, "sphere"]},
         },
-        "elrs": [1e-3, 1e-2, 1e-1, 1.0, 10.0],
-        "seeds": [1, 2],
-        "bisect_ratio": 1.5,  # the equilibrium band of this convnet is narrow: (0.01, 0.03) holds all of it
-    },
+        axes={"optim.elr": [1e-3, 1e-2, 1e-1, 1.0, 10.0], "seed": [1, 2]},
+        # the equilibrium band of this convnet is narrow: (0.01, 0.03) holds all of it
+        options=Options(bisect_ratio=1.5),
+    ),
     # The paper's Fig. 1: ConvNetSI (c = 32) on CIFAR-10, batch 128, no augmentation, 1000 epochs.
-    "paper": {
-        "config": {
+    "paper": Scale(
+        note="the paper's Fig. 1: ConvNetSI (c = 32) on CIFAR-10, 1000 epochs",
+        base={
             "data": {"kind": "cifar10", "path": "data/cifar-10-batches-py"},
             "model": {"kind": "convnet_si", "width": 32, "head_norm": 10.0},
             "train": {"epochs": 1000, "batch_size": 128, "checkpoint_every": 3910},
@@ -104,10 +145,9 @@ SCALES: dict[str, dict] = {
                 "use": ["evaluation", "sphere"],
             },
         },
-        "elrs": [1e-5, 1e-4, 5e-4, 1e-3, 2e-3, 5e-3, 5e-2, 1e-1],
-        "seeds": [1, 2, 3],
-        "bisect_ratio": 1.5,
-    },
+        axes={"optim.elr": [1e-5, 1e-4, 5e-4, 1e-3, 2e-3, 5e-3, 5e-2, 1e-1], "seed": [1, 2, 3]},
+        options=Options(bisect_ratio=1.5),
+    ),
 }
 MAX_BISECTIONS = 3  # per boundary: each halves the interval in log ELR
 
@@ -148,43 +188,116 @@ def sweep_config(sweep: dict, elr: float, seed: int, overrides: tuple[str, ...] 
 
 
 # --- the regime of a run ------------------------------------------------------------------------------------
+#
+# A run's regime is read from the shape of its train-mode loss over the second half of training, measured
+# against the run itself, and from its train accuracy against chance: no threshold is a loss in nats, so the
+# rules carry to data they were not tuned on (docs/studies/sphere_regimes.md §5). The trend is the fall of
+# the log-loss across the second half (the Theil–Sen line, which a few loss spikes near a boundary do not
+# tilt) in units of the log-loss's own fluctuation about that line (1.4826 × its median absolute residual).
+# Measured on the SI MLP, 100 epochs, 3 seeds: digits at the tiny grid and its bisections (57 runs, with
+# the _af model's), MNIST-1D at ELR 1e-4 … 0.3 (24 runs) and at 3e-4 … 1e-2 for 400 epochs:
+#   - trend: converging runs 3.9–40 (digits), 6.4–52 (MNIST-1D); stationary runs, equilibrium and
+#     divergence, |trend| ≤ 0.86 (digits), ≤ 1.65 (MNIST-1D, where the equilibria at ELR 1e-3 and 3e-3 still
+#     settle after 100 epochs: ≤ 0.75 at 400). FLAT = 2: the level moves across the half by less than the
+#     width of its ±1 fluctuation band; FALLING = 3, below the slowest converging run; between them (and
+#     above FLAT before the run fits its training set) a run is `not settled`.
+#   - train accuracy as the fraction of the way from chance (1/C) to 1: diverging runs 0.04–0.17 (digits,
+#     ELR 0.1 and 1), 0.03–0.08 (MNIST-1D, 5.48e-2 … 0.3); the equilibria nearest to them 0.23–0.24 (digits
+#     5.48e-2) and 0.27–0.28 (MNIST-1D 3e-2): CHANCE between. Falling runs fit 0.95–1 of it: LEARNED below.
+#   - the stationary level as a fraction of the loss at initialisation (a random direction's): equilibria
+#     0.03–0.16 at their smallest ELR (digits 3e-2, mlp_si_af 5.48e-2, MNIST-1D 1e-3 and 3e-3), converged
+#     runs ≤ 3.4e-4: FLOOR between, a factor 10 from each.
+MIN_PROBES = 8  # probes in the second half of training below which no trend is read: `unclear`
+FALLING = 3.0  # trend above this (in fluctuations): still falling
+FLAT = 2.0  # |trend| at most this: stationary
+CHANCE = 0.2  # train accuracy below this fraction of the way from chance to 1: guessing (divergence)
+LEARNED = 0.9  # a falling run that fits less than this fraction of the way from chance to 1 is `not settled`
+FLOOR = 3e-3  # a stationary loss below this fraction of the initial loss is ≈ 0: converged
 
 
-def window_statistics(run: pd.DataFrame) -> dict[str, float]:
-    """Means over the third (q3) and last (q4) quarters of training of the train-mode loss, and over q4 of the
-    train accuracy, the angle per step and the effective gradient norm."""
+def window_statistics(run: pd.DataFrame, num_classes: int = 10) -> dict[str, float]:
+    """Of one run's records: the means over the third (q3) and last (q4) quarters of training of the
+    train-mode loss (and its q4 standard deviation), over q4 of the train accuracy (`above_chance`: as the
+    fraction of the way from chance 1/C to 1), the angle per step and the effective gradient norm; the final
+    test accuracy; and the shape of the loss over the second half (`loss_shape`)."""
+    run = run.sort_values("epoch")
+    start = run.loc[run["epoch"] <= 0, "sphere/train_tm_loss"].dropna()
+    initial = float(start.iloc[0]) if len(start) else math.nan
     run = run[run["epoch"] > 0]
     last = run["epoch"].max()
     q3 = run[(run["epoch"] > 0.5 * last) & (run["epoch"] <= 0.75 * last)]
     q4 = run[run["epoch"] > 0.75 * last]
+    acc = float(q4["sphere/train_tm_acc"].mean())
     out = {
         "q3_loss": float(q3["sphere/train_tm_loss"].mean()),
         "q4_loss": float(q4["sphere/train_tm_loss"].mean()),
         "q4_loss_std": float(q4["sphere/train_tm_loss"].std(ddof=0)),
-        "q4_acc": float(q4["sphere/train_tm_acc"].mean()),
+        "q4_acc": acc,
+        "above_chance": _above_chance(acc, num_classes),
         "test_acc": float(run["test/acc"].iloc[-1]) if "test/acc" in run else math.nan,
     }
     for key, column in (("q4_angle", "sphere/angle"), ("q4_grad_norm", "sphere/effective_grad_norm")):
         out[key] = float(q4[column].mean()) if column in q4 else math.nan
-    return out
+    half = run[run["epoch"] > 0.5 * last]
+    shape = loss_shape(half["epoch"].to_numpy(float), half["sphere/train_tm_loss"].to_numpy(float))
+    reference = initial if math.isfinite(initial) and initial > 0 else math.log(num_classes)
+    level = float(q4["sphere/train_tm_loss"].median()) / reference
+    return out | shape | {"initial_loss": initial, "level": level}
+
+
+def loss_shape(epochs: np.ndarray, loss: np.ndarray) -> dict[str, float]:
+    """The shape of a loss curve (the second half of a run): `drift`, the fall of log-loss across it (the
+    Theil–Sen line: the median of the pairwise slopes, so that a few spikes do not tilt it); `fluctuation`,
+    the robust spread of log-loss about that line (1.4826 × the median absolute residual: the standard
+    deviation for normal noise); `trend` = drift / fluctuation; `probes`, the points read."""
+    keep = np.isfinite(loss) & (loss > 0) & np.isfinite(epochs)
+    x, y = epochs[keep], np.log(loss[keep])
+    out = {"drift": math.nan, "fluctuation": math.nan, "trend": math.nan, "probes": len(x)}
+    if len(x) < 3 or x.max() == x.min():
+        return out
+    i, j = np.triu_indices(len(x), 1)
+    dx = x[j] - x[i]
+    slope = float(np.median((y[j] - y[i])[dx != 0] / dx[dx != 0]))
+    residual = y - slope * x
+    residual -= np.median(residual)
+    fluctuation = max(1.4826 * float(np.median(np.abs(residual))), 1e-6)  # float32 losses: never exactly 0
+    drift = -slope * float(x.max() - x.min())
+    return out | {"drift": drift, "fluctuation": fluctuation, "trend": drift / fluctuation}
+
+
+def _above_chance(acc: float, num_classes: int) -> float:
+    """An accuracy as the fraction of the way from chance (1/C) to 1."""
+    return (acc - 1 / num_classes) / (1 - 1 / num_classes)
 
 
 def classify(stats: dict[str, float], num_classes: int) -> str:
-    """The regime from windowed statistics (the rules of docs/studies/sphere_regimes.md §5):
-    divergence — random guessing: the train accuracy within 0.15 of chance (1/C);
-    convergence — the loss is below 0.05 and not rising (q4 ≤ q3);
-    equilibrium — a nonzero loss that is stationary (q4/q3 within [0.5, 2]);
-    anything else (still falling fast, rising) is `unclear`. A loss above ln C alone is not divergence: with
-    a head of norm 10 a chaotic run can be confidently wrong on some samples and still classify three times
-    better than chance."""
-    q3, q4, acc = stats["q3_loss"], stats["q4_loss"], stats["q4_acc"]
-    if acc < 1 / num_classes + 0.15:
-        return "divergence"
-    if q4 < 0.05 and q4 <= q3:
+    """The regime of a run from `window_statistics` (the thresholds and their measurements above):
+
+    convergence  — the loss still falls (trend > FALLING) and the run fits the training set (≥ LEARNED of the
+                   way from chance to 1); or it is stationary at ≈ 0 (below FLOOR × the initial loss);
+    not settled  — the loss still falls, but slowly (FLAT < trend ≤ FALLING) or before the run has fitted the
+                   training set: it may yet converge or stop at an equilibrium (train longer);
+    divergence   — random guessing: the train accuracy below CHANCE of the way from chance to 1, and the
+                   loss not falling;
+    equilibrium  — a stationary (|trend| ≤ FLAT), nonzero loss above chance;
+    unclear      — a rising loss, or too few probes (< MIN_PROBES in the second half) to read a trend.
+
+    A loss still falling at the end is never equilibrium, and a loss above ln C alone is not divergence:
+    with a head of norm 10 a chaotic run can be confidently wrong on some samples and still classify three
+    times better than chance."""
+    trend, level, acc = stats["trend"], stats["level"], stats["q4_acc"]
+    if stats["probes"] < MIN_PROBES or not all(math.isfinite(v) for v in (trend, level, acc)):
+        return "unclear"
+    learned = _above_chance(acc, num_classes)
+    if trend > FALLING and learned >= LEARNED:
         return "convergence"
-    if q3 > 0 and 0.5 <= q4 / q3 <= 2:
-        return "equilibrium"
-    return "unclear"
+    if trend > FLAT:
+        return "not settled"
+    if learned < CHANCE:
+        return "divergence"
+    if trend < -FLAT:
+        return "unclear"
+    return "convergence" if level < FLOOR else "equilibrium"
 
 
 def run_table(table: pd.DataFrame, classes: int = 10, model: str | None = None) -> pd.DataFrame:
@@ -192,7 +305,7 @@ def run_table(table: pd.DataFrame, classes: int = 10, model: str | None = None) 
     and the regime (`classes`: chance is 1/classes)."""
     rows = []
     for run_id, run in _fixed_elr(table, model).groupby("run", sort=False):
-        stats = window_statistics(run)
+        stats = window_statistics(run, classes)
         rows.append(
             {"run": run_id, "elr": float(run["optim.elr"].iloc[0]), "seed": int(run["seed"].iloc[0]), **stats,
              "regime": classify(stats, classes)}
@@ -256,12 +369,12 @@ def weight_decay_table(table: pd.DataFrame, boundary: dict | None) -> pd.DataFra
     return pd.DataFrame(rows)
 
 
-def finetune_table(table: pd.DataFrame, spec: dict) -> pd.DataFrame:
+def finetune_table(table: pd.DataFrame, finetune: Finetune | None) -> pd.DataFrame:
     """Per seed: the final test accuracy after training in equilibrium then at the small ELR, and after
     training at the small ELR from scratch for as many steps."""
-    if "finetune" not in spec or "train.schedule" not in table:
+    if finetune is None or "train.schedule" not in table:
         return pd.DataFrame()
-    high, low = spec["finetune"]["from"], spec["finetune"]["to"]
+    high, low = finetune.start, finetune.then
     last = table.sort_values("step").groupby("run").last()
     protocol = last[(last["train.schedule"] == "multistep") & (last["optim.elr"] == high)]
     scratch = last[(last["train.schedule"].fillna("constant") == "constant") & (last["optim.elr"] == low)]
@@ -276,8 +389,9 @@ def finetune_table(table: pd.DataFrame, spec: dict) -> pd.DataFrame:
 
 
 def elr_regimes(runs: pd.DataFrame) -> pd.Series:
-    """The regime of each ELR: the one most of its seeds are in (ties: the higher regime)."""
-    order = {r: i for i, r in enumerate((*REGIMES, "unclear"))}
+    """The regime of each ELR: the one most of its seeds are in (ties: the higher regime, then `not settled`,
+    then `unclear`)."""
+    order = {r: i for i, r in enumerate((*REGIMES, *UNSETTLED))}
 
     def majority(regimes: pd.Series) -> str:
         counts = regimes.value_counts()
@@ -312,43 +426,58 @@ class SphereRegimes(Study):
         "the sphere can happen in three regimes"
     )
     scales = SCALES
+    Options = Options
+    fixed_keys = {
+        "optim.kind": "every run is on the sphere (sphere_sgd) at the ELRs of the axis optim.elr",
+        "train.schedule": "each run keeps its ELR (the fine-tuning protocol: study.finetune)",
+        "train.milestones": "each run keeps its ELR (the fine-tuning protocol: study.finetune)",
+        "train.gamma": "each run keeps its ELR (the fine-tuning protocol: study.finetune)",
+    }
 
-    def configs(self) -> list:
-        spec = self.scales[self.scale]
-        base, overrides = spec["config"], self.overrides
-        runs = [sphere_config(base, elr, seed, overrides) for elr in spec["elrs"] for seed in spec["seeds"]]
-        if "finetune" in spec:
-            high, low = spec["finetune"]["from"], spec["finetune"]["to"]
-            runs += [sphere_config(base, high, seed, overrides, then=low) for seed in spec["seeds"]]
-            if low not in spec["elrs"]:
-                runs += [sphere_config(base, low, seed, overrides) for seed in spec["seeds"]]
-        if "weight_decay" in spec:
-            runs += [weight_decay_config(spec["weight_decay"], seed, overrides) for seed in spec["seeds"]]
+    def plan(self) -> list[tuple[Config, dict]]:
+        """The grid of ELRs x seeds; then the fine-tuning protocol's and the lr + wd runs (shown by name);
+        then the _af model's ELR sweep."""
+        base, overrides, seeds = self.scales[self.scale].base, self.config_overrides, self.axes["seed"]
+        grid = self.points("optim.elr", "seed")
+        runs = [(sphere_config(base, p["optim.elr"], p["seed"], overrides), p) for p in grid]
+        if self.options.finetune is not None:
+            high, low = self.options.finetune.start, self.options.finetune.then
+            runs += [(sphere_config(base, high, seed, overrides, then=low), {}) for seed in seeds]
+            if low not in self.axes["optim.elr"]:
+                runs += [(sphere_config(base, low, seed, overrides), {}) for seed in seeds]
+        if self.options.weight_decay is not None:
+            runs += [(weight_decay_config(self.options.weight_decay, seed, overrides), {}) for seed in seeds]
         for sweep in self.sweeps()[1:]:
             runs += [
-                sweep_config(sweep, elr, seed, overrides) for elr in sweep["elrs"] for seed in spec["seeds"]
-            ]
+                (sweep_config(sweep, elr, seed, overrides), {"model.kind": sweep["model"], "optim.elr": elr,
+                                                             "seed": seed})
+                for elr in sweep["elrs"]
+                for seed in seeds
+            ]  # fmt: skip
         return runs
+
+    def configs(self) -> list:
+        return [config for config, _ in self.plan()]
 
     def sweeps(self) -> list[dict]:
         """The ELR sweeps on the sphere: the SI model's (every boundary located), then, with `af_sweep`, the
         weight-decay run's _af model's (its convergence | equilibrium boundary only)."""
-        spec = self.scales[self.scale]
-        out = [{"model": spec["config"]["model"]["kind"], "base": spec["config"], "elrs": spec["elrs"],
-                "other_lr": 0.0, "boundaries": None}]  # fmt: skip
-        if "af_sweep" in spec:
-            wd, af = spec["weight_decay"], spec["af_sweep"]
-            base = {**spec["config"], "model": wd["model"], "data": wd["data"]}
-            base["train"] = {**spec["config"]["train"], "epochs": af["epochs"]}
+        base = self.scales[self.scale].base
+        out = [{"model": self.model_kind, "base": base, "elrs": self.axes["optim.elr"], "other_lr": 0.0,
+                "boundaries": None}]  # fmt: skip
+        wd, af = self.options.weight_decay, self.options.af_sweep
+        if af is not None and wd is not None:
+            model = Config.from_dict({**wd, "name": ""}).override(*self.config_overrides).model.kind
+            swept = {**base, "model": wd["model"], "data": wd["data"]}
+            swept["train"] = {**base["train"], "epochs": af.epochs}
             only = ["convergence|equilibrium"]
-            out.append({"model": wd["model"]["kind"], "base": base, "elrs": af["elrs"],
-                        "other_lr": wd["optim"]["lr"], "boundaries": only})  # fmt: skip
+            out.append({"model": model, "base": swept, "elrs": af.elrs, "other_lr": wd["optim"]["lr"],
+                        "boundaries": only})  # fmt: skip
         return out
 
     def refine(self, table: pd.DataFrame) -> list:
         """Bisection in log ELR, per sweep: one midpoint per boundary whose interval is wider than
         `bisect_ratio`, run at every seed, at most MAX_BISECTIONS times per boundary."""
-        spec = self.scales[self.scale]
         more = []
         for sweep in self.sweeps():
             runs = run_table(table, model=sweep["model"])
@@ -357,26 +486,29 @@ class SphereRegimes(Study):
                 if sweep["boundaries"] is not None and b["boundary"] not in sweep["boundaries"]:
                     continue
                 inside = [e for e in runs["elr"].unique() if e not in grid and b["lo"] < e < b["hi"]]
-                wide = b["hi"] / b["lo"] > spec["bisect_ratio"]
+                wide = b["hi"] / b["lo"] > self.options.bisect_ratio
                 if not wide or len(_bisections(runs, grid, b)) >= MAX_BISECTIONS or inside:
                     continue  # narrow enough, bisected enough, or a midpoint ran and was 'unclear' inside
                 mid = float(np.round(math.sqrt(b["lo"] * b["hi"]), 6))
-                more += [sweep_config(sweep, mid, seed, self.overrides) for seed in spec["seeds"]]
+                more += [sweep_config(sweep, mid, seed, self.config_overrides) for seed in self.axes["seed"]]
         return more
 
     @property
     def model_kind(self) -> str:
-        return self.scales[self.scale]["config"]["model"]["kind"]
+        """The model kind of the SI sweep's runs (as the overrides leave it)."""
+        return sphere_config(self.scales[self.scale].base, 1.0, 0, self.config_overrides).model.kind
 
     def summarise(self, table: pd.DataFrame) -> pd.DataFrame:
-        self.finetune = finetune_table(table, self.scales[self.scale])  # shown by format_summary
+        self.finetune = finetune_table(table, self.options.finetune)  # shown by format_summary
         runs = run_table(table, model=self.model_kind)
         self.af_runs = run_table(table, model=self.sweeps()[1]["model"]) if len(self.sweeps()) > 1 else None
         self.wd_boundary = self.weight_decay_boundary(runs)  # shown by format_summary and headlines
         self.weight_decay = weight_decay_table(table, self.wd_boundary)
+        self.ran = ran(_fixed_elr(table, self.model_kind))  # what the summary is of: shown by setting
         regimes = elr_regimes(runs)
         grouped = runs.groupby("elr")
-        columns = ["q3_loss", "q4_loss", "q4_loss_std", "q4_acc", "test_acc", "q4_angle", "q4_grad_norm"]
+        columns = ["q3_loss", "q4_loss", "q4_loss_std", "q4_acc", "test_acc", "q4_angle", "q4_grad_norm",
+                   "level", "trend", "above_chance"]  # fmt: skip
         summary = grouped[columns].mean()
         summary["seeds"] = grouped.size()
         summary["regime"] = regimes
@@ -417,14 +549,18 @@ class SphereRegimes(Study):
 
     @property
     def setting(self) -> str:
-        model = self.scales[self.scale]["config"]["model"]
-        data = self.scales[self.scale]["config"]["data"]["kind"]
-        return f"{model['kind']} on {data}"
+        """What ran: from the runs' records once `summarise` has read them (their model and data kinds,
+        epochs, ELRs, seeds), else the model and data of the scale's base config with the overrides."""
+        if getattr(self, "ran", ""):
+            return self.ran
+        config = sphere_config(self.scales[self.scale].base, 1.0, 0, self.config_overrides)
+        return f"{config.model.kind} on {config.data.kind}"
 
     def format_summary(self, summary: pd.DataFrame) -> str:
         runs = summary.rename(columns={"regimes of seeds": "seeds' regimes"})
         text = runs.to_string(index=False, float_format=lambda v: f"{v:.4g}")
-        lines = [text, "", "boundaries (the largest ELR in the lower regime, the smallest in the upper one):"]
+        lines = [f"runs: {self.setting}", text, ""]
+        lines.append("boundaries (the largest ELR in the lower regime, the smallest in the upper one):")
         for b in boundaries(summary.assign(regime=summary["regime"], seed=0)):
             lines.append(f"  {b['boundary']:<25} ({b['lo']:.3g}, {b['hi']:.3g})")
         finetune = getattr(self, "finetune", pd.DataFrame())
@@ -490,6 +626,24 @@ class SphereRegimes(Study):
         return paths
 
 
+def ran(runs: pd.DataFrame) -> str:
+    """What a table's runs are, from their records: the model and data kinds, epochs, ELRs and seeds
+    (e.g. "mlp_si on mnist1d, 100 epochs, ELR 0.001–1 (7 values), 3 seeds")."""
+    if not len(runs):
+        return ""
+
+    def kinds(column: str) -> str:
+        values = runs[column].dropna().unique() if column in runs else []
+        return "/".join(sorted(f"{v:g}" if isinstance(v, float) else str(v) for v in values)) or "?"
+
+    elrs = sorted(runs["optim.elr"].unique())
+    shown = f"ELR {elrs[0]:g}" if len(elrs) == 1 else f"ELR {elrs[0]:g}–{elrs[-1]:g} ({len(elrs)} values)"
+    return (
+        f"{kinds('model.kind')} on {kinds('data.kind')}, {kinds('train.epochs')} epochs, {shown}, "
+        f"{runs['seed'].nunique()} seeds"
+    )
+
+
 def _lower_boundary(runs: pd.DataFrame) -> dict | None:
     """The convergence | equilibrium interval, if the sweep located it."""
     found = [b for b in boundaries(runs) if b["boundary"] == "convergence|equilibrium"]
@@ -503,16 +657,50 @@ def _bisections(runs: pd.DataFrame, grid: set, boundary: dict) -> list[float]:
     return [e for e in runs["elr"].unique() if e not in grid and below < e < above]
 
 
+def elr_styles(regimes: dict[float, str]) -> dict[float, dict]:
+    """Each ELR's style in the figures: its regime's colour and line style (COLOURS, REGIME_LINES), and
+    within the regime a marker of its own and a lighter shade the higher the ELR, so that the legend's entry
+    for each ELR matches its line."""
+    out = {}
+    for regime in (*REGIMES, *UNSETTLED):
+        elrs = sorted(e for e, r in regimes.items() if (r if r in COLOURS else "unclear") == regime)
+        for i, elr in enumerate(elrs):
+            white = 0.45 * i / max(len(elrs) - 1, 1)
+            rgb = [(1 - white) * c + white for c in to_rgb(COLOURS[regime])]
+            out[elr] = {"color": tuple(rgb), "ls": REGIME_LINES[regime], "marker": MARKERS[i % len(MARKERS)]}
+    return out
+
+
+def _label(elr: float, regimes: dict) -> str:
+    return f"ELR {elr:.3g}  {regimes.get(elr, 'unclear')}"
+
+
+def _readable_log_ticks(axis) -> None:
+    """Plain tick labels on a log axis (0.001, 0.1, 10), at least 3 where the view allows: at each decade,
+    else at 1, 2 and 5 times each, else at 1, 1.5, 2, 3, 5 and 7 times each (where matplotlib would label
+    the crowded minor ticks, or none)."""
+    axis.axes.autoscale_view()  # the limits of the data drawn (matplotlib computes them lazily)
+    lo, hi = axis.get_view_interval()
+    choices = ((1.0,), (1.0, 2.0, 5.0), (1.0, 1.5, 2.0, 3.0, 5.0, 7.0))
+    subs = choices[-1]
+    if lo > 0:
+        decades = range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1)
+        inside = [sum(lo <= m * 10**d <= hi for d in decades for m in c) for c in choices]
+        subs = next((c for c, n in zip(choices, inside, strict=True) if n >= 3), choices[-1])
+    axis.set_major_locator(LogLocator(base=10, subs=subs, numticks=12))
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_minor_formatter(NullFormatter())
+
+
 def training_figure(curves: pd.DataFrame, regimes: dict, path: Path, title: str = "") -> Path:
     """The paper's Fig. 1: train loss (log), test error and mean effective gradient norm (log) against epoch,
-    one line per ELR (mean over seeds), coloured by the ELR's regime."""
+    one line per ELR (mean over seeds) in its regime's colour and line style (`elr_styles`)."""
     fig, axes = new_figure(ncols=3, figsize=(16, 4))
-    rank: dict[str, int] = {}  # ELRs of one regime told apart by line style, smallest solid
-    for elr, c in curves.groupby("optim.elr"):
-        regime = regimes.get(elr, "unclear")
-        rank[regime] = rank.get(regime, -1) + 1
-        style = {"color": COLOURS[regime], "ls": LINE_STYLES[rank[regime] % len(LINE_STYLES)], "lw": 1.2}
-        axes[0].plot(c["epoch"], c["sphere/train_tm_loss"], label=f"ELR {elr:.3g} ({regime})", **style)
+    styles = elr_styles({elr: regimes.get(elr, "unclear") for elr in curves["optim.elr"].unique()})
+    for i, (elr, c) in enumerate(curves.groupby("optim.elr")):
+        every = max(1, len(c) // 8)  # markers at 8 points, staggered between lines
+        style = {**styles[elr], "lw": 1.2, "ms": 4, "markevery": (i * every // 3 % every, every)}
+        axes[0].plot(c["epoch"], c["sphere/train_tm_loss"], label=_label(elr, regimes), **style)
         if "test/acc" in c:
             axes[1].plot(c["epoch"], 1 - c["test/acc"], **style)
         if "sphere/effective_grad_norm" in c:
@@ -520,24 +708,32 @@ def training_figure(curves: pd.DataFrame, regimes: dict, path: Path, title: str 
     axes[0].set(yscale="log", xlabel="epoch", ylabel="train loss, nats (BatchNorm in train mode)")
     axes[1].set(xlabel="epoch", ylabel="test error (fraction misclassified)", ylim=(0, 1))
     axes[2].set(yscale="log", xlabel="epoch", ylabel="mean effective gradient norm ρ‖∇L‖")
+    for ax in (axes[0], axes[2]):
+        _readable_log_ticks(ax.yaxis)
     handles, labels = axes[0].get_legend_handles_labels()
     axes[2].legend(handles, labels, frameon=False, fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1))
     return save_figure(fig, path, title)
 
 
 def diagram_figure(curves: pd.DataFrame, regimes: dict, path: Path, title: str = "") -> Path:
-    """Train loss against effective gradient norm, one curve per ELR, a star at its start."""
-    fig, ax = new_figure(figsize=(5.5, 4.5))
+    """Train loss against effective gradient norm, one curve per ELR (styled as in `training_figure`), a
+    star at its start."""
+    fig, ax = new_figure(figsize=(7.5, 4.5))
+    styles = elr_styles({elr: regimes.get(elr, "unclear") for elr in curves["optim.elr"].unique()})
     for elr, c in curves.groupby("optim.elr"):
         if "sphere/effective_grad_norm" not in c:
             continue
-        shade = COLOURS[regimes.get(elr, "unclear")]
-        ax.plot(c["sphere/train_tm_loss"], c["sphere/effective_grad_norm"], color=shade, lw=1,
-                label=f"{elr:.3g}")  # fmt: skip
+        every = max(1, len(c) // 6)
+        ax.plot(c["sphere/train_tm_loss"], c["sphere/effective_grad_norm"], lw=1, ms=4, markevery=every,
+                label=_label(elr, regimes), **styles[elr])  # fmt: skip
         start = c.iloc[0]
-        ax.plot(start["sphere/train_tm_loss"], start["sphere/effective_grad_norm"], "*", color=shade, ms=9)
-    ax.set(xscale="log", yscale="log", xlabel="train loss", ylabel="mean effective gradient norm")
-    ax.legend(title="ELR", frameon=False, fontsize=7)
+        ax.plot(start["sphere/train_tm_loss"], start["sphere/effective_grad_norm"], "*",
+                color=styles[elr]["color"], ms=10, mec="white", mew=0.5)  # fmt: skip
+    ax.set(xscale="log", yscale="log", xlabel="train loss (★: first epoch)")
+    ax.set_ylabel("mean effective gradient norm")
+    _readable_log_ticks(ax.xaxis)
+    _readable_log_ticks(ax.yaxis)
+    ax.legend(frameon=False, fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1))
     return save_figure(fig, path, title)
 
 

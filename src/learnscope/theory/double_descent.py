@@ -7,7 +7,13 @@ Learning Dynamics: Insights for Double Descent" (ICML 2022), as docs/studies/dou
 * `ridge_solution`: its t → ∞ limit, the ridge (or min-norm) solution (Eq. (3.2)).
 * `approx_curves`: the paper's approximate fast–slow formula (its Eqs. 12 and 14 into Eq. 6; §4, Eqs.
   (4.1)-(4.7)), broadcast over any of its inputs.
-* `curve_summary`: first minimum, peak, second minimum and whether the curve shows double descent (§4.4).
+* `curve_summary`: first minimum, peak, second minimum (only where one lies inside the window of time) and
+  whether the curve shows double descent (§4.4); `describe_summary` says it in one line.
+
+Every form returns `eg`, the paper's Eq. 6 as written, ½(1 + σ² − 2R + Q) (the error against labels with the
+training set's noise σ, ‖w‖²/d taken as 1), and `eg_clean`, ½(1 − 2R + Q), the error on noiseless labels;
+the exact form also `eg_draw`, ½(‖w‖²/d − 2R + Q), the noiseless-label error of each draw with its own teacher
+norm (what the `teacher` probe measures of a trained student). See §2.
 
 Pure numpy float64: all draws share one batched `np.linalg.eigh`, and times, ridge penalties and draws are
 array axes, never Python loops (only memory-bounded chunks are looped over).
@@ -27,12 +33,14 @@ from ..errors import ConfigError
 
 __all__ = [
     "APPROX_T_SHIFT",
+    "SUMMARY_KEYS",
     "Curves",
     "Spectrum",
     "TheoryDomainError",
     "TheoryInputError",
     "approx_curves",
     "curve_summary",
+    "describe_summary",
     "exact_curves",
     "original_grid",
     "ridge_solution",
@@ -71,11 +79,25 @@ class Draws(Protocol):
     y: np.ndarray
     F: np.ndarray
     w: np.ndarray
+    sigma: float  # the label noise of the training set
+
+
+def _eq6(R, Q, sigma=0.0):
+    """The paper's Eq. 6 as written, E_G = ½(1 + σ² − 2R + Q) (Eq. (2.6)): the error against labels with
+    noise σ, the teacher norm ‖w‖²/d taken as its expectation 1. σ = 0 gives the noiseless-label error."""
+    return 0.5 * (1.0 + np.square(sigma) - 2.0 * R + Q)
 
 
 @dataclass(frozen=True)
 class Curves:
-    """R (overlap), Q (modulated norm) and eg (population error on noiseless labels), time on the last axis.
+    """R (overlap), Q (modulated norm) and the generalisation error, time on the last axis (§2):
+
+    * `eg`, the paper's Eq. 6 as written, ½(1 + σ² − 2R + Q): the error against labels with the training
+      set's noise σ;
+    * `eg_clean`, ½(1 − 2R + Q): the same error on noiseless labels (eg − σ²/2);
+    * `eg_draw` (exact curves only, else None), ½(‖w‖²/d − 2R + Q): the noiseless-label error of each draw
+      with its own teacher norm instead of 1, a deliberate departure from Eq. 6 that the `teacher` probe of
+      a trained student measures (compare a trained run with the exact curve of its draw on this one).
 
     Exact curves have shape (S, T) or (S, Λ, T) (draw, ridge penalty, time); approximate ones the broadcast
     shape of their inputs. `reported_t` is the time to plot and summarise: t itself for the exact form,
@@ -85,6 +107,8 @@ class Curves:
     R: np.ndarray
     Q: np.ndarray
     eg: np.ndarray
+    eg_clean: np.ndarray
+    eg_draw: np.ndarray | None = None
     t_shift: float = 0.0
 
     @property
@@ -93,7 +117,10 @@ class Curves:
 
     def mean(self) -> Curves:
         """The average over draws (axis 0) of exact curves: what a figure of many draws shows."""
-        return Curves(self.t, self.R.mean(0), self.Q.mean(0), self.eg.mean(0), self.t_shift)
+        draw = None if self.eg_draw is None else self.eg_draw.mean(0)
+        return Curves(
+            self.t, self.R.mean(0), self.Q.mean(0), self.eg.mean(0), self.eg_clean.mean(0), draw, self.t_shift
+        )
 
 
 def original_grid(points: int = 300) -> np.ndarray:
@@ -132,13 +159,15 @@ def _one_blas_thread(d: int) -> Iterator[None]:
 class Spectrum:
     """One eigendecomposition per draw, XᵀX = V diag(L) Vᵀ (Eq. (3.1)), and what the curves need of it:
     L (S, d) ascending with the null space set to exactly 0, V (S, d, d), beta = VᵀXᵀy (S, d) (0 on the null
-    space), B = F V (S, d, d) (so F ŵ = B (Vᵀŵ)) and the teacher w (S, d)."""
+    space), B = F V (S, d, d) (so F ŵ = B (Vᵀŵ)), the teacher w (S, d) and the label noise σ of the draws
+    (for Eq. 6)."""
 
     L: np.ndarray
     V: np.ndarray
     beta: np.ndarray
     B: np.ndarray
     w: np.ndarray
+    sigma: float = 0.0
 
     @property
     def d(self) -> int:
@@ -169,7 +198,8 @@ def spectrum(draws: Draws) -> Spectrum:
     null = (tol >= L) | (np.arange(d) < d - min(n, d))
     L = np.where(null, 0.0, L)
     beta = np.where(null, 0.0, beta)
-    return Spectrum(L=L, V=V, beta=beta, B=B, w=w)
+    sigma = float(getattr(draws, "sigma", 0.0))
+    return Spectrum(L=L, V=V, beta=beta, B=B, w=w, sigma=sigma)
 
 
 def _l2_axis(l2) -> tuple[np.ndarray, bool]:
@@ -255,15 +285,17 @@ def exact_curves(
     dynamics: Dynamics = "gd",
     eta=None,
 ) -> Curves:
-    """R, Q and eg of every draw at times t (Eqs. (3.4)-(3.6)), from one eigendecomposition per draw.
+    """R, Q and the errors of every draw at times t (Eqs. (3.4)-(3.6)), from one eigendecomposition per draw.
 
     Student at 0, GD on ½‖Xŵ − y‖² + (λ/2)‖ŵ‖² with rate η (1/L_max per draw unless `eta`, a scalar or one
     per draw). dynamics="gd": t counts whole steps (integers ≥ 0) and the curve equals the GD iteration
     exactly; "flow": gradient flow in units of η. `l2` a scalar gives arrays (S, T); a 1-D array (Λ,) gives
     (S, Λ, T). t may hold np.inf: the limit, the ridge (min-norm) solution when GD converges. GD diverges when
-    η(L_max + λ) > 2, and the curve then says so (non-finite values). eg is the error on noiseless labels,
-    ½(‖w‖²/d − 2R + Q); against noisy labels add σ²/2 (Eq. (3.6)). `draws` may be a precomputed
-    `spectrum(draws)`, to reuse one eigendecomposition for several calls."""
+    η(L_max + λ) > 2, and the curve then says so (non-finite values). `eg` is the paper's Eq. 6 with these
+    R and Q (its Eq. 9 into Eq. 6), ½(1 + σ² − 2R + Q) with σ the draws' label noise; `eg_clean` is
+    ½(1 − 2R + Q) and `eg_draw` the draw's own noiseless-label error ½(‖w‖²/d − 2R + Q) (Eq. (3.6)), which a
+    trained student measures. `draws` may be a precomputed `spectrum(draws)`, to reuse one
+    eigendecomposition for several calls."""
     t = _times(t, dynamics)
     sp = draws if isinstance(draws, Spectrum) else spectrum(draws)
     lam, scalar = _l2_axis(l2)
@@ -284,10 +316,10 @@ def exact_curves(
             R[bs, bl, bt] = np.einsum("sltd,sd->slt", Fw, sp.w[bs]) / d
             Q[bs, bl, bt] = np.einsum("sltd,sltd->slt", Fw, Fw) / d
     w2 = (np.einsum("sd,sd->s", sp.w, sp.w) / d)[:, None, None]
-    eg = 0.5 * (w2 - 2.0 * R + Q)
+    eg_draw = 0.5 * (w2 - 2.0 * R + Q)  # Eq. (3.6)
     if scalar:
-        R, Q, eg = R[:, 0], Q[:, 0], eg[:, 0]
-    return Curves(t=t, R=R, Q=Q, eg=eg)
+        R, Q, eg_draw = R[:, 0], Q[:, 0], eg_draw[:, 0]
+    return Curves(t=t, R=R, Q=Q, eg=_eq6(R, Q, sp.sigma), eg_clean=_eq6(R, Q), eg_draw=eg_draw)
 
 
 def ridge_solution(draws: Draws | Spectrum, l2=0.0) -> np.ndarray:
@@ -316,12 +348,13 @@ def _inverse_a(alpha: np.ndarray, lam: np.ndarray) -> np.ndarray:
 
 
 def approx_curves(n, d, p, kappa, sigma=0.0, l2=0.0, t=None, features: Features = "both") -> Curves:
-    """The paper's approximate R(t), Q(t) and eg(t) for p fast and d − p slow features (its Eqs. 12 and 14
+    """The paper's approximate R(t), Q(t) and E_G(t) for p fast and d − p slow features (its Eqs. 12 and 14
     into Eq. 6; §4, Eqs. (4.1)-(4.7)), time mapped to the ridge penalty λ(t) = 1/t + l2.
 
     Every argument broadcasts with the others (e.g. kappa of shape (K, 1) and t of shape (T,) give (K, T));
-    t defaults to `original_grid()`. The returned eg is the error on noiseless labels, ½(1 − 2R + Q); the
-    paper's Eq. 6 adds σ²/2 (the error against noisy labels). σ enters Q through c_i (Eq. (4.5)).
+    t defaults to `original_grid()`. `eg` is the paper's Eq. 6 as written, ½(1 + σ² − 2R + Q) (the error
+    against labels with noise σ, what the original computes and plots), `eg_clean` = ½(1 − 2R + Q) the error
+    on noiseless labels (Eq. (4.7)); σ also enters Q, through c_i (Eq. (4.5)).
     features="fast": the slow group never learns (a₂ at its t → 0 value, a₂ = ∞); "slow": the fast group is
     learned already (a₁ at its t → ∞ value, λ = l2). Raises TheoryDomainError where the formula leaves its
     domain (§4.3) instead of returning a number."""
@@ -358,21 +391,24 @@ def approx_curves(n, d, p, kappa, sigma=0.0, l2=0.0, t=None, features: Features 
         Q2 = b2 * (b1 * c1 + c2) / det
         R = R1 + R2
         Q = Q1 + Q2
-        eg = 0.5 * (1.0 - 2.0 * R + Q)  # Eq. (4.7)
-    _check_domain(det, Q, eg, n=n, d=d, p=p, kappa=kappa, sigma=sigma, l2=l2, t=t)
+        eg = _eq6(R, Q, sigma)  # Eq. (4.7)
+        clean = _eq6(R, Q)
+    _check_domain(det, Q, clean, n=n, d=d, p=p, kappa=kappa, sigma=sigma, l2=l2, t=t)
     shape = np.broadcast_shapes(R.shape, Q.shape, eg.shape)
     return Curves(
         t=t,
         R=np.broadcast_to(R, shape).copy(),
         Q=np.broadcast_to(Q, shape).copy(),
         eg=np.broadcast_to(eg, shape).copy(),
+        eg_clean=np.broadcast_to(clean, shape).copy(),
         t_shift=APPROX_T_SHIFT,
     )
 
 
 def _check_domain(det, Q, eg, **params: np.ndarray) -> None:
     """Raise TheoryDomainError at the first point (in C order of the broadcast shape) where 1 − b₁b₂ ≤ 0 or Q,
-    eg are negative or not finite (§4.3), naming the parameters there."""
+    the noiseless-label error `eg` (eg_clean) are negative or not finite (§4.3), naming the parameters
+    there."""
     shape = np.broadcast_shapes(det.shape, Q.shape, eg.shape, *(v.shape for v in params.values()))
     bad = (
         ~(np.isfinite(det) & np.isfinite(Q) & np.isfinite(eg))
@@ -385,7 +421,8 @@ def _check_domain(det, Q, eg, **params: np.ndarray) -> None:
         return
     idx = tuple(int(i) for i in np.argwhere(bad)[0])
     at = {k: float(np.broadcast_to(v, shape)[idx]) for k, v in params.items()}
-    where = {k: float(np.broadcast_to(v, shape)[idx]) for k, v in (("1-b1*b2", det), ("Q", Q), ("eg", eg))}
+    values = (("1-b1*b2", det), ("Q", Q), ("eg_clean", eg))
+    where = {k: float(np.broadcast_to(v, shape)[idx]) for k, v in values}
     raise TheoryDomainError(
         "the approximate fast-slow formula (docs/studies/double_descent.md §4.3) leaves its domain at "
         + ", ".join(f"{k}={v:g}" for k, v in at.items())
@@ -401,45 +438,114 @@ def _check_domain(det, Q, eg, **params: np.ndarray) -> None:
 
 
 def curve_summary(t, eg, *, rise: float = 0.03, fall: float = 0.1) -> dict:
-    """First minimum, peak, second minimum, final value and double_descent (§4.4). The peak is where the
-    curve stands highest above its lowest earlier value (the largest rise anywhere: whatever the window of
-    time, a later, lower second descent does not hide the first minimum); the first minimum is that lowest
-    earlier value, the second minimum the lowest value after the peak. double_descent: the rise is ≥ `rise`
-    and the fall after the peak ≥ `fall`. A curve that never rises has its first minimum at its lowest point
-    and peak, second_min None. Plain floats, JSON-ready. For approximate curves pass `curves.reported_t`."""
+    """What one curve does over its window of time (§4.4), as plain floats, strings and None (JSON-ready):
+
+    * shape: "monotone" (it never rises), "single descent" (it falls to a minimum, then rises to the end of
+      the window without falling again) or "peak" (it rises to a peak and falls after it);
+    * first_min, first_min_t: the lowest point before the rise (None for a monotone curve);
+    * peak, peak_t: of the rises that the curve falls back from, the largest above the lowest earlier value
+      (so a later, lower second descent does not hide the first minimum); None unless shape is "peak";
+    * second_min, second_min_t: the lowest point after the peak, only where it lies strictly inside the
+      window and the curve rises after it; else None: the curve is still falling (or flat) at the end;
+    * at_window_end: "falling", "rising" or "flat", the curve's last step; final, final_t: its last point;
+    * rise (peak − first minimum; for a single descent, its highest point − the minimum), fall (peak − the
+      lowest point after it, inside the window or at its end) and double_descent: rise ≥ `rise` and fall ≥
+      `fall`.
+
+    Changes below 1e-9 of the curve's scale are rounding, not a rise or a fall. For approximate curves pass
+    `curves.reported_t`."""
     t = np.asarray(t, dtype=np.float64)
     eg = np.asarray(eg, dtype=np.float64)
     if eg.ndim != 1 or t.shape != eg.shape or len(eg) < 2:
         raise TheoryInputError(f"curve_summary needs one curve: t {t.shape} and eg {eg.shape} (T >= 2)")
     if not np.all(np.isfinite(eg)):
         raise TheoryInputError("curve_summary: eg holds non-finite values")
-    above = eg - np.minimum.accumulate(eg)
-    j = int(np.argmax(above))
-    # rises at the level of rounding (a flat tail at 1e-17) are no rise
-    rises = above[j] > 1e-9 * max(1.0, float(np.abs(eg).max()))
-    i = int(np.argmin(eg[: j + 1])) if rises else int(np.argmin(eg))
-    up = float(eg[j] - eg[i]) if rises else 0.0
+    flat = _ROUNDING * max(1.0, float(np.abs(eg).max()))
+    above = eg - np.minimum.accumulate(eg)  # the rise of each point above the lowest earlier value
+    lowest_later = np.append(np.minimum.accumulate(eg[::-1])[::-1][1:], np.inf)  # lowest value after it
+    peaks = (above > flat) & (eg - lowest_later > flat)  # the curve rose to it and falls after it
+    step = float(eg[-1] - eg[-2])
     out = {
-        "first_min_t": float(t[i]),
-        "first_min": float(eg[i]),
+        "shape": "monotone",
+        "first_min_t": None,
+        "first_min": None,
         "peak_t": None,
         "peak": None,
         "second_min_t": None,
         "second_min": None,
+        "at_window_end": "falling" if step < -flat else "rising" if step > flat else "flat",
+        "final_t": float(t[-1]),
         "final": float(eg[-1]),
-        "rise": up,
+        "rise": 0.0,
         "fall": 0.0,
         "double_descent": False,
     }
-    if up > 0:
+    if peaks.any():
+        j = int(np.argmax(np.where(peaks, above, -np.inf)))
+        i = int(np.argmin(eg[: j + 1]))
         k = j + int(np.argmin(eg[j:]))
-        down = float(eg[j] - eg[k])
+        up, down = float(eg[j] - eg[i]), float(eg[j] - eg[k])
         out.update(
+            shape="peak",
+            first_min_t=float(t[i]),
+            first_min=float(eg[i]),
             peak_t=float(t[j]),
             peak=float(eg[j]),
-            second_min_t=float(t[k]),
-            second_min=float(eg[k]),
+            rise=up,
             fall=down,
             double_descent=bool(up >= rise and down >= fall),
         )
+        if k < len(eg) - 1 and float(eg[k + 1 :].max() - eg[k]) > flat:  # a minimum inside the window
+            out.update(second_min_t=float(t[k]), second_min=float(eg[k]))
+    elif (above > flat).any():  # it rises and never falls back: a single descent, unless it rises from t[0]
+        j = int(np.argmax(above))
+        i = int(np.argmin(eg[: j + 1]))
+        if eg[0] - eg[i] > flat:
+            out.update(
+                shape="single descent",
+                first_min_t=float(t[i]),
+                first_min=float(eg[i]),
+                rise=float(eg[j] - eg[i]),
+            )
     return out
+
+
+# The keys of a `curve_summary`, in its order.
+SUMMARY_KEYS = (
+    "shape",
+    "first_min_t",
+    "first_min",
+    "peak_t",
+    "peak",
+    "second_min_t",
+    "second_min",
+    "at_window_end",
+    "final_t",
+    "final",
+    "rise",
+    "fall",
+    "double_descent",
+)
+
+_AT_WINDOW_END = {
+    "falling": "still falling at the end of the window",
+    "rising": "rising at the end of the window",
+    "flat": "flat at the end of the window",
+}
+
+
+def describe_summary(found: dict, time: str = "t", digits: int = 4) -> str:
+    """A `curve_summary` in one line: first minimum → peak → second minimum with their times, or, where the
+    curve has no second minimum (or no peak) inside the window, what it does at the window's end."""
+
+    def at(key: str, first: bool = False) -> str:
+        when = f"{time} = {found[key + '_t']:.3g}" if first else f"{found[key + '_t']:.3g}"
+        return f"{found[key]:.{digits}f} ({when})"
+
+    end = f"{_AT_WINDOW_END[found['at_window_end']]}: {at('final')}"
+    if found["shape"] == "peak":
+        after = f"second minimum {at('second_min')}" if found["second_min"] is not None else end
+        return f"first minimum {at('first_min', True)} → peak {at('peak')} → {after}"
+    if found["shape"] == "single descent":
+        return f"no peak: minimum {at('first_min', True)}, then {end}"
+    return f"no peak (monotone), {_AT_WINDOW_END[found['at_window_end']]}: {at('final', True)}"
