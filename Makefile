@@ -25,6 +25,7 @@ $(TRACK_STAMP): $(STAMP)
 
 demo: setup
 	$(BIN)/learnscope demo
+	@echo "learnscope is installed in .venv: put it on your PATH with  source .venv/bin/activate  (or call .venv/bin/learnscope)"
 
 # The suite on every core (pytest-xdist), one test at a time to the next free worker. `make test` is the
 # everyday run, without the `slow` acceptance tests (each reproduces a study at tiny scale or kills runs for

@@ -105,6 +105,45 @@ def test_runs_ls_and_show(store, capsys):
     assert code == 2 and "matches 'zzz'" in err
 
 
+def test_runs_ls_lists_in_start_order_filters_sorts_and_shows_the_keys_that_differ(tmp_path, capsys):
+    store = tmp_path / "runs"
+    config = write_config(tmp_path, "")
+    started = {}
+    for i, (seed, width) in enumerate([(2, 32), (0, 64), (1, 32)]):
+        code, _, _ = cli(
+            "run", config, f"seed={seed}", f"model.width={width}", "-s", store, "-q", capsys=capsys
+        )
+        assert code == 0
+        (run_dir,) = [p for p in store.iterdir() if p.is_dir() and p.name not in started]
+        started[run_dir.name] = (seed, width)
+        os.utime(run_dir / "config.json", (1e9 + i, 1e9 + i))  # the start order: as run
+    order = list(started)
+
+    def listed(*args: str) -> list[str]:
+        code, out, err = cli("runs", "ls", "-s", store, *args, capsys=capsys)
+        assert code == 0, err
+        rows = [line for line in out.splitlines() if any(name in line for name in order)]
+        return [next(name for name in order if name in line) for line in rows], out
+
+    names, out = listed()
+    assert names == order  # by start time, not by hash
+    header = out.splitlines()[1]
+    assert "seed" in header and "model.width" in header and "optim.lr" not in header  # only what differs
+    names, _ = listed("--sort", "seed")
+    assert [started[n][0] for n in names] == [0, 1, 2]
+    names, _ = listed("--where", "model.width=32", "--where", "status=done")
+    assert names == [n for n in order if started[n][1] == 32]
+    names, _ = listed("--where", "seed=1.0")
+    assert [started[n][0] for n in names] == [1]  # 1.0 matches 1
+    for args, message in (
+        (("--where", "model.depth"), "--where expects KEY=VALUE"),
+        (("--where", "bogus=1"), "no run in"),
+        (("--sort", "bogus"), "--sort bogus: no run in"),
+    ):
+        code, _, err = cli("runs", "ls", "-s", store, *args, capsys=capsys)
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+
+
 def test_done_run_is_not_run_again(store, tmp_path, capsys):
     before = snapshot(store)
     code, out, _ = cli("run", str(tmp_path / "good.toml"), "--store", str(store), "--quiet", capsys=capsys)

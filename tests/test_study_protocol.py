@@ -4,10 +4,11 @@ error naming the axis, never dropped."""
 
 import pytest
 
+from learnscope.config import shown_value
 from learnscope.errors import ConfigError
 from learnscope.store import flatten_config
 from learnscope.studies import STUDIES
-from learnscope.studies.base import Scale, Study, shown_value, study_record_path
+from learnscope.studies.base import Scale, Study, study_record_path
 from tests.conftest import cli
 
 # A value for each axis that no scale has, so a replaced axis shows in the hashes.

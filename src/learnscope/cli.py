@@ -11,11 +11,12 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
+import click
 import typer
 from rich.table import Table
 from typer.core import TyperGroup
 
-from .config import parse_value
+from .config import parse_value, shown_value
 from .errors import (
     ConfigError,
     LearnscopeError,
@@ -32,14 +33,30 @@ from .version import __version__
 if TYPE_CHECKING:
     from .executors import ExecutionOptions
 
+
+def _flag_type_hidden(display_type_rich):
+    """typer 0.29 prints a type beside every option, `--quiet -q <bool>` for a flag too: a flag takes no
+    value, so none is shown; other options keep their metavar or type."""
+
+    def display(self, ctx):
+        return None if getattr(self, "is_flag", False) else display_type_rich(self, ctx)
+
+    return display
+
+
+typer.core.TyperOption.display_type_rich = _flag_type_hidden(typer.core.TyperOption.display_type_rich)
+# An argument's name (or metavar) already says what it takes: no `<str>`, `<list[str]>` beside it.
+typer.core.TyperArgument.display_type_rich = lambda self, ctx: None
+
 app = typer.Typer(
+    rich_markup_mode=None,
     add_completion=False,
     no_args_is_help=True,
     help="Experiments on the training dynamics of neural networks.",
 )
-runs_app = typer.Typer(no_args_is_help=True, help="Inspect a run store.")
+runs_app = typer.Typer(rich_markup_mode=None, no_args_is_help=True, help="Inspect a run store.")
 app.add_typer(runs_app, name="runs")
-data_app = typer.Typer(no_args_is_help=True, help="Data sets and their clones.")
+data_app = typer.Typer(rich_markup_mode=None, no_args_is_help=True, help="Data sets and their clones.")
 
 
 class _SweepGroup(TyperGroup):
@@ -51,8 +68,20 @@ class _SweepGroup(TyperGroup):
             args = ["run", *args]
         return super().parse_args(ctx, args)
 
+    def format_help(self, ctx, formatter) -> None:
+        """The group's help, then the arguments and options of the implied `run` (what users type)."""
+        super().format_help(ctx, formatter)
+        run = self.commands["run"]
+        sub = click.Context(run, info_name="run", parent=ctx)
+        formatter.write_paragraph()
+        formatter.write_text(
+            f"learnscope sweep {' '.join(run.collect_usage_pieces(sub))} (the implied `run`):"
+        )
+        run.format_options(sub, formatter)
+
 
 sweep_app = typer.Typer(
+    rich_markup_mode=None,
     cls=_SweepGroup,
     no_args_is_help=True,
     help="Run a grid of configs (`sweep CONFIG --grid ...`), or report on a store (`sweep status STORE`).",
@@ -60,27 +89,31 @@ sweep_app = typer.Typer(
 app.add_typer(sweep_app, name="sweep")
 app.add_typer(data_app, name="data")
 
-Store = Annotated[Path, typer.Option("--store", "-s", help="Run store directory.")]
+Store = Annotated[Path, typer.Option("--store", "-s", metavar="DIR", help="Run store directory.")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
 Plugin = Annotated[
-    list[str], typer.Option("--plugin", help="Import this module first (registers its kinds).")
+    list[str],
+    typer.Option("--plugin", metavar="MODULE", help="Import this module first (registers its kinds)."),
 ]
 ExecutorName = Annotated[
     str,
     typer.Option(
         "--executor",
+        metavar="serial|local|ensemble|slurm",
         help="serial | local (a process pool) | slurm (a submitit job array) | ensemble (runs differing only "
         "in seed and optimiser trained together as one stacked model, in this process) | a plugin's.",
     ),
 ]
-Workers = Annotated[int | None, typer.Option(help="Processes for the local executor (default 2).")]
+Workers = Annotated[
+    int | None, typer.Option(metavar="N", help="Processes for the local executor (default 2).")
+]
 Track = Annotated[
     list[str],
     typer.Option(
         "--track",
         metavar="NAME",
         help="Also send every record to a tracker as the run writes it (repeatable): tensorboard "
-        "(STORE/tensorboard) | mlflow (STORE/mlflow.db, or $MLFLOW_TRACKING_URI). Needs learnscope\\[track].",
+        "(STORE/tensorboard) | mlflow (STORE/mlflow.db, or $MLFLOW_TRACKING_URI). Needs learnscope[track].",
     ),
 ]
 RetryFailed = Annotated[
@@ -121,8 +154,10 @@ def _root(
 
 @app.command()
 def run(
-    config: Annotated[Path, typer.Argument(help="Config file (.toml or .json).")],
-    overrides: Annotated[list[str] | None, typer.Argument(help="Dotted overrides: optim.lr=0.1 ...")] = None,
+    config: Annotated[Path, typer.Argument(metavar="CONFIG", help="Config file (.toml or .json).")],
+    overrides: Annotated[
+        list[str] | None, typer.Argument(metavar="KEY=VALUE", help="Dotted overrides: optim.lr=0.1 ...")
+    ] = None,
     store: Store = Path("runs"),
     quiet: Quiet = False,
     track: Track = [],  # noqa: B006 (typer reads the default)
@@ -219,8 +254,10 @@ def _grid_axes(items: list[str], option: str = "--grid") -> dict[str, list[str]]
 
 @sweep_app.command("run")
 def sweep(
-    config: Annotated[Path, typer.Argument(help="Config file (.toml or .json).")],
-    overrides: Annotated[list[str] | None, typer.Argument(help="Overrides applied to every run.")] = None,
+    config: Annotated[Path, typer.Argument(metavar="CONFIG", help="Config file (.toml or .json).")],
+    overrides: Annotated[
+        list[str] | None, typer.Argument(metavar="KEY=VALUE", help="Overrides applied to every run.")
+    ] = None,
     axes: Annotated[
         list[str],
         typer.Option("--grid", metavar="KEY=V1,V2", help="An axis of the grid (repeatable): seed=0,1,2."),
@@ -277,7 +314,9 @@ def sweep(
 
 @sweep_app.command("status")
 def sweep_status(
-    store: Annotated[Path, typer.Argument(help="The run store of a sweep or study.")] = Path("runs"),
+    store: Annotated[Path, typer.Argument(metavar="STORE", help="The run store of a sweep or study.")] = Path(
+        "runs"
+    ),
 ) -> None:
     """How many runs of STORE are in each state (done, diverged, failed, interrupted, running, ...), then
     each failed run with its error on one line. Reads each run's config and status, not its records (`runs
@@ -328,7 +367,7 @@ def _dotted(body: dict[str, Any], key: str) -> Any:
 @app.command()
 def report(
     store_path: Annotated[
-        Path | None, typer.Argument(metavar="[STORE]", help="Run store (default: --store, i.e. runs).")
+        Path | None, typer.Argument(metavar="STORE", help="Run store (default: --store, i.e. runs).")
     ] = None,
     run_refs: Annotated[
         list[str],
@@ -424,17 +463,23 @@ def report(
 
 @app.command()
 def study(
-    name: Annotated[str, typer.Argument(help="A study (`learnscope study list` names them), or `list`.")],
+    name: Annotated[
+        str, typer.Argument(metavar="NAME", help="A study (`learnscope study list` names them), or `list`.")
+    ],
     overrides: Annotated[
         list[str] | None,
         typer.Argument(
-            metavar="[KEY=VALUE]...",
+            metavar="KEY=VALUE",
             help="key=value sets the base config of the study's runs; study.NAME=value a study option. A key "
             "that an axis sets is refused: replace the axis with --axis.",
         ),
     ] = None,
     scale: Annotated[
-        str, typer.Option(help="demo (learnscope demo) | tiny (minutes on a laptop) | small | paper.")
+        str,
+        typer.Option(
+            metavar="demo|tiny|small|paper",
+            help="demo (learnscope demo) | tiny (minutes on a laptop) | small | paper.",
+        ),
     ] = "tiny",
     axis: Annotated[
         list[str],
@@ -448,15 +493,19 @@ def study(
     store: Store = Path("runs"),
     out: Annotated[
         Path | None,
-        typer.Option(help="Where the summary, run table and figures go (default figures/<study>)."),
+        typer.Option(
+            metavar="DIR", help="Where the summary, run table and figures go (default figures/<study>)."
+        ),
     ] = None,
     executor: ExecutorName = "serial",
     workers: Workers = None,
     slurm: SlurmOptions = [],  # noqa: B006 (typer reads the default)
     data: Annotated[
-        str | None, typer.Option(help="Data kind for every run (= the override data=KIND).")
+        str | None, typer.Option(metavar="KIND", help="Data kind for every run (= the override data=KIND).")
     ] = None,
-    model: Annotated[str | None, typer.Option(help="Model kind for every run (= model=KIND).")] = None,
+    model: Annotated[
+        str | None, typer.Option(metavar="KIND", help="Model kind for every run (= model=KIND).")
+    ] = None,
     retry_failed: RetryFailed = False,
     quiet: Quiet = False,
     dry_run: DryRun = False,
@@ -471,7 +520,6 @@ def study(
     when a run failed; 3 when none failed but some are running in another process (run it again once they
     are done)."""
     from .studies import STUDIES, get_study, run_study
-    from .studies.base import shown_value
 
     load_plugins(plugin)
     if name == "list":
@@ -507,8 +555,6 @@ def study(
 
 def _describe_study(cls) -> str:
     """A study as `study list` shows it: its paper, scales, axes (values at tiny) and options."""
-    from .studies.base import shown_value
-
     tiny = cls.scales["tiny"] if "tiny" in cls.scales else next(iter(cls.scales.values()))
     axes = "  ".join(f"{k}={','.join(shown_value(v) for v in vs)}" for k, vs in tiny.axes.items())
     lines = [f"{cls.name}: {cls.paper}"]
@@ -521,39 +567,130 @@ def _describe_study(cls) -> str:
 
 
 @runs_app.command("ls")
-def runs_ls(store: Store = Path("runs")) -> None:
-    """One line per run: hash, status, name, data (or generator), model (or method), last step, test/acc.
-    A run that cannot be read is listed as corrupt, with the reason in place of its name."""
+def runs_ls(
+    store: Store = Path("runs"),
+    where: Annotated[
+        list[str],
+        typer.Option(
+            "--where",
+            metavar="KEY=VALUE",
+            help="Only the runs whose config key (or status, name) has this value (repeatable, all must "
+            "hold): --where model.depth=8 --where status=done.",
+        ),
+    ] = [],  # noqa: B006 (typer reads the default)
+    sort: Annotated[
+        str,
+        typer.Option(
+            metavar="KEY",
+            help="Sort by a config key, status, name, step, test/acc or started (the time a run first "
+            "started; the default). Runs without the key come last.",
+        ),
+    ] = "started",
+) -> None:
+    """One line per run, in the order they first started: hash, status, name, data (or generator), model (or
+    method), the config keys whose values differ between the listed runs, last step, test/acc. A run that
+    cannot be read is listed as corrupt, with the reason in place of its name."""
     from rich.markup import escape
 
-    table = Table("run", "status", "name", "data", "model", "step", "test/acc")
+    from .store import flatten_config
+
+    rows = []
     for path in run_dirs(store):
         body, status, records = read_run_or_corrupt(path)
-        cfg = body["config"]
+        cfg = body["config"] if isinstance(body.get("config"), dict) else {}
         last = records[-1] if records else {}
+        try:
+            started = (path / "config.json").stat().st_mtime  # written once, when the run first starts
+        except OSError:
+            started = float("inf")
         acc = last.get("test/acc")
+        keys = {
+            **flatten_config(cfg),
+            "status": shown_state(status),
+            "name": cfg.get("name", ""),
+            "step": last.get("step"),
+            "test/acc": acc if isinstance(acc, float) else None,
+            "started": started,
+        }
+        rows.append((path, status, keys))
+    for item in where:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--where expects KEY=VALUE (e.g. model.depth=8), not {item!r}")
+        key = key.strip()
+        if rows and not any(key in keys for _, _, keys in rows):
+            raise ConfigError(f"--where {key}: no run in {store} has the key {key}")
+        rows = [row for row in rows if _same_value(row[2].get(key), text.strip())]
+    if rows and not any(sort in keys for _, _, keys in rows):
+        raise ConfigError(f"--sort {sort}: no run in {store} has the key {sort}")
+    rows.sort(key=lambda row: _sort_key(row[2].get(sort), row[0].name))
+    own = {"name", "data.kind", "model.kind", "status", "step", "test/acc", "started"}  # columns of their own
+    common = set.intersection(*(set(keys) for _, _, keys in rows)) if rows else set()
+    differ = [
+        k
+        for k in (rows[0][2] if rows else {})
+        if k in common
+        and k not in own
+        and all(_fits_column(keys[k]) for _, _, keys in rows)
+        and len({json.dumps(keys[k], sort_keys=True, default=str) for _, _, keys in rows}) > 1
+    ][:6]  # at most six, in the config's order: the table stays readable
+    table = Table("run", "status", "name", "data", "model", *differ, "step", "test/acc")
+    for path, status, keys in rows:
+        acc = keys["test/acc"]
         cells = (
             path.name,
-            shown_state(status),
-            status["error"] if status.get("state") == "corrupt" else cfg.get("name", ""),
-            _kind_of(cfg, "data", "generator", "kind"),
-            _kind_of(cfg, "model", "method"),
-            last.get("step", "-"),
-            "-" if not isinstance(acc, float) else f"{acc:.4f}",
+            keys["status"],
+            status["error"] if status.get("state") == "corrupt" else keys["name"],
+            _kind_of(keys, "data", "generator"),
+            _kind_of(keys, "model", "method"),
+            *(_shown_cell(keys.get(k)) for k in differ),
+            "-" if keys["step"] is None else keys["step"],
+            "-" if acc is None else f"{acc:.4f}",
         )
         table.add_row(*(escape(str(cell)) for cell in cells))  # text, never rich markup
     console.print(table) if console.is_terminal else print_plain(table)
 
 
-def _kind_of(cfg: dict[str, Any], section: str, *others: str) -> Any:
-    """The kind of a config's section (`data`, `model`), else the first of `others` the config has, else
-    `-`: what `runs ls` shows of a training run and of a run of another kind."""
-    value = cfg.get(section)
-    if isinstance(value, dict):
-        return value.get("kind", "-")
-    if value is not None:
-        return value
-    return next((cfg[key] for key in others if key in cfg), "-")
+def _same_value(value: Any, text: str) -> bool:
+    """Whether a run's value is the one `--where` gives as text (8 matches 8 and 8.0, done matches done)."""
+    if value is None:
+        return False
+    wanted = parse_value(text)
+    if isinstance(value, bool) or isinstance(wanted, bool):
+        return value is wanted or str(value).lower() == text.lower()
+    if isinstance(value, int | float) and isinstance(wanted, int | float):
+        return float(value) == float(wanted)
+    return str(value) == str(wanted)
+
+
+def _fits_column(value: Any) -> bool:
+    """A config value that fits a column: a number, a short text, a short list of numbers or words."""
+    if isinstance(value, list):
+        return len(value) <= 4 and all(isinstance(v, int | float | str) for v in value)
+    return not isinstance(value, dict) and len(str(value)) <= 24
+
+
+def _sort_key(value: Any, name: str) -> tuple:
+    """Numbers in order, then text, then runs without the key; ties by hash."""
+    if value is None:
+        return (2, 0.0, "", name)
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return (0, float(value), "", name)
+    return (1, 0.0, str(value), name)
+
+
+def _shown_cell(value: Any) -> str:
+    """A config value in a table cell: integers as integers, floats short, lists compact."""
+    return "-" if value is None else shown_value(value)
+
+
+def _kind_of(flat: dict[str, Any], section: str, other: str) -> Any:
+    """`runs ls`' data and model columns from a run's dotted keys: the section's kind (a section given as a
+    bare kind too), else the run kind's own key (generator, method)."""
+    for key in (f"{section}.kind", section, other):
+        if flat.get(key) is not None:
+            return flat[key]
+    return "-"
 
 
 def print_plain(table: Table) -> None:
@@ -564,7 +701,7 @@ def print_plain(table: Table) -> None:
 
 @runs_app.command("show")
 def runs_show(
-    ref: Annotated[str, typer.Argument(help="Run directory or a unique prefix of its hash.")],
+    ref: Annotated[str, typer.Argument(metavar="RUN", help="Run directory or a unique prefix of its hash.")],
     store: Store = Path("runs"),
 ) -> None:
     """A run's config, status and last record."""
@@ -602,7 +739,7 @@ def _short(value):
 
 @runs_app.command("export")
 def runs_export(
-    ref: Annotated[str, typer.Argument(help="Run directory or a unique prefix of its hash.")],
+    ref: Annotated[str, typer.Argument(metavar="RUN", help="Run directory or a unique prefix of its hash.")],
     fmt: Annotated[str, typer.Option("--format", "-f", help="dic | csv.")],
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Output file (default: stdout).")] = None,
     store: Store = Path("runs"),
@@ -630,7 +767,7 @@ def runs_collect(
     store: Store = Path("runs"),
 ) -> None:
     """Every run of the store as one table file: a row per record, the run's hash and status, its config as
-    dotted columns (what `load_runs` returns). Parquet needs pyarrow (`pip install 'learnscope\\[parquet]'`);
+    dotted columns (what `load_runs` returns). Parquet needs pyarrow (`pip install 'learnscope[parquet]'`);
     pandas, DuckDB and polars read it."""
     from .store import collect_runs
 
@@ -677,6 +814,7 @@ def data_fit_clone(
 # --- theory: generator moments and the Gaussian-equivalence ODE (docs/studies/gaussian_equivalence.md) -----
 
 theory_app = typer.Typer(
+    rich_markup_mode=None,
     no_args_is_help=True,
     help="Closed forms and ODEs: generator moments, committee-machine ODEs, double-descent curves.",
 )

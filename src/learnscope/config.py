@@ -225,6 +225,21 @@ def parse_value(text: str) -> Any:
         return text
 
 
+def shown_value(value: Any) -> str:
+    """A value as a command line gives it (what `parse_value` reads back to the same value): integers as
+    integers, floats as short as they stay exact (0.0548, 1e-08), lists compact."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        if value.is_integer() and abs(value) < 1e15:
+            return str(int(value))
+        short = f"{value:g}"
+        return short if float(short) == value else repr(value)
+    if isinstance(value, list):
+        return "[" + ",".join(shown_value(v) for v in value) + "]"
+    return str(value)
+
+
 def apply_overrides(raw: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
     """Apply `a.b.c=value` strings to a nested dict (a copy). Validation happens afterwards.
 

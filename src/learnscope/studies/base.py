@@ -51,7 +51,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from ..atomic import atomic_write
-from ..config import apply_overrides, parse_value
+from ..config import apply_overrides, parse_value, shown_value
 from ..errors import ConfigError, LearnscopeError, RunningElsewhere
 from ..executors import ExecutionOptions
 from ..sections import Strict, format_error
@@ -417,14 +417,3 @@ def per_run_table(table: pd.DataFrame) -> pd.DataFrame:
 def _axis_value(value: Any) -> Any:
     """An axis value as given: from the command line a string, parsed as a config value is (1e-3, true, x)."""
     return parse_value(value.strip()) if isinstance(value, str) else value
-
-
-def shown_value(value: Any) -> str:
-    """An axis value as a command line would give it: integers as integers, floats short."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float):
-        return str(int(value)) if value.is_integer() and abs(value) < 1e15 else f"{value:g}"
-    if isinstance(value, list):
-        return "[" + ",".join(shown_value(v) for v in value) + "]"
-    return str(value)
