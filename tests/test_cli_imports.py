@@ -53,6 +53,19 @@ def test_reading_commands_import_no_torch(store, args):
     assert line[2] == "-", f"learnscope {' '.join(args)} imported {line[2]}"
 
 
+def test_study_list_imports_no_torch():
+    """`study list` reads every study's scales, axes and options (pandas and matplotlib come with the study
+    modules' analysis and figures; torch, scipy and numba only with their runs)."""
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE, "study", "list"], capture_output=True, text=True, timeout=120
+    )
+    line = [x for x in done.stderr.splitlines() if x.startswith("HEAVY")][-1].split()
+    assert line[1] == "0", done.stderr
+    assert "neural_collapse" in done.stdout and "axes (tiny): model.depth=8,12" in done.stdout
+    heavy = set(line[2].split(","))
+    assert not heavy & {"torch", "scipy", "numba"}, f"learnscope study list imported {line[2]}"
+
+
 NUMPY_ONLY = [
     "learnscope.config",
     "learnscope.store",

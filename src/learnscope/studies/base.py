@@ -47,7 +47,6 @@ from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
-import torch
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from ..atomic import atomic_write
@@ -339,6 +338,8 @@ def run_study(
 
 def machine() -> dict[str, Any]:
     """What the numbers of a study were measured on: host, CPU count, accelerator and versions."""
+    import torch  # here, not at the top: `learnscope study list` reads the studies without torch
+
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
     return {
         "host": platform.node(),

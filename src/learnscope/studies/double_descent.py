@@ -25,20 +25,22 @@ settings (other settings: `learnscope theory double-descent`).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 from pydantic import NonNegativeInt, PositiveFloat, PositiveInt
 
 from ..config import Config
-from ..data.teachers import sample_teachers, singular_values
 from ..errors import ConfigError, LearnscopeError
 from ..report import PALETTE, colour, new_figure, save_figure
-from ..runs.dd_theory import DoubleDescentTheoryConfig, reported_t
 from ..sections import Strict
 from ..sweep import grid
 from ..theory.double_descent import SUMMARY_KEYS, curve_summary, describe_summary, exact_curves
 from .base import Headline, Scale, Study, register_study
+
+if TYPE_CHECKING:
+    from ..runs.dd_theory import DoubleDescentTheoryConfig
 
 # The paper's analytic settings (its figure scripts' defaults).
 FIG1 = {"n": 150, "d": 100, "p": 70, "kappa": 100.0}
@@ -148,6 +150,10 @@ def gd_config(kappa: float, seed: int, steps: int | None = None) -> Config:
 
 def theory(name: str, base: dict, **settings) -> DoubleDescentTheoryConfig:
     """A theory run: the paper's setting `base` with `settings` changed."""
+    # The run kinds import torch (the teachers' data) when used, not at the top: `learnscope study list`
+    # reads the studies without it.
+    from ..runs.dd_theory import DoubleDescentTheoryConfig
+
     return DoubleDescentTheoryConfig.from_dict({"name": name, **base, **settings})
 
 
@@ -192,6 +198,8 @@ class DoubleDescent(Study):
     # --- analysis ------------------------------------------------------------------------------------------
 
     def summarise(self, table: pd.DataFrame) -> pd.DataFrame:
+        from ..runs.dd_theory import reported_t
+
         rows = []
         theory_runs = _theory(table)
         # Each curve is summarised over its figure's window of time: to 1e5 steps (Fig. 1, gradient descent),
@@ -365,6 +373,8 @@ def _exact_of_runs(runs: pd.DataFrame, steps: np.ndarray) -> np.ndarray:
     curves = []
     for _, run in runs.groupby("run"):
         first = run.iloc[0]
+        from ..data.teachers import sample_teachers, singular_values
+
         s = singular_values(int(first["data.d"]), int(first["data.p"]), float(first["data.kappa"]))
         draw = sample_teachers(int(first["data.n"]), s, float(first["data.sigma"]), [int(first["data.seed"])])
         curves.append(exact_curves(draw, steps, 0.0, "gd", eta=float(first["lr"])).eg_draw[0])

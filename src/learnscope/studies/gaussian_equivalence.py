@@ -16,6 +16,7 @@ Runs go through `runs/committee/kinds.run_online` and the store, so rerunning a 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -25,9 +26,11 @@ from pydantic import PositiveFloat
 from ..config import apply_overrides
 from ..errors import ConfigError
 from ..report import colour, new_figure, save_figure
-from ..runs.committee.kinds import OnlineConfig
 from ..sections import Strict
 from .base import Headline, Scale, Study, register_study
+
+if TYPE_CHECKING:
+    from ..runs.committee.kinds import OnlineConfig
 
 # The generators the study compares (a value of the axis `setting`): each fixes the generator and its sizes.
 SETTINGS: dict[str, dict] = {
@@ -363,6 +366,10 @@ class GaussianEquivalence(Study):
     def plan(self) -> list[tuple[OnlineConfig, dict]]:
         """Per setting a simulation, its ODE and (with a control delta) the control ODE; the `key=value`
         overrides apply on top of each setting, so `L=2` changes the rand generator's depth."""
+        # The committee run kinds import torch (the generators) when used, not at the top: `learnscope
+        # study list` reads the studies without it.
+        from ..runs.committee.kinds import OnlineConfig
+
         runs = []
         delta = self.options.control_delta
         for setting in self.axes["setting"]:

@@ -43,7 +43,6 @@ from pydantic import Field, NonNegativeFloat, PositiveInt
 
 from ..config import Config, Strict
 from ..errors import ConfigError, LearnscopeError
-from ..probes.predictions import decode_predictions
 from ..report import PALETTE, colour, new_figure, save_figure
 from ..store import flatten_config
 from .base import Headline, Scale, Study, register_study
@@ -358,6 +357,8 @@ def agreement_curves(curves: pd.DataFrame, baseline: str = "real") -> pd.DataFra
     """Per clone, seed and step: the fraction of real test samples on which the clone-trained network and the
     baseline network of the same seed predict the same class. Rows named `<baseline> (seeds)`: the mean over
     pairs of different seeds of the baseline, the agreement of two real-trained networks (a yardstick)."""
+    from ..probes.predictions import decode_predictions  # torch: not at the top (`learnscope study list`)
+
     if curves["pred"].isna().all():
         return pd.DataFrame(columns=["distribution", "seed", "step", "agreement"])
     decoded = {

@@ -25,7 +25,6 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter
 
 from ..config import Config
-from ..probes.collapse import effective_depth
 from ..report import colour, new_figure, save_figure
 from ..sweep import grid
 from .base import Headline, Scale, Study, register_study
@@ -144,6 +143,8 @@ def configs(
 
 def summarise(table: pd.DataFrame, eps: float = 0.01) -> pd.DataFrame:
     """One row per run at its last probe: depth L, label noise, fit, NCC/CDNV per layer, effective depth."""
+    from ..probes.collapse import effective_depth  # torch: not at the top (`learnscope study list`)
+
     rows = []
     for run_id, group in table.groupby("run", sort=False):
         last = group.sort_values("step").iloc[-1]
