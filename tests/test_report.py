@@ -107,20 +107,25 @@ def test_runs_ls_and_show_read_committee_runs(tmp_path, capsys):
     assert f"# run {run}" in out and 'generator = "iid"' in out and "method = " in out
 
 
-def training_runs(store):
-    """Two tiny digits MLP runs that differ only in their seed; their configs hold `probes.use`, a list of
-    tables, which load_runs gives as a tuple of dicts."""
+def tiny_mlps(store, width: int, *overrides: str) -> None:
+    """Tiny digits MLP runs of one name, one per override (`seed=0`, `model.depth=12`)."""
     base = learnscope.Config.from_dict(
         {
             "name": "mlp",
             "device": "cpu",
-            "model": {"kind": "mlp", "width": 16},
+            "model": {"kind": "mlp", "width": width},
             "train": {"steps": 20, "log_every": 10},
             "probes": {"schedule": ["every"], "every": 10},
         }
     )
-    for seed in (0, 1):
-        learnscope.run(base.override(f"seed={seed}"), store, quiet=True)
+    for override in overrides:
+        learnscope.run(base.override(override), store, quiet=True)
+
+
+def training_runs(store):
+    """Two tiny digits MLP runs that differ only in their seed; their configs hold `probes.use`, a list of
+    tables, which load_runs gives as a tuple of dicts."""
+    tiny_mlps(store, 16, "seed=0", "seed=1")
 
 
 def test_labels_and_report_of_training_runs_with_unhashable_config_values(tmp_path, capsys):
@@ -144,17 +149,7 @@ def mixed_store(store):
     step) of one name that differ in depth, 1 and 12: the committee runs have no `model.depth`, so the
     column is float (12.0) there."""
     committee_runs(store)
-    base = learnscope.Config.from_dict(
-        {
-            "name": "mlp",
-            "device": "cpu",
-            "model": {"kind": "mlp", "width": 8},
-            "train": {"steps": 20, "log_every": 10},
-            "probes": {"schedule": ["every"], "every": 10},
-        }
-    )
-    for depth in (1, 12):
-        learnscope.run(base.override(f"model.depth={depth}"), store, quiet=True)
+    tiny_mlps(store, 8, "model.depth=1", "model.depth=12")
 
 
 def drawn_figures(monkeypatch) -> list:

@@ -295,8 +295,9 @@ MICRO = (
 MICRO_AXES = {"seed": [0, 1], "distribution": ["real", "isotropic"]}
 
 
-def test_a_micro_study_writes_summary_and_figure_and_starts_all_curves_together(tmp_path):
-    result = run_study(
+def micro_study(tmp_path):
+    """The micro study (run, or reused from the store)."""
+    return run_study(
         "increasing_complexity",
         "tiny",
         MICRO,
@@ -305,6 +306,10 @@ def test_a_micro_study_writes_summary_and_figure_and_starts_all_curves_together(
         axes=MICRO_AXES,
         quiet=True,
     )
+
+
+def test_a_micro_study_writes_summary_and_figure_and_starts_all_curves_together(tmp_path):
+    result = micro_study(tmp_path)
     summary, paths = result.summary, result.paths
     assert all(p.exists() and p.stat().st_size > 0 for p in paths)
     assert {p.name for p in paths} == {
@@ -331,15 +336,7 @@ def test_a_micro_study_writes_summary_and_figure_and_starts_all_curves_together(
     at_start = agree[(agree["distribution"] == "isotropic") & (agree["step"] == 0)]["agreement"]
     assert len(at_start) == 2 and (at_start == 1.0).all()
 
-    again = run_study(
-        "increasing_complexity",
-        "tiny",
-        MICRO,
-        tmp_path / "runs",
-        tmp_path / "out",
-        axes=MICRO_AXES,
-        quiet=True,
-    )
+    again = micro_study(tmp_path)
     pd.testing.assert_frame_equal(again.summary, summary)  # the runs reused
 
 

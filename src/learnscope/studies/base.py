@@ -197,8 +197,11 @@ class Study:
         return f"{self.name}/{self.scale} {shown}".rstrip()
 
     def configs(self) -> list:
-        """Every run of the scale: training `Config`s or committee-machine `OnlineConfig`s."""
-        raise NotImplementedError
+        """Every run of the scale: training `Config`s or committee-machine `OnlineConfig`s. A study writes
+        `configs` (its axis values then read from each config) or `plan` (runs with the values it shows)."""
+        if type(self).plan is Study.plan:
+            raise NotImplementedError(f"study {self.name} defines neither configs() nor plan()")
+        return [config for config, _ in self.plan()]
 
     def summarise(self, table: pd.DataFrame) -> pd.DataFrame:
         """The analysis of the runs' records (`load_runs` table): one row per setting."""

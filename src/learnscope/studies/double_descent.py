@@ -192,9 +192,6 @@ class DoubleDescent(Study):
         ]
         return [(run, {}) for run in runs] + list(zip(named, networks, strict=True))
 
-    def configs(self) -> list:
-        return [config for config, _ in self.plan()]
-
     # --- analysis ------------------------------------------------------------------------------------------
 
     def summarise(self, table: pd.DataFrame) -> pd.DataFrame:

@@ -391,9 +391,6 @@ class GaussianEquivalence(Study):
                 )
         return runs
 
-    def configs(self) -> list[OnlineConfig]:
-        return [config for config, _ in self.plan()]
-
     def summarise(self, table: pd.DataFrame) -> pd.DataFrame:
         return summarise(table)
 

@@ -456,9 +456,6 @@ class SphereRegimes(Study):
             ]  # fmt: skip
         return runs
 
-    def configs(self) -> list:
-        return [config for config, _ in self.plan()]
-
     def sweeps(self) -> list[dict]:
         """The ELR sweeps on the sphere: the SI model's (every boundary located), then, with `af_sweep`, the
         weight-decay run's _af model's (its convergence | equilibrium boundary only)."""
