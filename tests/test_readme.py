@@ -1,10 +1,14 @@
-"""The README's command examples run as written (reliability issue).
+"""Every code block of the README and of docs/*.md runs as written (issue: the first hour).
 
-Every `learnscope ...` line of the README's code blocks is classified in `PLANS`: run as written, run with
-`--dry-run` appended (studies and Slurm: their real runs are the slow acceptance tests tests/test_study_*.py),
-or run with a named substitution (a placeholder such as `RUN`, or the one value that would take an hour). The
-fast test fails when a README command is missing from the table (or the table names one the README dropped);
-the slow one executes them all in README order on a fresh store in a temporary directory.
+- Shell blocks (a fence with no language, or bash/sh/shell): every line that starts with `learnscope ` is
+  classified in `PLANS`: run as written, run with `--dry-run` appended (studies and Slurm: their real runs
+  are the slow acceptance tests tests/test_study_*.py), or run with a named substitution (a placeholder such
+  as `RUN`, or the one value that would take an hour). The fast test fails when a command is missing from
+  the table (or the table names one the docs dropped); the slow one executes them all, in the order of
+  `DOCS`, on one fresh store in a temporary directory. A block that must not run here (a download, a
+  transcript with its output) is fenced as ```text or ```console.
+- Python blocks run with `exec` in such a directory, each in a fresh namespace (fast: they train for seconds).
+- TOML blocks load as run configs.
 """
 
 import re
@@ -20,6 +24,14 @@ import pytest
 from learnscope.config import Config, load_run_config
 from tests.conftest import REPO, cli
 
+# The README first (its commands make the runs the others refer to), then the docs pages.
+DOCS = [
+    REPO / "README.md",
+    *sorted((REPO / "docs").glob("*.md")),
+    *sorted((REPO / "docs").glob("*/*.md")),
+]
+SHELL_FENCES = ("", "bash", "sh", "shell")
+
 AS_WRITTEN, DRY_RUN, SUBSTITUTED = "as written", "with --dry-run", "substituted"
 
 # Placeholders whose replacement exists only once earlier commands have run (resolved in the slow test).
@@ -28,16 +40,16 @@ SIMULATION_RUN = "{a committee-machine simulation run fitting the moments file}"
 
 
 class Plan(NamedTuple):
-    """How the slow test executes one README command."""
+    """How the slow test executes one documented command."""
 
     how: str  # AS_WRITTEN | DRY_RUN | SUBSTITUTED
     why: str = ""
-    subs: tuple[tuple[str, str], ...] = ()  # (text in the README command, replacement or a placeholder above)
+    subs: tuple[tuple[str, str], ...] = ()  # (text in the command, replacement or a placeholder above)
 
 
 STUDY = Plan(DRY_RUN, "a study's real runs are the slow acceptance tests tests/test_study_*.py")
 
-# Keyed by the exact command text (trailing comment stripped), in README order.
+# Keyed by the exact command text (trailing comment stripped), in the order of DOCS.
 PLANS: dict[str, Plan] = {
     "learnscope run configs/digits_mlp.toml": Plan(AS_WRITTEN),
     "learnscope run configs/digits_mlp.toml optim.lr=0.1 seed=1": Plan(AS_WRITTEN),
@@ -60,6 +72,7 @@ PLANS: dict[str, Plan] = {
         AS_WRITTEN, "the studies above ran with --dry-run, so the page overlays the store's runs"
     ),
     "learnscope report runs -m test/acc --out curves.html": Plan(AS_WRITTEN),
+    "learnscope report runs -m test/acc --out first_run.png": Plan(AS_WRITTEN),
     "learnscope runs collect -o table.parquet": Plan(AS_WRITTEN),
     "learnscope sweep configs/digits_mlp.toml --zip optim.lr=0.1,0.01 --zip optim.weight_decay=0,5e-4 "
     "--grid seed=0,1": Plan(AS_WRITTEN),
@@ -104,27 +117,54 @@ PLANS: dict[str, Plan] = {
 }
 
 
-def readme_commands(readme: Path = REPO / "README.md") -> list[tuple[str, list[str]]]:
-    """Every line of a fenced code block that starts with `learnscope `, in README order: (its text
-    without a trailing comment (two or more spaces, then #), its arguments after `learnscope` as a shell
-    splits them)."""
-    commands, fenced = [], False
-    for line in readme.read_text().splitlines():
-        if line.lstrip().startswith("```"):
-            fenced = not fenced
-        elif fenced and line.startswith("learnscope "):
-            text = re.sub(r" {2,}#.*$", "", line).rstrip()
-            commands.append((text, shlex.split(text)[1:]))
-    return commands
+class Block(NamedTuple):
+    where: str  # file:line of the opening fence
+    language: str
+    text: str
 
 
-def test_every_readme_command_is_classified():
-    commands = [text for text, _ in readme_commands()]
-    assert commands, "no `learnscope ...` line in the README's code blocks"
+def code_blocks(paths: list[Path] = DOCS) -> list[Block]:
+    """Every fenced code block of `paths`, in order."""
+    blocks = []
+    for path in paths:
+        lines, start, language = path.read_text().splitlines(), None, ""
+        for i, line in enumerate(lines):
+            if not line.startswith("```"):
+                continue
+            if start is None:
+                start, language = i, line[3:].strip()
+            else:
+                where = f"{path.relative_to(REPO)}:{start + 1}"
+                blocks.append(Block(where, language, "\n".join(lines[start + 1 : i]) + "\n"))
+                start = None
+        assert start is None, (
+            f"{path.relative_to(REPO)}: a code fence opened at line {start + 1} never closes"
+        )
+    return blocks
+
+
+def doc_commands() -> list[tuple[str, list[str]]]:
+    """Every `learnscope ...` line of a shell block, once each (the first time it appears), in the order of
+    DOCS: (its text without a trailing comment (two or more spaces, then #), its arguments after
+    `learnscope` as a shell splits them)."""
+    commands: dict[str, list[str]] = {}
+    for block in code_blocks():
+        if block.language not in SHELL_FENCES:
+            continue
+        for line in block.text.splitlines():
+            if line.startswith("learnscope "):
+                text = re.sub(r" {2,}#.*$", "", line).rstrip()
+                commands.setdefault(text, shlex.split(text)[1:])
+    return list(commands.items())
+
+
+def test_every_documented_command_is_classified():
+    commands = [text for text, _ in doc_commands()]
+    assert commands, "no `learnscope ...` line in the docs' code blocks"
     unclassified = [text for text in commands if text not in PLANS]
     stale = [text for text in PLANS if text not in commands]
     assert not unclassified and not stale, (
-        f"README commands missing from PLANS: {unclassified}; PLANS entries no longer in the README: {stale}"
+        f"documented commands missing from PLANS: {unclassified}; PLANS entries no longer documented: {stale}"
     )
     for text, plan in PLANS.items():
         assert plan.how in (AS_WRITTEN, DRY_RUN, SUBSTITUTED), text
@@ -138,75 +178,71 @@ def test_every_readme_command_is_classified():
             assert dry, f"a study runs for minutes to hours; dry-run it: {text}"
 
 
-def test_config_files_named_by_readme_commands_exist():
-    named = [(text, arg) for text, args in readme_commands() for arg in args if arg.startswith("configs/")]
+def test_every_code_block_says_what_it_is():
+    """A block runs by its language; one without a known language would silently run nothing."""
+    known = {*SHELL_FENCES, "python", "toml", "text", "console", "json"}
+    unknown = [f"{b.where} ```{b.language}" for b in code_blocks() if b.language not in known]
+    assert not unknown, f"code blocks of an unknown language (use ```text for output): {unknown}"
+
+
+def test_readme_stays_a_five_minute_read():
+    lines = (REPO / "README.md").read_text().splitlines()
+    assert len(lines) <= 220, f"README.md has {len(lines)} lines: move detail to docs/"
+
+
+def test_config_files_named_by_documented_commands_exist():
+    named = [(text, arg) for text, args in doc_commands() for arg in args if arg.startswith("configs/")]
     assert named
     for text, arg in named:
         assert (REPO / arg).is_file(), f"{text}: no {arg} in the repository"
 
 
-def test_readme_hash_prefixes_name_an_earlier_run():
-    """`runs show d68a` shows the run that an earlier `run configs/...` command made: the hash of that
-    config (with its overrides) starts so."""
+def test_run_hashes_shown_in_the_docs_are_of_earlier_commands():
+    """`runs show d68a` shows the run that an earlier `run configs/...` command made, and the `runs ls` output
+    the README shows lists the runs of those commands: the hashes of those configs (with their overrides)."""
     hashes, shown = [], 0
-    for text, args in readme_commands():
+    for text, args in doc_commands():
         if args[:1] == ["run"] and args[1].startswith("configs/"):
             hashes.append(load_run_config(REPO / args[1], [a for a in args[2:] if "=" in a]).run_hash())
         elif args[:2] == ["runs", "show"]:
             shown += 1
             assert any(h.startswith(args[2]) for h in hashes), f"{text}: no earlier run's hash {hashes}"
     assert shown
+    readme_output = [b for b in code_blocks([REPO / "README.md"]) if b.language == "text"]
+    listed = re.findall(r"\b[0-9a-f]{16}\b", "".join(b.text for b in readme_output))
+    assert listed and set(listed) <= set(hashes), f"README output lists {listed}, not the runs {hashes}"
 
 
 # --- executing them ----------------------------------------------------------------------------------------
 
-# The body that stands for the `...` of the README's plugin example.
-PLUGIN_BODY = (
-    "    return nn.Sequential(nn.Flatten(), nn.Linear(math.prod(input_shape), cfg.hidden), nn.ReLU(), "
-    "nn.Linear(cfg.hidden, num_classes))"
-)
+
+def readme_block(language: str, marker: str) -> str:
+    """The one README block of `language` that contains `marker`."""
+    found = [b.text for b in code_blocks([REPO / "README.md"]) if b.language == language and marker in b.text]
+    assert len(found) == 1, f"one {language} block of the README contains {marker!r}, not {len(found)}"
+    return found[0]
 
 
-def readme_plugin_example(readme: Path = REPO / "README.md") -> str:
-    """The README's own plugin example ("Quick start: Python": the python block that registers the model
-    kind `tiny`) as a module, its one `...` line replaced by PLUGIN_BODY and the imports that body needs."""
-    blocks = re.findall(r"^```python\n(.*?)^```", readme.read_text(), flags=re.S | re.M)
-    examples = [block for block in blocks if '@MODELS.register("tiny"' in block]
-    assert len(examples) == 1, (
-        f"one python block of the README registers model kind 'tiny', not {len(examples)}"
-    )
-    lines = examples[0].splitlines()
-    stubs = [i for i, line in enumerate(lines) if line.strip().startswith("...")]
-    assert len(stubs) == 1, "the plugin example has one `...` body"
-    lines[stubs[0]] = PLUGIN_BODY
-    return "import math\n\nfrom torch import nn\n\n" + "\n".join(lines) + "\n"
+def plugin_module() -> str:
+    """The README's plugin example (the python block that registers the model kind `tiny`): my_models.py."""
+    return readme_block("python", '@MODELS.register("tiny"')
 
 
-def test_readme_plugin_example_compiles():
-    compile(readme_plugin_example(), "my_models.py", "exec")
-
-
-MY_TOML = """\
-name = "my-tiny"
-
-[model]
-kind = "tiny"
-
-[train]
-steps = 30
-"""
+def plugin_config() -> str:
+    """The README's my.toml (the toml block whose model kind is `tiny`)."""
+    return readme_block("toml", 'kind = "tiny"')
 
 
 @pytest.fixture
 def workdir(tmp_path, monkeypatch):
-    """A fresh working directory holding a copy of the repository's configs/, my.toml and the `my_models`
-    plugin module (importable from it), with a private cache of clone fits."""
+    """A fresh working directory holding a copy of the repository's configs/, the README's my.toml and
+    `my_models` plugin module (importable from it), with a private cache of clone fits."""
     from learnscope.registry import MODELS
 
     work = tmp_path / "work"
     shutil.copytree(REPO / "configs", work / "configs")
-    (work / "my_models.py").write_text(readme_plugin_example())
-    (work / "my.toml").write_text(MY_TOML)
+    (work / "my_models.py").write_text(plugin_module())
+    (work / "my.toml").write_text(plugin_config())
     monkeypatch.chdir(work)
     # `--plugin` finds a module in the working directory (load_plugins puts it on sys.path); prepended here
     # too, so the test's own import of my_models is undone by monkeypatch afterwards.
@@ -218,6 +254,26 @@ def workdir(tmp_path, monkeypatch):
     monkeypatch.setattr(MODELS, "_entries", {k: v for k, v in MODELS._entries.items() if k != "tiny"})
     yield work
     sys.modules.pop("my_models", None)
+
+
+PYTHON_BLOCKS = [b for b in code_blocks() if b.language == "python"]
+
+
+@pytest.mark.parametrize("block", PYTHON_BLOCKS, ids=[b.where for b in PYTHON_BLOCKS])
+def test_python_block_runs(block, workdir):
+    exec(compile(block.text, block.where, "exec"), {"__name__": "__docs__"})
+
+
+TOML_BLOCKS = [b for b in code_blocks() if b.language == "toml"]
+
+
+@pytest.mark.parametrize("block", TOML_BLOCKS, ids=[b.where for b in TOML_BLOCKS])
+def test_toml_block_is_a_valid_config(block, workdir):
+    import my_models  # noqa: F401  (registers the README's model kind `tiny`, which my.toml names)
+
+    path = workdir / "block.toml"
+    path.write_text(block.text)
+    load_run_config(path)
 
 
 def simulation_run(text: str) -> str:
@@ -249,13 +305,13 @@ def simulation_run(text: str) -> str:
 
 
 @pytest.mark.slow
-def test_readme_commands_run_in_readme_order(workdir, capsys):
+def test_documented_commands_run_in_order(workdir, capsys):
     resolvers = {
         FIRST_DIGITS_RUN: lambda text: Config.load("configs/digits_mlp.toml").run_hash(),
         SIMULATION_RUN: simulation_run,
     }
     failures, seconds = [], {}
-    for text, _ in readme_commands():
+    for text, _ in doc_commands():
         plan = PLANS[text]
         command = text
         for old, new in plan.subs:

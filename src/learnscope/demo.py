@@ -19,7 +19,7 @@ from .studies import run_study
 from .studies.base import Headline
 from .ui import progress_bar
 
-# In the order of the README: data of increasing complexity, the committee machine's ODE, the linear
+# In the order of docs/results.md: data of increasing complexity, the committee machine's ODE, the linear
 # teacher-student's double descent, the sphere's three regimes, collapse inside deep networks.
 DEMO_STUDIES = (
     "increasing_complexity",

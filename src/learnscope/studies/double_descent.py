@@ -53,8 +53,8 @@ GD_STEPS = 100_000
 # Network heatmaps: weight decay λ = 10^-x over the heatmap's x, seeds, the run config. The paper:
 # ResNet-18 on CIFAR-10, Adam lr 1e-4 (coupled L2 = λ), batch 128, 1001 epochs, 20% of the labels permuted
 # among themselves (its code; its text says 15%: `data.label_noise_mode=redraw data.label_noise=0.15`).
-# At CPU scale: the 1-D LeNet on MNIST-1D with 20% of the labels permuted (`small`: the README's heatmap;
-# `tiny`: the same pipeline for 20 epochs at three λ).
+# At CPU scale: the 1-D LeNet on MNIST-1D with 20% of the labels permuted (`small`: the heatmap of
+# docs/studies/double_descent.md; `tiny`: the same pipeline for 20 epochs at three λ).
 NETWORK_PROBES = {"schedule": ["epochs"], "use": [{"kind": "evaluation", "sets": ["test"]}]}
 MNIST1D_LENET = {
     "data": {"kind": "mnist1d", "label_noise": 0.2, "label_noise_mode": "permute"},
@@ -109,7 +109,7 @@ SCALES: dict[str, Scale] = {
         options=Options(),
     ),
     "small": Scale(
-        note="the README's heatmap: the LeNet on MNIST-1D, 200 epochs, 12 λ x 3 seeds",
+        note="the heatmap of docs/studies/double_descent.md: LeNet on MNIST-1D, 200 epochs, 12 λ x 3 seeds",
         base=MNIST1D_LENET,
         axes={
             "optim.weight_decay": weight_decays(np.linspace(1, 8, 12).round(3).tolist()),

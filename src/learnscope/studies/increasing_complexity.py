@@ -170,7 +170,7 @@ SCALES: dict[str, Scale] = {
     # 10,000 as the original logs it.
     # Add the WGAN or cifar5m samples with `--axis distribution=real,gaussian,isotropic,file:<path>`.
     "paper": Scale(
-        note="ResNet-18 on CIFAR-10, 50 epochs (the README figure)",
+        note="ResNet-18 on CIFAR-10, 50 epochs (the original's README figure)",
         base={
             "name": "increasing_complexity/paper",
             "data": {"kind": "cifar10", "path": "data/cifar-10-batches-py", "crop_padding": 4, "flip": True},
