@@ -27,6 +27,7 @@ _PUBLIC = {
     "RunResult": "runs.lifecycle",
     "run": "runs.train",
     "load_runs": "store",
+    "track": "own_loop",
 }
 
 __all__ = sorted(_PUBLIC)

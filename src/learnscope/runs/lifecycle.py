@@ -10,8 +10,10 @@
 
 A run kind supplies only its computation (`execute`'s `work`: given the run directories still to run and their
 checkpoints, return their results); the lock, the files and the states are here, so the store's invariant has
-one keeper. A run that is refused before it writes anything (bad input in a sweep) is recorded `failed` here
-too (`record_refusal`), so a rerun reports it instead of trying it again.
+one keeper. A loop that is not ours (`own_loop.track`: the user's `with` block is the computation) goes
+through `execute`'s two halves, `claimed` and `running`, and marks its run final itself. A run that is refused
+before it writes anything (bad input in a sweep) is recorded `failed` here too (`record_refusal`), so a rerun
+reports it instead of trying it again.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import os
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -95,30 +97,8 @@ def execute(
     checkpoint) into the caller's error before anything is written. An error of the operating system (full
     disk, read-only store) is a one-line StoreError; any failure leaves each run `failed` or `interrupted`,
     to resume from its last checkpoint when run again."""
-    results: dict[str, RunResult] = {}
     try:
-        with contextlib.ExitStack() as locks:
-            todo: list[RunDir] = []
-            checkpoints: list[dict[str, Any] | None] = []
-            try:
-                for run_dir in run_dirs:
-                    locks.enter_context(run_dir.lock())
-                for run_dir in run_dirs:
-                    done = finished(run_dir, recompute_lost)  # by another process meanwhile
-                    if done is not None:
-                        results[run_dir.hash] = done
-                        continue
-                    if recompute_lost and run_state(run_dir) in FINAL:
-                        lost = "is done but its records were lost or changed: computing it again"
-                        notice(f"run {run_dir.hash} {lost}")
-                    checkpoint = run_dir.load_checkpoint()  # fails early (and harmlessly) on a foreign one
-                    run_dir.start_inputs(list(inputs), resuming=checkpoint is not None)
-                    todo.append(run_dir)
-                    checkpoints.append(checkpoint)
-            except StoreError as exc:
-                if unavailable is None:
-                    raise
-                raise unavailable(exc) from None
+        with claimed(run_dirs, inputs, recompute_lost, unavailable) as (results, todo, checkpoints):
             if todo:
                 results.update(_run(todo, checkpoints, work, list(inputs), doing))
     except OSError as exc:
@@ -126,18 +106,70 @@ def execute(
     return [results[run_dir.hash] for run_dir in run_dirs]
 
 
+@contextlib.contextmanager
+def claimed(
+    run_dirs: Sequence[RunDir],
+    inputs: Sequence[Path] = (),
+    recompute_lost: bool = False,
+    unavailable: Callable[[StoreError], Exception] | None = None,
+) -> Iterator[tuple[dict[str, RunResult], list[RunDir], list[dict[str, Any] | None]]]:
+    """`execute`'s first half, for a caller that drives the computation itself (`own_loop.track`): the runs
+    locked while the block lasts, and (results of those final already, by hash; the runs still to compute;
+    their checkpoints), each checkpoint loaded (failing early on a foreign one) and the inputs checked or
+    recorded."""
+    with contextlib.ExitStack() as locks:
+        results: dict[str, RunResult] = {}
+        todo: list[RunDir] = []
+        checkpoints: list[dict[str, Any] | None] = []
+        try:
+            for run_dir in run_dirs:
+                locks.enter_context(run_dir.lock())
+            for run_dir in run_dirs:
+                done = finished(run_dir, recompute_lost)  # by another process meanwhile
+                if done is not None:
+                    results[run_dir.hash] = done
+                    continue
+                if recompute_lost and run_state(run_dir) in FINAL:
+                    lost = "is done but its records were lost or changed: computing it again"
+                    notice(f"run {run_dir.hash} {lost}")
+                checkpoint = run_dir.load_checkpoint()  # fails early (and harmlessly) on a foreign one
+                run_dir.start_inputs(list(inputs), resuming=checkpoint is not None)
+                todo.append(run_dir)
+                checkpoints.append(checkpoint)
+        except StoreError as exc:
+            if unavailable is None:
+                raise
+            raise unavailable(exc) from None
+        yield results, todo, checkpoints
+
+
 def _run(
     todo: list[RunDir], checkpoints: list, work: Work, inputs: list[Path], doing: str
 ) -> dict[str, RunResult]:
-    for run_dir in todo:
-        run_dir.write_config()
-        run_dir.set_status("running", pid=os.getpid())
-    try:
+    with running(todo, doing):
         with recording_inputs() as read:
             computed = list(work(todo, checkpoints))
         for run_dir, checkpoint in zip(todo, checkpoints, strict=True):
             if read and checkpoint is None:  # files the computation itself read (a moments file)
                 run_dir.start_inputs([*inputs, *read], resuming=False)
+    # Final only now, every member of an ensemble too: killed before here, every run resumes.
+    for run_dir, result in zip(todo, computed, strict=True):
+        run_dir.finish(result.status, result.records, **result.info)
+        result.path = run_dir.path
+    return {run_dir.hash: result for run_dir, result in zip(todo, computed, strict=True)}
+
+
+@contextlib.contextmanager
+def running(todo: Sequence[RunDir], doing: str) -> Iterator[None]:
+    """The block is the computation of `todo` (claimed runs): config.json and status `running` first; a
+    block that raises leaves each run `failed` or `interrupted` (`mark_stopped`; an allocation that failed
+    becomes the one-line out-of-memory error, naming `doing`). Marking a run final is the caller's, after
+    the block."""
+    for run_dir in todo:
+        run_dir.write_config()
+        run_dir.set_status("running", pid=os.getpid())
+    try:
+        yield
     except BaseException as exc:
         error = out_of_memory(exc, doing) if isinstance(exc, Exception) else None
         for run_dir in todo:
@@ -145,11 +177,6 @@ def _run(
         if error is not None:
             raise error from None
         raise
-    # Final only now, every member of an ensemble too: killed before here, every run resumes.
-    for run_dir, result in zip(todo, computed, strict=True):
-        run_dir.finish(result.status, result.records, **result.info)
-        result.path = run_dir.path
-    return {run_dir.hash: result for run_dir, result in zip(todo, computed, strict=True)}
 
 
 def computed_run(root: str | Path, spec: Any, compute: Callable[[], Any]) -> RunResult:
