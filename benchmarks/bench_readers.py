@@ -1,16 +1,19 @@
 """The readers of a big run store against a plain json.loads loop over the same files.
 
 A synthetic store of 1,000 runs x 1,000 records is written to a temporary folder: config.json bodies as a run
-writes them (the digits MLP of configs/digits_mlp.toml, one seed per run, so each its own hash), status.json
-as `RunDir.set_status` writes it, and records as the train loop writes them (step, epoch, lr, batch_loss from
-the second record on, train/loss, train/acc, test/loss, test/acc). Then, each timed in this process (imports
-and interpreter start not counted; the best of --repeats):
+writes them (the digits MLP of configs/digits_mlp.toml, one seed per run, so each its own hash), records as
+the train loop writes them (step, epoch, lr, batch_loss from the second record on, train/loss, train/acc,
+test/loss, test/acc), and status.json and the columnar copy of the records (records.npz) as `RunDir.finish`
+writes them. Then, each timed in this process (imports and interpreter start not counted; the best of
+--repeats):
 
 - the reference: json.loads of every config.json and status.json and of every line of every metrics.jsonl;
 - `load_runs(store)`: the table of every record (target <= 5 s);
 - `learnscope runs collect --out table.parquet` (target <= 2 s, which includes load_runs) and, for the
   record, the same to CSV;
-- `learnscope report --out report.html`: the overlay of 1,000 runs and the page (target <= 10 s).
+- `learnscope report --out report.html`: the overlay of 1,000 runs and the page (target <= 10 s);
+- for the record, a store made before the columnar copies: `load_runs` once without them (it parses the JSON
+  and writes them) and once from the JSON alone (a read-only store's case).
 
 Each claim is the seconds against its target, with the ratio to the reference in its text.
 
@@ -29,17 +32,19 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from claims import claim
 
 from learnscope.cli import app
 from learnscope.config import load_run_config
-from learnscope.store import RunDir, encode_record, load_runs
+from learnscope.store import COLUMNAR, RunDir, encode_record, load_runs
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "digits_mlp.toml"
 
 
 def build_store(root: Path, runs: int, records: int) -> None:
-    """`runs` finished runs of `records` records each, written through the store's own writers."""
+    """`runs` finished runs of `records` records each, written through the store's own writers (as
+    runs/lifecycle.py finishes a run: its metrics.jsonl, then `RunDir.finish`)."""
     base = load_run_config(CONFIG)
     rng = np.random.default_rng(0)
     for seed in range(runs):
@@ -49,7 +54,7 @@ def build_store(root: Path, runs: int, records: int) -> None:
         steps = np.arange(records) * 10
         loss = 2.3 * np.exp(-steps / (3000 + 10 * seed)) + 0.05 * rng.random(records)
         acc = 1 - loss / 2.5
-        lines = []
+        written = []
         for i, step in enumerate(steps.tolist()):
             record = {"step": step, "epoch": step / 10, "lr": 0.05}
             if i:
@@ -60,9 +65,9 @@ def build_store(root: Path, runs: int, records: int) -> None:
                 "test/loss": float(loss[i] * 1.1),
                 "test/acc": float(acc[i] * 0.97),
             }
-            lines.append(encode_record(record))
-        run_dir.metrics_path.write_text("".join(lines))
-        run_dir.set_status("done", records=records)
+            written.append(record)
+        run_dir.metrics_path.write_text("".join(map(encode_record, written)))
+        run_dir.finish("done", written)
 
 
 def reference(root: Path) -> int:
@@ -109,7 +114,7 @@ def main() -> None:
             built = time.perf_counter() - t0
             print(f"store: {args.runs} runs x {args.records} records written in {built:.0f} s")
         out = Path(tmp)
-        size = sum(p.stat().st_size for p in store.rglob("*") if p.is_file()) / 1e6
+        size = sum(p.stat().st_size for p in store.rglob("*.json*") if p.is_file()) / 1e6
         shape = f"{args.runs:,} runs x {args.records:,} records"
         t_ref = best(args.repeats, lambda: reference(store))
         print(f"reference, json.loads of every file and line ({size:.0f} MB): {t_ref:.2f} s")
@@ -124,12 +129,20 @@ def main() -> None:
             "runs collect (csv)": best(args.repeats, lambda: command(*collect, str(out / "t.csv"))),
             "report": best(args.repeats, lambda: command("report", str(store), "--out", str(out / "r.html"))),
         }
+        for path in store.glob(f"*/{COLUMNAR}"):  # a store made before the copies: the first read makes them
+            path.unlink()
+        t0 = time.perf_counter()
+        from_json = load_runs(store)
+        timings["load_runs, first (JSON)"] = time.perf_counter() - t0
+        if len(list(store.glob(f"*/{COLUMNAR}"))) != args.runs:
+            raise SystemExit("the first load_runs did not write every run's columnar copy")
+        pd.testing.assert_frame_equal(from_json, table, check_exact=True)  # the copies give the JSON's table
         for name, seconds in timings.items():
             print(f"{name:<24} {seconds:6.2f} s   {seconds / t_ref:5.2f} x the reference")
         targets = {"load_runs": 5.0, "runs collect (parquet)": 2.0, "report": 10.0}
         what = {
             "load_runs": "load_runs(store): the table of every record",
-            "runs collect (parquet)": "learnscope runs collect -o table.parquet (load_runs, then the file)",
+            "runs collect (parquet)": "learnscope runs collect -o table.parquet (the runs, one Parquet file)",
             "report": "learnscope report --out report.html (load_runs, labels, figure, page)",
         }
         for name, target in targets.items():

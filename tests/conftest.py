@@ -12,8 +12,17 @@ REPO = Path(__file__).resolve().parents[1]
 
 def pytest_collection_modifyitems(config, items):
     """Slow tests first: pytest-xdist hands tests out in this order, so the long ones start early on every
-    worker and the short ones fill in around them (a long test last would run alone at the end)."""
+    worker and the short ones fill in around them (a long test last would run alone at the end). Tests
+    marked `gpu` are skipped, with the reason, where torch sees no CUDA device."""
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+    gpu = [item for item in items if item.get_closest_marker("gpu") is not None]
+    if gpu:  # torch is imported only where such tests were collected
+        import torch
+
+        if not torch.cuda.is_available():
+            skip = pytest.mark.skip(reason="gpu: torch sees no CUDA device here (torch.cuda.is_available())")
+            for item in gpu:
+                item.add_marker(skip)
 
 
 def pytest_configure(config):
@@ -24,6 +33,13 @@ def pytest_configure(config):
         import torch
 
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+
+
+@pytest.fixture(autouse=True)
+def private_data_dir(tmp_path_factory, monkeypatch):
+    """No test sees the developer's fetched data sets (`learnscope data fetch` into ~/.cache or
+    $LEARNSCOPE_DATA): a config without `data.path` fails or reads what it does on a fresh machine."""
+    monkeypatch.setenv("LEARNSCOPE_DATA", str(tmp_path_factory.getbasetemp() / "no-fetched-data"))
 
 
 @pytest.fixture

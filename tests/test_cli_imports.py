@@ -41,6 +41,7 @@ def store(tmp_path_factory):
         ["runs", "ls", "-s", "{store}"],
         ["runs", "show", "{run}", "-s", "{store}"],
         ["sweep", "status", "{store}"],
+        ["data", "list"],
     ],
     ids=lambda args: " ".join(a for a in args if "{" not in a),
 )

@@ -88,7 +88,7 @@ def test_overrides_do_not_touch_the_input():
         (["train.epochs=null"], "train.epochs"),
         (["optim.lr"], "not of the form key=value"),
         (["seed.x=1"], "seed is not a table"),
-        (["data=cifar10"], "data.path: required key is missing"),
+        (["data=npz"], "data.path: required key is missing"),
         (
             ["probes.use=[nothing]"],
             "probes.use.0.kind: unknown 'nothing'; allowed: collapse, evaluation, norms",

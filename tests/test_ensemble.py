@@ -261,7 +261,7 @@ def test_members_are_ordinary_runs_in_the_store(tmp_path, tiny_config):
     for cfg, result in zip(cfgs, results[:3], strict=True):
         assert result.path == RunDir(tmp_path, cfg).path
         assert sorted(p.name for p in result.path.iterdir()) == [
-            "checkpoint.pt", "config.json", "metrics.jsonl", "status.json"
+            "checkpoint.pt", "config.json", "metrics.jsonl", "records.npz", "status.json"
         ]  # fmt: skip
         assert json.loads((result.path / "config.json").read_text())["hash"] == cfg.run_hash()
         assert read_records(result.path / "metrics.jsonl") == result.records

@@ -78,6 +78,9 @@ PLANS: dict[str, Plan] = {
     "--grid seed=0,1": Plan(AS_WRITTEN),
     "learnscope sweep configs/digits_mlp.toml --grid seed=0,1,2 --dry-run": Plan(AS_WRITTEN),
     "learnscope sweep status runs": Plan(AS_WRITTEN),
+    "learnscope sweep configs/digits_mlp.toml --grid seed=0,1,2 --grid optim.lr=0.1,0.01 --estimate": Plan(
+        AS_WRITTEN, "times short runs; the sweep's own runs are done by then, so it prices nothing to run"
+    ),
     "learnscope sweep configs/digits_mlp.toml --grid seed=0,1,2 --retry-failed": Plan(AS_WRITTEN),
     "learnscope study neural_collapse --scale paper --executor slurm --slurm slurm_partition=gpu "
     "--slurm gpus_per_node=1 --slurm timeout_min=600": Plan(DRY_RUN, "needs a Slurm cluster and a GPU"),
@@ -237,8 +240,9 @@ def plugin_config() -> str:
 def workdir(tmp_path, monkeypatch):
     """A fresh working directory holding a copy of the repository's configs/, the README's my.toml and
     `my_models` plugin module (importable from it), with a private cache of clone fits."""
-    from learnscope.registry import MODELS
+    from learnscope.registry import MODELS, load_builtins
 
+    load_builtins()  # before the registry is copied below: kinds registered into the copy would be lost after
     work = tmp_path / "work"
     shutil.copytree(REPO / "configs", work / "configs")
     (work / "my_models.py").write_text(plugin_module())

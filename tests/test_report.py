@@ -128,6 +128,21 @@ def training_runs(store):
     tiny_mlps(store, 16, "seed=0", "seed=1")
 
 
+def test_labels_name_runs_by_config_values_not_by_records_that_happen_to_be_constant(tmp_path):
+    """At a constant learning rate the record `lr` is constant within each run, like a config value; the
+    legend names the runs by `optim.lr` alone, not also by `lr` (load_runs says which columns are config)."""
+    store = tmp_path / "runs"
+    for lr in ("0.1", "0.05"):
+        base = learnscope.Config.from_dict(
+            {"name": "mlp", "train": {"steps": 20, "schedule": "constant"}, "probes": {"points": 3}}
+        )
+        learnscope.run(base.override(f"optim.lr={lr}"), store, quiet=True)
+    table = load_runs(store)
+    assert (table.groupby("run")["lr"].nunique() == 1).all()  # the record is constant per run
+    assert "lr" not in table.attrs["config_columns"] and "optim.lr" in table.attrs["config_columns"]
+    assert set(run_labels(table)) == {"mlp optim.lr=0.1", "mlp optim.lr=0.05"}
+
+
 def test_labels_and_report_of_training_runs_with_unhashable_config_values(tmp_path, capsys):
     store = tmp_path / "runs"
     training_runs(store)

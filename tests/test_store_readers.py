@@ -5,6 +5,7 @@ without its newline is kept; the fast table is the one the per-run reader built,
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -12,13 +13,15 @@ import shutil
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
 import learnscope
+from learnscope import store as store_module
 from learnscope.runs.committee.kinds import OnlineConfig, run_online
 from learnscope.runs.dd_theory import DoubleDescentTheoryConfig, run_dd_theory
-from learnscope.store import load_runs, shown_state
+from learnscope.store import COLUMNAR, collect_runs, encode_record, load_runs, records_digest, shown_state
 from tests.conftest import cli, tiny
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -156,6 +159,172 @@ def test_a_run_without_records_adds_its_columns_and_changes_no_other_column(tmp_
     table = load_runs(store)
     assert len(table) == len(without) and table["extra"].isna().all()
     pd.testing.assert_frame_equal(table.drop(columns="extra"), without)
+
+
+# -- the columnar copies of final runs -----------------------------------------------------------------------
+
+
+def final_run(trained: Path, store: Path, name: str, records: list[dict], state: str = "done", config=None):
+    """Run `name` of `store` finished with `records`, its files as `RunDir.finish` leaves them (status.json
+    with their count and sha256) but without its columnar copy: the first reader makes it."""
+    path = copy_run(trained, store, name, config)
+    (path / COLUMNAR).unlink(missing_ok=True)
+    (path / "metrics.jsonl").write_text("".join(map(encode_record, records)))
+    status = json.loads((path / "status.json").read_text())
+    status.update(state=state, records=len(records), records_sha256=records_digest(records))
+    (path / "status.json").write_text(json.dumps(status))
+    return path
+
+
+def varied_store(root: Path, trained: Path) -> dict[str, Path]:
+    """Runs of every kind and state, with records of every kind of value: missing keys, text with None and
+    missing cells, ints among floats, bools (ints in another run), NaN and infinities, lists, an int too big
+    for int64 beside text, a key that appears late, a column all NaN; a theory curve (no `step`), a diverged
+    run, a run without records, a running one (JSON only), a corrupt one."""
+    store = root / "runs"
+    store.mkdir(parents=True)
+    base = [json.loads(line) for line in (trained / "metrics.jsonl").read_text().splitlines()]
+    varied = []
+    for i, record in enumerate(base):
+        record |= {"test/pred": f"u1:{'AB' * i}", "widths": [i, i + 1], "count": i if i % 2 else float(i)}
+        record |= {"flag": i % 2 == 0, "big": 2**70 if i == 1 else "x", "void": math.nan}
+        varied.append(record)
+    varied[2]["test/pred"] = None
+    del varied[4]["test/pred"]
+    varied[3]["test/acc"] = None
+    varied[-1]["late"] = 1
+    varied[-1]["train/loss"] = math.nan
+    varied[-2]["train/loss"], varied[-2]["test/loss"] = math.inf, -math.inf
+    others = [{**r, "flag": 3, "count": "many", "widths": None} for r in base]
+    runs = {
+        "varied": final_run(trained, store, "a000000000000001", varied),
+        "others": final_run(trained, store, "a000000000000002", others, config=changed("optim.lr", 1)),
+        "diverged": final_run(trained, store, "a000000000000003", varied[:5], "diverged", changed("seed", 5)),
+        "empty": final_run(trained, store, "a000000000000004", [], config=changed("extra", "x")),
+        "trained": copy_run(trained, store, "a000000000000005", changed("name", "other")),  # its own copy
+        "running": copy_run(trained, store, "a000000000000006", status={"state": "running", "pid": -1}),
+        "corrupt": copy_run(trained, store, "a000000000000007", None, lambda r: [{**r[0], "step": "five"}]),
+    }
+    runs["theory"] = run_dd_theory(DoubleDescentTheoryConfig(points=20), store).path
+    return runs
+
+
+def test_the_columnar_copies_give_the_table_the_json_gives_cell_for_cell(tmp_path, trained, monkeypatch):
+    runs = varied_store(tmp_path, trained)
+    store = tmp_path / "runs"
+    assert (runs["theory"] / COLUMNAR).is_file()  # written when the run finished
+    for path in store.glob(f"*/{COLUMNAR}"):
+        path.unlink()
+    from_json = load_runs(store)  # every run parsed from its JSON; the final ones get their copy
+    copied = {p.parent for p in store.glob(f"*/{COLUMNAR}")}
+    assert copied == {runs[k] for k in ("varied", "others", "diverged", "trained", "theory")}
+    for name in ("running", "corrupt"):  # a copy of the same records, in a run that is not final: unused
+        shutil.copy(runs["trained"] / COLUMNAR, runs[name])
+    parsed = []
+
+    def parse(path, data=None):
+        parsed.append(Path(path).parent)
+        return parse_records(path, data)
+
+    parse_records = store_module._parse_records
+    monkeypatch.setattr(store_module, "_parse_records", parse)
+    from_copies = load_runs(store)
+    assert set(parsed) == {runs["empty"], runs["running"], runs["corrupt"]}
+    assert list(from_copies.columns) == list(from_json.columns) and from_copies.attrs == from_json.attrs
+    pd.testing.assert_frame_equal(from_copies, from_json, check_exact=True)
+    # the kinds this store was made to hold
+    dtypes = from_json.dtypes.astype(str).to_dict()
+    assert {dtypes[k] for k in ("flag", "count", "widths", "big")} == {"object"}  # kinds of runs mixed
+    assert dtypes["test/pred"] == "str" and dtypes["void"] == dtypes["step"] == "float64"
+    rows = from_json[from_json["run"] == runs["varied"].name]
+    assert rows["test/pred"].isna().tolist() == [False, False, True, False, True, False, False]
+    assert rows["train/loss"].isna().iloc[-1] and (rows["test/loss"] == -math.inf).any()
+    assert set(from_json["status"]) == {"done", "diverged", "running", "corrupt"}
+
+
+def test_a_copy_stale_foreign_or_damaged_is_never_used_and_a_good_one_is_made_again(tmp_path, trained):
+    store = tmp_path / "runs"
+    base = [json.loads(line) for line in (trained / "metrics.jsonl").read_text().splitlines()]
+    records = [[{**r, "x": i * 1.5 + j} for j, r in enumerate(base)] for i in range(4)]
+    paths = [final_run(trained, store, f"b00000000000000{i}", r) for i, r in enumerate(records)]
+    load_runs(store)
+    assert all((p / COLUMNAR).is_file() for p in paths)
+    stale, foreign, cut, pickled = paths
+    # metrics.jsonl edited since (same count: the status's digest no longer its sha256): its JSON is shown
+    copy = (stale / COLUMNAR).read_bytes()
+    metrics = stale / "metrics.jsonl"
+    metrics.write_text(metrics.read_text().replace('"x": 0.0', '"x": 9.0'))
+    (foreign / COLUMNAR).write_bytes((cut / COLUMNAR).read_bytes())  # another run's copy
+    (cut / COLUMNAR).write_bytes((cut / COLUMNAR).read_bytes()[:-100])
+    marker = tmp_path / "PWNED"
+    header = json.loads(np.load(pickled / COLUMNAR)["header"].tobytes())  # its own key, and a pickle
+    with open(pickled / COLUMNAR, "wb") as f:
+        np.savez(f, header=np.frombuffer(json.dumps(header).encode(), np.uint8), numbers=[Payload(marker)])
+    table = load_runs(store)
+    pd.testing.assert_frame_equal(table, reference_load_runs(store), check_exact=True)
+    assert 9.0 in set(table["x"]) and not marker.exists()
+    assert (stale / COLUMNAR).read_bytes() == copy  # not remade: the file is not the run's final records
+    for path in (foreign, cut, pickled):  # remade, each its own run's
+        status = json.loads((path / "status.json").read_text())
+        assert store_module._read_copy(path / COLUMNAR, status["records_sha256"]) is not None, path
+    # any byte of a copy changed: it fails to load or to check, never gives other values
+    good = (cut / COLUMNAR).read_bytes()
+    for at in range(0, len(good), max(1, len(good) // 40)):
+        damaged = bytearray(good)
+        damaged[at] ^= 0x55
+        (cut / COLUMNAR).write_bytes(bytes(damaged))
+        pd.testing.assert_frame_equal(load_runs(store, [cut.name]), reference_load_runs(store, [cut.name]))
+
+
+class Payload:
+    """A pickle that would touch `marker` if it were ever loaded."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_store_that_cannot_be_written_is_read_from_its_json(tmp_path, trained, monkeypatch):
+    store = tmp_path / "runs"
+    base = [json.loads(line) for line in (trained / "metrics.jsonl").read_text().splitlines()]
+    final_run(trained, store, "c000000000000001", base)
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+
+    monkeypatch.setattr(os, "replace", read_only)
+    pd.testing.assert_frame_equal(load_runs(store), reference_load_runs(store), check_exact=True)
+    assert sorted(p.name for p in (store / "c000000000000001").iterdir()) == [
+        "config.json", "metrics.jsonl", "status.json"
+    ]  # fmt: skip
+
+
+def test_runs_collect_to_parquet_reads_back_as_the_pandas_table_would_have_written_it(tmp_path, trained):
+    """The file is written from Arrow arrays, not from the pandas table: pandas reads it back as the file that
+    table wrote (values, types, column order, attrs), and pyarrow too, text being `string`."""
+    import pyarrow.parquet as pq
+
+    varied_store(tmp_path, trained)
+    store = tmp_path / "runs"
+    table = load_runs(store)
+    for column in [c for c in table.columns if table[c].dtype == object]:  # what collect_runs did before
+        values = table[column].dropna()
+        if not all(isinstance(v, str) for v in values) and not all(
+            isinstance(v, int | float) and not isinstance(v, bool) for v in values
+        ):
+            shown = [v if v is None or v != v or isinstance(v, str) else json.dumps(v) for v in table[column]]
+            table[column] = pd.Series(shown, index=table.index, dtype=object)
+    table.to_parquet(tmp_path / "pandas.parquet", index=False)
+    written = collect_runs(store, tmp_path / "arrow.parquet")
+    assert len(written) == len(table) and list(written.columns) == list(table.columns)
+    assert written["run"].nunique() == table["run"].nunique()
+    ours, theirs = (pd.read_parquet(tmp_path / f"{name}.parquet") for name in ("arrow", "pandas"))
+    pd.testing.assert_frame_equal(ours, theirs, check_exact=True)
+    assert ours.attrs == theirs.attrs == table.attrs and ours.attrs["config_columns"]
+    ours, theirs = (pq.read_table(tmp_path / f"{name}.parquet") for name in ("arrow", "pandas"))
+    assert ours.equals(theirs.cast(ours.schema))
 
 
 # -- a bad run is corrupt, with its reason, and the rest of the store reads ----------------------------------

@@ -125,6 +125,14 @@ RetryFailed = Annotated[
 DryRun = Annotated[
     bool, typer.Option("--dry-run", help="Print the runs (hash, state, name) and run nothing.")
 ]
+EstimateCost = Annotated[
+    bool,
+    typer.Option(
+        "--estimate",
+        help="Time a few steps of each shape of run on this device and print what the unfinished runs will "
+        "take (wall time, device-hours, disk); run nothing into the store.",
+    ),
+]
 SlurmOptions = Annotated[
     list[str],
     typer.Option(
@@ -280,6 +288,7 @@ def sweep(
     track: Track = [],  # noqa: B006
     plugin: Plugin = [],  # noqa: B006
     dry_run: DryRun = False,
+    estimate: EstimateCost = False,
 ) -> None:
     """Run every combination of the --grid axes (and the --zip axes, walked together) on a config, one line
     per run. Finished runs are reused and failed ones reported, not rerun (--retry-failed reruns them); a
@@ -298,6 +307,9 @@ def sweep(
     keys = [*grid_axes, *zip_axes]
     if dry_run:
         _print_plan(configs, store, [_axis_values(cfg, keys) for cfg in configs])
+        return
+    if estimate:
+        _print_estimate(configs, store, execution)
         return
     outcomes = run_all(configs, store, execution)
     for outcome in outcomes:
@@ -328,6 +340,17 @@ def sweep_status(
     print(f"{store}: {sum(n for _, n in counts)} runs" + (f": {shown}" if shown else ""))
     for digest, state, name, error in failed:
         print(f"{state}: {digest}  {name + '  ' if name else ''}{error}")
+
+
+def _print_estimate(configs: list, store: Path, execution) -> None:
+    """`--estimate`: the cost of the plan's unfinished runs on this device (learnscope/estimate.py)."""
+    from .estimate import estimate
+
+    found = estimate(configs, store)
+    print(found.text())
+    workers = getattr(execution.options, "workers", None) or 1
+    if workers > 1 and found.runs:
+        print(f"with {workers} workers on this machine: about {found.seconds / workers / 60:.3g} min of wall")
 
 
 def _print_plan(configs: list, store: Path, labels: list[str] | None = None, names: bool = True) -> None:
@@ -509,6 +532,7 @@ def study(
     retry_failed: RetryFailed = False,
     quiet: Quiet = False,
     dry_run: DryRun = False,
+    estimate: EstimateCost = False,
     report: Annotated[
         bool, typer.Option("--report", help="Also write --out/report.html: the study's page.")
     ] = False,
@@ -519,7 +543,7 @@ def study(
     runs (CSV) and its figures into --out, and print the summary. `study list` names the studies. Exit code 2
     when a run failed; 3 when none failed but some are running in another process (run it again once they
     are done)."""
-    from .studies import STUDIES, get_study, run_study
+    from .studies import STUDIES, Study, get_study, run_study
 
     load_plugins(plugin)
     if name == "list":
@@ -537,9 +561,14 @@ def study(
     kinds = tuple(f"{key}={kind}" for key, kind in (("data", data), ("model", model)) if kind)
     everywhere = (*kinds, *(overrides or ()))
     axes = _grid_axes(axis, "--axis")
-    if dry_run:
+    if dry_run or estimate:
         chosen = cls(scale, everywhere, axes)
         planned = chosen.plan()
+        if estimate:
+            _print_estimate([config for config, _ in planned], store, execution)
+            if type(chosen).refine is not Study.refine:
+                print(f"study {name} adds runs as it goes (a bisection): this is its first round")
+            return
         labels = [" ".join(f"{k}={shown_value(v)}" for k, v in point.items()) for _, point in planned]
         _print_plan([config for config, _ in planned], store, labels, names=False)
         return
@@ -592,7 +621,7 @@ def runs_ls(
     cannot be read is listed as corrupt, with the reason in place of its name."""
     from rich.markup import escape
 
-    from .store import flatten_config
+    from .store import flatten_config, supplied_keys
 
     rows = []
     for path in run_dirs(store):
@@ -606,6 +635,7 @@ def runs_ls(
         acc = last.get("test/acc")
         keys = {
             **flatten_config(cfg),
+            **supplied_keys(body),  # a model passed in Python: its class, not the config's unused kind
             "status": shown_state(status),
             "name": cfg.get("name", ""),
             "step": last.get("step"),
@@ -624,7 +654,8 @@ def runs_ls(
     if rows and not any(sort in keys for _, _, keys in rows):
         raise ConfigError(f"--sort {sort}: no run in {store} has the key {sort}")
     rows.sort(key=lambda row: _sort_key(row[2].get(sort), row[0].name))
-    own = {"name", "data.kind", "model.kind", "status", "step", "test/acc", "started"}  # columns of their own
+    # columns of their own (model.id shows in the model's)
+    own = {"name", "data.kind", "model.kind", "model.id", "status", "step", "test/acc", "started"}
     common = set.intersection(*(set(keys) for _, _, keys in rows)) if rows else set()
     differ = [
         k
@@ -642,7 +673,7 @@ def runs_ls(
             keys["status"],
             status["error"] if status.get("state") == "corrupt" else keys["name"],
             _kind_of(keys, "data", "generator"),
-            _kind_of(keys, "model", "method"),
+            _kind_of(keys, "model", "method", keys.get("model.id")),
             *(_shown_cell(keys.get(k)) for k in differ),
             "-" if keys["step"] is None else keys["step"],
             "-" if acc is None else f"{acc:.4f}",
@@ -684,12 +715,13 @@ def _shown_cell(value: Any) -> str:
     return "-" if value is None else shown_value(value)
 
 
-def _kind_of(flat: dict[str, Any], section: str, other: str) -> Any:
+def _kind_of(flat: dict[str, Any], section: str, other: str, label: str | None = None) -> Any:
     """`runs ls`' data and model columns from a run's dotted keys: the section's kind (a section given as a
-    bare kind too), else the run kind's own key (generator, method)."""
+    bare kind too; a model or data passed in Python shows what it is), else the run kind's own key
+    (generator, method); `label` (a model_id) after it in parentheses."""
     for key in (f"{section}.kind", section, other):
         if flat.get(key) is not None:
-            return flat[key]
+            return flat[key] if label is None else f"{flat[key]} ({label})"
     return "-"
 
 
@@ -809,6 +841,71 @@ def data_fit_clone(
     if grid is not None:
         print(f"grid: {grid}")
     print(f"train on it: {' '.join(file_clone_overrides(cfg, out))}")
+
+
+# --- data fetch | list: the official data sets in the data directory (docs/data.md) -------------------------
+
+DataDir = Annotated[
+    Path | None,
+    typer.Option(
+        "--dir",
+        metavar="DIR",
+        help="The data directory (default: $LEARNSCOPE_DATA, else ~/.cache/learnscope/data).",
+    ),
+]
+
+
+@data_app.command("fetch")
+def data_fetch(
+    names: Annotated[
+        list[str], typer.Argument(metavar="NAME", help="cifar10 | cifar100 | mnist | fashion_mnist.")
+    ],
+    directory: DataDir = None,
+    mirror: Annotated[
+        str | None,
+        typer.Option(
+            metavar="BASE_URL",
+            help="Download from this base URL (a local mirror holding the official file names) instead.",
+        ),
+    ] = None,
+    quiet: Quiet = False,
+) -> None:
+    """Download the official files of a data set, check their MD5 sums and unpack them into the data
+    directory, where a config with data.kind = NAME and no data.path finds them. An interrupted download
+    resumes; a verified copy is left as it is."""
+    from .fetch import DATASETS, data_dir, fetch
+
+    unknown = [name for name in names if name not in DATASETS]
+    if unknown:  # before any download
+        raise ConfigError(f"unknown data set {unknown[0]!r} to fetch (allowed: {', '.join(DATASETS)})")
+    for name in names:
+        done = fetch(name, directory, mirror=mirror, quiet=quiet)
+        state = "fetched and verified" if done.downloaded else "already fetched and verified"
+        print(f"{name}: {state}: {done.path}")
+    if directory is not None and data_dir(directory).absolute() != data_dir().absolute():
+        print(f"configs without data.path look in {data_dir()}; for this copy: LEARNSCOPE_DATA={directory}")
+
+
+@data_app.command("list")
+def data_list(directory: DataDir = None) -> None:
+    """Each data set `data fetch` knows: verified (and where a config without data.path finds it), not
+    fetched, or incomplete (and why)."""
+    from .fetch import DATASETS, data_dir, data_dir_origin, status
+
+    root = data_dir(directory)
+    print(f"data directory: {root} ({'--dir' if directory is not None else data_dir_origin()})")
+    width = max(map(len, DATASETS)) + 2
+    for name in DATASETS:
+        found = status(name, root)
+        if found.state == "verified":
+            where = str(found.path)
+        elif found.state == "not fetched":
+            where = f"learnscope data fetch {name}"
+            if name == "mnist":
+                where += ' (its test split is bundled: data.train_prefix = data.test_prefix = "t10k")'
+        else:
+            where = f"{found.path}: {found.detail}; `learnscope data fetch {name}` completes it"
+        print(f"{name:<{width}}{found.state:<13}{where}")
 
 
 # --- theory: generator moments and the Gaussian-equivalence ODE (docs/studies/gaussian_equivalence.md) -----

@@ -92,6 +92,18 @@ class TrainConfig(Strict):
     schedule_per_epoch: bool = False  # hold the lr constant within an epoch (epoch-stepped schedulers)
     checkpoint_every: NonNegativeInt = 1000  # steps; 0 = only at the end
     log_every: PositiveInt = 50  # steps between reads of the loss (progress bar, divergence check)
+    # How the training step computes (docs/precision.md). None is today's way (fp32, the default memory
+    # format, eager) and is not written, so a config without these keys keeps its run hash; an explicit
+    # default (fp32, false) reads as None, so it names the same run too. A value is part of the run's name:
+    # precision changes the numbers, channels_last and compile change them only at float rounding.
+    precision: Literal["fp32", "bf16", "fp16"] | None = None  # autocast of the forward; fp16: a GradScaler
+    channels_last: bool | None = None  # the model and the 4-D image batches in channels_last memory format
+    compile: bool | None = None  # torch.compile of the model for the training step; probes use the module
+
+    @field_validator("precision", "channels_last", "compile")
+    @classmethod
+    def _default_is_none(cls, value: Any) -> Any:
+        return None if value == "fp32" or value is False else value
 
     @model_validator(mode="after")
     def _length(self) -> TrainConfig:

@@ -211,7 +211,12 @@ def run_labels(table: pd.DataFrame, key: str | None = None) -> pd.Series:
     per_run_comparable = per_run.assign(
         **{k: per_run[k].map(_comparable) for k in per_run.columns if per_run[k].dtype == object}
     )
-    candidates = [k for k in per_run.columns if k not in ("name", "status")]
+    config_columns = table.attrs.get("config_columns")  # load_runs says which columns are the config's
+    candidates = [
+        k
+        for k in per_run.columns
+        if k not in ("name", "status") and (config_columns is None or k in config_columns)
+    ]
     constant: dict[str, bool] = {}
 
     def is_config(column: str) -> bool:  # constant within each run: a config key, not a record

@@ -1,6 +1,7 @@
 """The run store: one directory per run, named by the config's hash.
 
-    <root>/<hash>/config.json     the config (and, for a user-supplied model or data, its fingerprint)
+    <root>/<hash>/config.json     the config (and, for a user-supplied model or data, its fingerprint and
+                                  what they are: `supplied`)
                   metrics.jsonl   one strict-JSON record per probe step, appended and flushed
                   checkpoint.pt   model, optimiser, RNG states and the records through its step; written to a
                                   temporary file, synced, then renamed; loaded with weights_only=True
@@ -8,6 +9,9 @@
                                   step; a final one with its records' count and sha256
                   inputs.json     the files the run read (path, size, mtime, sha256), checked before it
                                   resumes or is read back (inputs.py)
+                  records.npz     a final run's records as columns (`_write_copy`), keyed by the sha256 that
+                                  status.json keeps: what tables of the store are built from while it is the
+                                  copy of metrics.jsonl as it is now; a cache, never the truth
 The directory itself is locked (flock) by the process running the run.
 
 The invariant, kept under every fault (kill -9, Ctrl-C, SIGTERM, a full or read-only disk, a torn file):
@@ -44,16 +48,17 @@ import socket
 import stat
 import time
 import warnings
+import zipfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from json.scanner import make_scanner
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import numpy as np
 import orjson
 
-from .atomic import TMP_SUFFIX, atomic_text, atomic_write
+from .atomic import TMP_SUFFIX, atomic_text, atomic_write, temporary_name
 from .errors import RunBusy, StoreError, describe_os_error
 from .inputs import changed, fingerprint
 from .ui import notice
@@ -171,10 +176,11 @@ def read_records(path: Path) -> list[dict[str, Any]]:
     return records
 
 
-def _parse_records(path: Path) -> list[dict[str, Any]]:
-    """The JSON objects of a metrics.jsonl's lines (non-finite strings as floats), unchecked otherwise."""
+def _parse_records(path: Path, data: bytes | None = None) -> list[dict[str, Any]]:
+    """The JSON objects of a metrics.jsonl's lines (non-finite strings as floats), unchecked otherwise; of
+    `data`, the file's bytes already read, where given."""
     try:
-        f = _open_regular(path)
+        f = _open_regular(path) if data is None else io.BytesIO(data)
     except FileNotFoundError:
         return []
     except OSError as exc:
@@ -373,11 +379,15 @@ class RunSpec(Protocol):
 
 
 class RunDir:
-    """One run's directory. `identity` distinguishes runs of user-supplied models or data."""
+    """One run's directory. `identity` distinguishes runs of user-supplied models or data; `supplied` says
+    what they are (`supplied_keys`), kept in config.json beside the config they stand in for."""
 
-    def __init__(self, root: str | Path, cfg: RunSpec, identity: str = ""):
+    def __init__(
+        self, root: str | Path, cfg: RunSpec, identity: str = "", supplied: dict[str, str] | None = None
+    ):
         self.config = cfg
         self.identity = identity
+        self.supplied = dict(supplied or {})
         digest = cfg.run_hash()
         if identity:
             digest = hashlib.sha256(f"{digest}:{identity}".encode()).hexdigest()[:16]
@@ -449,8 +459,13 @@ class RunDir:
 
     def finish(self, state: str, records: list[dict[str, Any]], **info: Any) -> None:
         """Mark the run final (`done` or `diverged`), with how many records it has and their digest, which
-        `final_records` checks on every later read-back."""
-        self.set_status(state, **info, records=len(records), records_sha256=records_digest(records))
+        `final_records` checks on every later read-back; then the columnar copy of its records that tables of
+        the store are built from (`COLUMNAR`), made from metrics.jsonl where it holds exactly these records,
+        as a reader would make it. The run is final whether or not the copy could be written."""
+        digest = records_digest(records)
+        self.set_status(state, **info, records=len(records), records_sha256=digest)
+        with contextlib.suppress(StoreError, OSError):
+            _run_columns(self.path, self.status())
 
     def final_records(self) -> list[dict[str, Any]]:
         """The records of a final run, after checking that its files are whole, as git checks an object
@@ -545,6 +560,8 @@ class RunDir:
         body = {"config": self.config.to_dict(), "hash": self.hash}
         if self.identity:
             body["identity"] = self.identity
+        if self.supplied:
+            body["supplied"] = self.supplied
         atomic_text(self.path / "config.json", json.dumps(body, indent=2, sort_keys=True))
 
     def _checkpoint_records(self) -> list[dict[str, Any]] | None:
@@ -664,14 +681,165 @@ def _read_run(path: Path) -> tuple[dict, dict, list[dict], dict[str, list], dict
     metrics_path = path / "metrics.jsonl"
     records = _parse_records(metrics_path)
     columns = _record_columns(records, metrics_path)
+    _check_count(metrics_path, status, len(records))
+    return body, status, records, *columns
+
+
+def _check_count(metrics_path: Path, status: dict[str, Any], rows: int) -> None:
     count = status.get("records")
-    if status.get("state") in FINAL and type(count) is int and len(records) != count:
+    if status.get("state") in FINAL and type(count) is int and rows != count:
         # A finished run's file lost or cut since (its status says how many): shown, not silently short.
         raise StoreError(
-            f"{metrics_path} holds {len(records)} of the {count} records the run finished with; running its "
+            f"{metrics_path} holds {rows} of the {count} records the run finished with; running its "
             "config again restores them from its checkpoint, where it holds them"
         )
-    return body, status, records, *columns
+
+
+# -- the columnar copy of a final run's records --------------------------------------------------------------
+# Parsing 1,000 runs' JSON takes seconds; their numbers as arrays load in a fraction of that. A final run's
+# records never change, so a copy of them as columns is made once (`RunDir.finish`, or the first reader of a
+# run finished before copies were made) and trusted only while it is the copy of metrics.jsonl as it is now:
+# the file's sha256 is the one status.json keeps and the one the copy was made under. Anything else (no copy,
+# a stale or foreign one, one that fails to load) means the JSON is read, as before: never an error.
+
+COLUMNAR = "records.npz"
+_COPY_FORMAT = 1
+MAX_COPIED_BYTES = 256 << 20  # a final metrics.jsonl up to this size is read whole (hashed, then parsed)
+_NUMBERS = {"float": np.dtype(np.float64), "int": np.dtype(np.int64), "bool": np.dtype(np.bool_)}
+_KINDS = frozenset({*_NUMBERS, "str", "object"})
+
+
+class _Column(NamedTuple):
+    """One run's values of a record column: how pandas types them (`_kind`), the types of the values (None
+    for a copy's, normalised when it was made: numbers as an array, NaN for a missing text) and the values."""
+
+    kind: str
+    types: set[type] | None
+    values: list[Any] | np.ndarray
+
+
+def _run_columns(path: Path, status: dict[str, Any]) -> tuple[int, dict[str, _Column]]:
+    """The number of a run's records and their columns: from its columnar copy where the run is final and the
+    copy is that of its metrics.jsonl as it is now, else parsed from the JSON, which then makes the copy of a
+    final run whose file is still the one it finished with (where its directory is writable)."""
+    metrics_path = path / "metrics.jsonl"
+    key = status.get("records_sha256") if status.get("state") in FINAL else None
+    data = _whole_file(metrics_path) if isinstance(key, str) and key else None
+    final = data is not None and hashlib.sha256(data).hexdigest() == key
+    copied = _read_copy(path / COLUMNAR, key) if final else None
+    if copied is not None:
+        _check_count(metrics_path, status, copied[0])
+        return copied
+    records = _parse_records(metrics_path, data)
+    columns = _columns_of(records, metrics_path)
+    _check_count(metrics_path, status, len(records))
+    if final and records:
+        _write_copy(path / COLUMNAR, key, len(records), columns)
+    return len(records), columns
+
+
+def _columns_of(records: list[dict[str, Any]], where: str | Path) -> dict[str, _Column]:
+    """The records as checked columns (`record_columns`), each with how pandas types it."""
+    columns, types = _record_columns(records, where)
+    return {key: _Column(*_kind(values, types[key]), values) for key, values in columns.items()}
+
+
+def _whole_file(path: Path) -> bytes | None:
+    """The bytes of a regular file (b"" where it is missing), or None where it is larger than
+    MAX_COPIED_BYTES (it is then streamed, and has no copy); a StoreError as `_parse_records` gives."""
+    try:
+        f = _open_regular(path)
+    except FileNotFoundError:
+        return b""
+    except OSError as exc:
+        raise StoreError(_os_error(path, exc)) from None
+    with f:
+        try:
+            return None if os.fstat(f.fileno()).st_size > MAX_COPIED_BYTES else f.read()
+        except OSError as exc:
+            raise StoreError(_os_error(path, exc)) from None
+
+
+def _write_copy(path: Path, key: str, rows: int, columns: dict[str, _Column]) -> None:
+    """Write the columnar copy of a final run's records, whose sha256 is `key`: the numbers as one 2-D array
+    of 8-byte words (a row per column: an int64, a float64's bits, a bool as 0 or 1; one array, as each array
+    of an .npz costs its reading a header of its own), the values of a text or other column as one JSON
+    array (NaN a missing cell), and a header naming the columns in order with their kinds. Written to a
+    temporary file and renamed; not synced: a copy that a crash damages fails to load and is made again.
+    Where it cannot be written (a read-only store, a full disk) nothing is: the JSON goes on being read."""
+    if not os.access(path.parent, os.W_OK):
+        return
+    numbers: list[np.ndarray] = []
+    texts: list[bytes] = []
+    entries: list[list[Any]] = []
+    at = 0
+    try:
+        for name, (kind, _, values) in columns.items():
+            if kind in _NUMBERS:  # ints and None of a float column as floats, as pandas holds them
+                entries.append([name, kind, len(numbers), len(numbers) + 1])
+                array = np.array(values, dtype=_NUMBERS[kind])
+                numbers.append(array.astype(np.int64) if kind == "bool" else array.view(np.int64))
+                continue
+            if kind == "str":  # None and NaN are both a missing text
+                values = [_MISSING if v is None else v for v in values]
+            text = json.dumps(values).encode()  # NaN, Infinity and big ints kept exactly
+            entries.append([name, kind, at, at + len(text)])
+            texts.append(text)
+            at += len(text)
+    except (ValueError, TypeError, RecursionError):  # not values a copy holds: the JSON stays the only copy
+        return
+    header = {"format": _COPY_FORMAT, "records_sha256": key, "rows": rows, "columns": entries}
+    arrays = {"header": np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)}
+    if numbers:
+        arrays["numbers"] = np.stack(numbers)
+    if texts:
+        arrays["text"] = np.frombuffer(b"".join(texts), dtype=np.uint8)
+    tmp = temporary_name(path)
+    try:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, path)
+    except OSError:
+        pass
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+
+
+def _read_copy(path: Path, key: str) -> tuple[int, dict[str, _Column]] | None:
+    """The number of records and the columns of a run's columnar copy, if it is the copy of the records whose
+    sha256 is `key`; None where there is none, or it is another's (stale or foreign), or it fails to load or
+    to check. Loading runs no code (np.load without pickles) and inflates nothing (stored members only)."""
+    try:
+        with _open_regular(path) as f:
+            if os.fstat(f.fileno()).st_size > MAX_COPIED_BYTES:
+                return None
+            with np.load(f, allow_pickle=False) as z:
+                if any(i.compress_type != zipfile.ZIP_STORED for i in z.zip.infolist()):
+                    return None
+                header = json.loads(z["header"].tobytes())
+                if header["format"] != _COPY_FORMAT or header["records_sha256"] != key:
+                    return None
+                arrays = {name: z[name] for name in z.files if name != "header"}
+        rows, entries = header["rows"], header["columns"]
+        text = arrays["text"].tobytes() if "text" in arrays else b""
+        columns: dict[str, _Column] = {}
+        for name, kind, start, stop in entries:
+            if kind in _NUMBERS:
+                block = arrays["numbers"]
+                if block.dtype != np.int64 or block.shape[1:] != (rows,) or stop != start + 1:
+                    return None
+                values = block[start] != 0 if kind == "bool" else block[start].view(_NUMBERS[kind])
+            else:
+                values = json.loads(text[start:stop])
+                if kind == "str" and not all(type(v) is str or v != v for v in values):
+                    return None
+            if kind not in _KINDS or not isinstance(name, str) or name in columns or len(values) != rows:
+                return None
+            columns[name] = _Column(kind, None, values)
+        return rows, columns
+    except Exception:  # whatever a damaged copy raises, the JSON is read instead
+        return None
 
 
 def _read_config_and_status(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -693,7 +861,7 @@ def _read_config_and_status(path: Path) -> tuple[dict[str, Any], dict[str, Any]]
 def config_problem(body: dict[str, Any], name: str) -> str | None:
     """What breaks the rules of a config.json (None: nothing): an object whose `config` is an object (a
     training config's sections objects, its `name` and `kind` strings) and whose `hash` is the name of the
-    run's directory, with an optional `identity` string."""
+    run's directory, with an optional `identity` string and an optional `supplied` object of strings."""
     config, digest = body.get("config"), body.get("hash")
     if not isinstance(config, dict):
         return "has no 'config' object: not a run config"
@@ -703,6 +871,9 @@ def config_problem(body: dict[str, Any], name: str) -> str | None:
         return f"'hash' {_clip(digest)} is not the name of its run directory ({name!r})"
     if not isinstance(body.get("identity", ""), str):
         return f"'identity' is {_clip(body['identity'])}, not a string"
+    supplied = body.get("supplied", {})
+    if not isinstance(supplied, dict) or not all(isinstance(v, str) for v in supplied.values()):
+        return f"'supplied' is {_clip(supplied)}, not an object of strings"
     for key in ("name", "kind"):
         if not isinstance(config.get(key, ""), str):
             return f"config.{key} is {_clip(config[key])}, not a string"
@@ -756,20 +927,38 @@ def load_runs(root: str | Path, runs: Iterable[str] | None = None) -> pd.DataFra
     `error`.
 
     The table is built a column at a time for the whole store (one array per column, its type the one that
-    pandas gives a column of these values), not a frame per run: 1,000 runs of 1,000 records load in
-    seconds, the time of parsing their JSON."""
+    pandas gives a column of these values), not a frame per run, from the columnar copies of final runs
+    (`COLUMNAR`) and the JSON of the others: 1,000 runs of 1,000 records load in a second or two."""
     import pandas as pd
 
-    paths = run_dirs(root) if runs is None else [Path(root) / name for name in sorted(runs)]
-    with _collector_paused():
-        parts = [_table_part(path) for path in paths]
+    parts = _table_parts(root, runs)
     if not parts:
         return pd.DataFrame()
+    order, live, rows = _layout(parts)
+    columns = {key: _table_column(key, live, rows) for key in order}
+    table = pd.DataFrame(columns, copy=False)
+    table.attrs["config_columns"] = _config_columns(parts)
+    return table
+
+
+def _table_parts(root: str | Path, runs: Iterable[str] | None = None) -> list[_TablePart]:
+    paths = run_dirs(root) if runs is None else [Path(root) / name for name in sorted(runs)]
+    with _collector_paused():
+        return [_table_part(path) for path in paths]
+
+
+def _layout(parts: list[_TablePart]) -> tuple[dict[str, None], list[_TablePart], np.ndarray]:
+    """The table's columns in order, the runs that have rows, and their numbers of rows."""
     order = dict.fromkeys(itertools.chain.from_iterable(p.order for p in parts))
     live = [p for p in parts if p.rows]  # a run without records names its columns, and has no rows
-    rows = np.array([p.rows for p in live], dtype=np.int64)
-    columns = {key: _table_column(key, live, rows) for key in order}
-    return pd.DataFrame(columns, copy=False)
+    return order, live, np.array([p.rows for p in live], dtype=np.int64)
+
+
+def _config_columns(parts: list[_TablePart]) -> list[str]:
+    """Which columns are the config's (constant per run by construction) and which are records that happen
+    to be constant (a constant `lr`): legends and `runs ls` name runs by the former only."""
+    keys = dict.fromkeys(itertools.chain.from_iterable(p.constants for p in parts))
+    return [k for k in keys if k not in ("run", "status", "error")]
 
 
 @contextlib.contextmanager
@@ -792,23 +981,23 @@ class _TablePart:
 
     rows: int
     constants: dict[str, Any]
-    columns: dict[str, list[Any]]
-    types: dict[str, set[type]]  # of each column's values
+    columns: dict[str, _Column]
     order: list[str]  # its columns, in the order its table shows them
 
 
 def _table_part(path: Path) -> _TablePart:
     try:
-        body, status, records, columns, types = _read_run(path)
+        body, status = _read_config_and_status(path)
+        rows, columns = _run_columns(path, status)
         meta = {k: tuple(v) if isinstance(v, list) else v for k, v in flatten_config(body["config"]).items()}
     except (StoreError, OSError, RecursionError) as exc:
         reason = "config.json nests too deeply" if isinstance(exc, RecursionError) else _reason(exc)
         constants = {"run": _dir_name(path), "status": "corrupt", "error": reason}
-        return _TablePart(1, constants, {}, {}, ["step", *constants])
+        return _TablePart(1, constants, {}, ["step", *constants])
     constants = {"run": body["hash"], "status": shown_state(status), **meta}  # they win over records
     columns = {k: v for k, v in columns.items() if k not in constants}
     step = [] if columns or "step" in constants else ["step"]  # a run without records has a step column
-    return _TablePart(len(records), constants, columns, types, [*step, *columns, *constants])
+    return _TablePart(rows, constants, columns, [*step, *columns, *constants])
 
 
 def flatten_config(config: dict[str, Any]) -> dict[str, Any]:
@@ -828,6 +1017,21 @@ def flatten_config(config: dict[str, Any]) -> dict[str, Any]:
         if isinstance(value, dict):
             leaves(value, key)
     return {**flat, **nested}
+
+
+def supplied_keys(body: dict[str, Any]) -> dict[str, str]:
+    """The dotted keys that a run's user-supplied model or data (config.json's `supplied`) replace where the
+    run is shown (`runs ls`, the trackers), since the config's own kinds were not what ran: `model.kind` the
+    model's class, `model.id` the caller's model_id, `data.kind` e.g. "tensors (150 train, 50 test)". A run
+    stored before config.json said so shows "supplied" for the parts its identity names; {} for a run of the
+    config's own model and data."""
+    supplied = body.get("supplied")
+    if isinstance(supplied, dict):
+        names = {"model": "model.kind", "model_id": "model.id", "data": "data.kind"}
+        return {names[k]: v for k, v in supplied.items() if k in names and isinstance(v, str)}
+    identity = body.get("identity")
+    parts = {p.partition(":")[0] for p in identity.split(",")} if isinstance(identity, str) else set()
+    return {f"{k}.kind": "supplied" for k in ("data", "model") if k in parts}
 
 
 # The type of a column is that of pandas.concat of per-run frames: each run's values typed as
@@ -875,32 +1079,55 @@ def _combined(kinds: frozenset[str], missing: bool) -> Any:
 def _table_column(key: str, live: list[_TablePart], rows: np.ndarray) -> Any:
     """One column of `load_runs`'s table: an array of its rows' values (`rows` of each run), typed as pandas
     would type the concatenation of per-run frames."""
-    kinds: dict[int, tuple[str, set[type]]] = {}
+    _, values, per_run = _column(key, live, rows)
+    if not per_run:
+        return values
+    if isinstance(values, np.ndarray):
+        return np.repeat(values, rows)
+    return values.take(np.repeat(np.arange(len(live)), rows))
+
+
+def _column(key: str, live: list[_TablePart], rows: np.ndarray) -> tuple[Any, Any, bool]:
+    """The dtype of a column of the table and its values: one per run (`per_run`: a config key's, the same
+    over the run's rows) or one per row."""
+    dtype, from_records = _column_type(key, live)
+    if not from_records:
+        return dtype, _array([part.constants.get(key, _MISSING) for part in live], dtype), True
+    return dtype, _column_rows(key, live, dtype), False
+
+
+def _column_type(key: str, live: list[_TablePart]) -> tuple[Any, bool]:
+    """The dtype of a column of the table, and whether any run has it in its records (else it is a config
+    key's, or no run's: NaN)."""
+    kinds: dict[int, str] = {}
     from_records = False
     for i, part in enumerate(live):
-        if key in part.columns:
-            kinds[i] = _kind(part.columns[key], part.types[key])
+        column = part.columns.get(key)
+        if column is not None:
+            kinds[i] = column.kind
             from_records = True
         elif key in part.constants:
             value = part.constants[key]
-            kinds[i] = _kind([value], {type(value)})
+            kinds[i] = _kind([value], {type(value)})[0]
     if not kinds:
-        return np.full(int(rows.sum()), np.nan)
-    dtype = _combined(frozenset(k for k, _ in kinds.values()), len(kinds) < len(live))
-    if not from_records:  # config values: one per run, repeated over its rows
-        per_run = _array([part.constants.get(key, _MISSING) for part in live], dtype)
-        if isinstance(per_run, np.ndarray):
-            return np.repeat(per_run, rows)
-        return per_run.take(np.repeat(np.arange(len(live)), rows))
-    values: list[Any] = []
-    for i, part in enumerate(live):
-        if key in part.columns:
-            column = part.columns[key]
-            if _is_object(dtype):
-                column = _as_object(column, *kinds[i])
-            values += column
+        return np.dtype(np.float64), False
+    return _combined(frozenset(kinds.values()), len(kinds) < len(live)), from_records
+
+
+def _column_rows(key: str, parts: list[_TablePart], dtype: Any) -> Any:
+    """The values of a column over the rows of `parts`, as an array of `dtype`."""
+    chunks: list[Any] = []  # each run's values: a list, or a copy's array of numbers
+    for part in parts:
+        column = part.columns.get(key)
+        if column is None:
+            chunks.append([part.constants.get(key, _MISSING)] * part.rows)
+        elif column.types is not None and _is_object(dtype):
+            chunks.append(_as_object(column.values, column.kind, column.types))
         else:
-            values += [part.constants.get(key, _MISSING)] * part.rows
+            chunks.append(column.values)
+    if _is_numbers(dtype):  # an array per run, joined
+        return np.concatenate([np.asarray(chunk, dtype=dtype) for chunk in chunks])
+    values = [v for chunk in chunks for v in (chunk.tolist() if isinstance(chunk, np.ndarray) else chunk)]
     return _array(values, dtype)
 
 
@@ -916,6 +1143,10 @@ def _as_object(values: list[Any], kind: str, types: set[type]) -> list[Any]:
 
 def _is_object(dtype: Any) -> bool:
     return isinstance(dtype, np.dtype) and dtype.kind == "O"
+
+
+def _is_numbers(dtype: Any) -> bool:
+    return isinstance(dtype, np.dtype) and dtype.kind != "O"
 
 
 def _array(values: list[Any], dtype: Any) -> Any:
@@ -935,30 +1166,97 @@ def collect_runs(root: str | Path, out: str | Path) -> pd.DataFrame:
     """Every run of a store as one file (`load_runs`: a row per record, the run's hash and status, its config
     as dotted columns), CSV or Parquet by the suffix of `out`, written atomically. Values that are not scalars
     (lists, tuples) are written as their JSON text, and so are the values of a column that mixes text with
-    numbers (e.g. `optim.lr`, a number or "1/sharpness"), so that every column has one type."""
+    numbers (e.g. `optim.lr`, a number or "1/sharpness"), so that every column has one type.
+
+    Returns the table written: for CSV the `load_runs` table, for Parquet the Arrow table (columns typed
+    `pandas.ArrowDtype`), which is built from the runs without a pandas table in between, as
+    `DataFrame.to_parquet` would have converted and written that table."""
     import pandas as pd
 
     out = Path(out)
     if out.suffix not in COLLECT_FORMATS:
         raise StoreError(f"--out {out}: must end in {' or '.join(COLLECT_FORMATS)}")
+    if out.suffix == ".parquet":
+        return _collect_parquet(root, out)
     table = load_runs(root)
     if table.empty:
         raise StoreError(f"no runs in {root}")
     for column in [c for c in table.columns if pd.api.types.is_object_dtype(table[c])]:
-        values = table[column].dropna()
-        if not all(isinstance(v, str) for v in values) and not all(_is_number(v) for v in values):
-            table[column] = _texts(table[column])
-    if out.suffix == ".parquet":
-        try:
-            import pyarrow  # noqa: F401 (pandas writes parquet through it)
-        except ImportError:
-            raise StoreError("writing parquet needs pyarrow: pip install 'learnscope[parquet]'") from None
+        values = table[column].to_numpy()
+        shown = _one_type(values)
+        if shown is not values:
+            table[column] = pd.Series(shown, index=table.index, dtype=object)
     out.parent.mkdir(parents=True, exist_ok=True)
-    if out.suffix == ".csv":
-        atomic_write(out, lambda tmp: table.to_csv(tmp, index=False))
-    else:
-        atomic_write(out, lambda tmp: table.to_parquet(tmp, index=False))
+    atomic_write(out, lambda tmp: table.to_csv(tmp, index=False))
     return table
+
+
+def _collect_parquet(root: str | Path, out: Path) -> pd.DataFrame:
+    """`collect_runs` to Parquet, each column of the table made straight into an Arrow array, with the pandas
+    metadata and attrs that `DataFrame.to_parquet` writes: `pandas.read_parquet` gives back the frame that
+    the pandas table would have written. A config column is its values per run, dictionary-encoded over the
+    rows (as Parquet encodes it anyway) rather than repeated: new memory costs more than the writing (on a
+    VM, ~2 ms a MB for its page faults). Its Arrow schema is not stored (it would make those columns
+    categorical on reading), so pyarrow reads text as `string`, the parquet type, where pandas' `str` would
+    have stored `large_string`."""
+    import pandas as pd
+
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise StoreError("writing parquet needs pyarrow: pip install 'learnscope[parquet]'") from None
+    parts = _table_parts(root)
+    order, live, rows = _layout(parts)
+    if not rows.sum():
+        raise StoreError(f"no runs in {root}")
+    runs = pa.array(np.repeat(np.arange(len(live), dtype=np.int32), rows))
+    arrays, types, dtypes = [], {}, {}
+    for key in order:
+        dtypes[key], values, per_run = _column(key, live, rows)
+        if _is_object(dtypes[key]):
+            values = _one_type(values)
+        array = pa.array(values, from_pandas=True)  # as pyarrow converts a pandas column: NaN is null
+        types[key] = array.type
+        arrays.append(_over_rows(array, runs) if per_run else array)
+    table = pa.Table.from_arrays(arrays, names=list(order))
+    empty = pd.DataFrame({key: pd.Series([], dtype=dtype) for key, dtype in dtypes.items()})
+    schema = pa.schema(list(types.items()))
+    metadata = pa.Table.from_pandas(empty, schema=schema, preserve_index=False).schema.metadata
+    metadata[b"PANDAS_ATTRS"] = json.dumps({"config_columns": _config_columns(parts)}).encode()
+
+    def write(tmp: Path) -> None:
+        with pq.ParquetWriter(tmp, table.schema, compression="snappy", store_schema=False) as writer:
+            writer.write_table(table)
+            writer.add_key_value_metadata(metadata)  # not stored with the schema
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(out, write)
+    return table.to_pandas(types_mapper=pd.ArrowDtype)
+
+
+def _over_rows(per_run: Any, runs: Any) -> Any:
+    """A column of values per run over the rows (`runs`: each row's run): its distinct values once, and
+    the index of its run's value for each row, in the narrowest integers that hold it."""
+    import pyarrow as pa
+
+    if pa.types.is_null(per_run.type):
+        return pa.nulls(len(runs))
+    encoded = per_run.dictionary_encode()
+    size = len(encoded.dictionary)
+    narrow = pa.int8() if size < 1 << 7 else pa.int16() if size < 1 << 15 else pa.int32()
+    return pa.DictionaryArray.from_arrays(encoded.indices.cast(narrow).take(runs), encoded.dictionary)
+
+
+def _one_type(values: np.ndarray) -> np.ndarray:
+    """An object column as `collect_runs` writes it: as it is where its values (missing ones aside) are all
+    text or all numbers, else each value as its JSON text (`_texts`)."""
+    import pandas as pd
+
+    present = [v for v in values.tolist() if v is not None and not _is_nan(v)]
+    if all(isinstance(v, str) for v in present) or all(_is_number(v) for v in present):
+        return values
+    return _texts(pd.Series(values, dtype=object)).to_numpy()
 
 
 def _texts(column: pd.Series) -> pd.Series:

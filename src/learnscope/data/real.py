@@ -14,6 +14,7 @@ from typing import Annotated, Literal
 import numpy as np
 from pydantic import Field, PositiveInt
 
+from .. import fetch
 from ..errors import DataError
 from ..registry import DATA
 from . import files
@@ -107,7 +108,9 @@ class IDXConfig(FiniteDataConfig):
 
     `train_prefix`/`test_prefix` name the file pairs (`train-images-idx3-ubyte`, ...). When both name the same
     pair, `split_at` cuts it: the first `split_at` samples train, the rest test (MNIST's test split alone).
-    Without `path`, MNIST reads the official test split bundled with learnscope (t10k only).
+    Without `path`, MNIST's t10k-only configs read the official test split bundled with learnscope (always: a
+    fetched copy holds the same bytes, and their runs keep reading the files they read); the training split
+    and Fashion-MNIST come from the copy `learnscope data fetch` verified in the data directory.
     """
 
     kind: Literal["mnist", "fashion_mnist"] = "mnist"
@@ -120,14 +123,18 @@ class IDXConfig(FiniteDataConfig):
 def _idx_folder(cfg: IDXConfig) -> Path:
     if cfg.path is not None:
         return cfg.path
+    if cfg.kind == "mnist" and cfg.train_prefix == cfg.test_prefix == "t10k":
+        return BUNDLED_MNIST
+    fetched = fetch.fetched_path(cfg.kind)
+    if fetched is not None:
+        return fetched
     if cfg.kind != "mnist":
-        raise DataError(f"data.path is required for {cfg.kind} (only MNIST's test split is bundled)")
-    if "t10k" not in (cfg.train_prefix, cfg.test_prefix) or cfg.train_prefix != cfg.test_prefix:
-        raise DataError(
-            "the bundled MNIST is the official test split only: set data.train_prefix = data.test_prefix = "
-            '"t10k" and data.split_at (e.g. 8000), or data.path to a folder with the training files'
-        )
-    return BUNDLED_MNIST
+        raise DataError(f"data.path is required for {cfg.kind} unless fetched: {fetch.fetch_hint(cfg.kind)}")
+    raise DataError(
+        f"the bundled MNIST is the official test split only: {fetch.fetch_hint('mnist')}, set data.path to a "
+        'folder with the training files, or data.train_prefix = data.test_prefix = "t10k" and data.split_at '
+        "(e.g. 8000)"
+    )
 
 
 def _idx(cfg: IDXConfig) -> Dataset:
@@ -159,15 +166,19 @@ DATA.register("fashion_mnist", IDXConfig)(_idx)
 class CIFARConfig(FiniteDataConfig):
     """CIFAR-10/100 from the official python batch directory, its parent, or the official .tar.gz.
 
+    Without `path`: the copy `learnscope data fetch` verified in the data directory (data/fetch.py).
     `coarse`: CIFAR-100's 20 super-classes, or CIFAR-10 in 2 classes (the clones study's mapping)."""
 
     kind: Literal["cifar10", "cifar100"] = "cifar10"
-    path: Path
+    path: Path | None = None  # None is left out of the config's JSON: runs with a path keep their hash
     coarse: bool = False
 
 
 def _cifar(cfg: CIFARConfig) -> Dataset:
-    arrays = files.load_cifar(cfg.path, cfg.kind)
+    path = cfg.path if cfg.path is not None else fetch.fetched_path(cfg.kind)
+    if path is None:
+        raise DataError(f"data.path is required for {cfg.kind} unless fetched: {fetch.fetch_hint(cfg.kind)}")
+    arrays = files.load_cifar(path, cfg.kind)
     y_train, y_test = arrays["y_train"], arrays["y_test"]
     num_classes = 10 if cfg.kind == "cifar10" else 100
     if cfg.coarse and cfg.kind == "cifar10":

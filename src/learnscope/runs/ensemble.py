@@ -68,6 +68,8 @@ from .train import RunLoop, build_model, check_data, drive, init_model, resolve_
 # Top-level config keys in which the members of one ensemble may differ: everything else (data, model, train,
 # probes, device) is shared. The optimiser may differ wholly since each member steps its own.
 BATCHABLE = ("name", "seed", "optim")
+# The training step's options (config.TrainConfig, docs/precision.md), which the stacked step does not take.
+STEP_OPTIONS = ("precision", "channels_last", "compile")
 # Largest ensemble `group_configs` forms: past a few members the arithmetic is already in large operations,
 # and memory (activations, M copies of the batch) grows with every member.
 MAX_MEMBERS = 16
@@ -114,6 +116,15 @@ def check_batchable(configs: Sequence[Any]) -> None:
     for cfg in configs:
         if not isinstance(cfg, Config):
             raise NotBatchable(f"only training configs can train as an ensemble, not kind {cfg.kind!r}")
+        # The stacked step is one vmapped fp32 forward of the template, eager: no autocast, GradScaler,
+        # memory format or compiled forward of its own (docs/precision.md); such runs train one by one.
+        for key in STEP_OPTIONS:
+            value = getattr(cfg.train, key)
+            if value is not None:
+                raise NotBatchable(
+                    f"train.{key}={str(value).lower()}: an ensemble trains in fp32, eager, in the default "
+                    "memory format; run these configs one by one (executor serial or local)"
+                )
     first = flatten_config({k: v for k, v in configs[0].to_dict().items() if k not in BATCHABLE})
     for cfg in configs[1:]:
         other = flatten_config({k: v for k, v in cfg.to_dict().items() if k not in BATCHABLE})

@@ -4,6 +4,11 @@ Steps are the clock: step s means s updates have been done, probes at step s see
 epochs are step / steps_per_epoch. The loop never waits for the device inside a step: batch losses go into a
 device buffer that is read back every `train.log_every` steps and at probe and checkpoint steps, which is
 where a non-finite loss is noticed (and pinned to its exact step) and the progress bar moves.
+
+How the training step computes is the config's `train.precision`, `train.channels_last` and `train.compile`
+(docs/precision.md): the forward in the device's autocast (fp16 with a GradScaler, whose state the checkpoints
+carry), the model and image batches in channels_last memory format, the forward compiled. Only the training
+step changes: probes run on the model module itself (the compiled forward shares its parameters), in fp32.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import hashlib
 import math
 import os
 import random
+import re
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -23,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from torch.nn.parameter import is_lazy
 
 from ..config import Config
 from ..curvature import hvp_operator, top_eigenvalue
@@ -33,7 +40,7 @@ from ..optim import INVERSE_SHARPNESS, Schedule, build_optimizer, loss_function,
 from ..probes import ProbeContext, Steps, build_probes, probe_steps
 from ..registry import MODELS, RUN_KINDS
 from ..store import RunDir
-from ..ui import progress_bar
+from ..ui import notice, progress_bar
 from .lifecycle import RunResult, execute, finished
 
 LOADER_SEED_OFFSET = 1_000_003  # the loader's generators are seeded apart from the global (init) RNG
@@ -115,14 +122,16 @@ def _gib(nbytes: float) -> str:
     return f"{nbytes / 2**30:,.3g} GiB"
 
 
-def fingerprint(model: nn.Module | None, data: Dataset | None) -> str:
-    """Identity of user-supplied objects, so their runs get their own directories."""
+def fingerprint(model: nn.Module | None, data: Dataset | None, model_id: str | None = None) -> str:
+    """Identity of user-supplied objects, so their runs get their own directories: a model by its class and
+    structure (`model_structure`), not its weights, with the caller's `model_id` if given, so that a model
+    built afresh in each call (another random init) is the same run, which resumes or is read back; data by
+    its content."""
     parts = []
     if model is not None:
-        h = hashlib.sha256(type(model).__qualname__.encode())
-        for name, tensor in model.state_dict().items():
-            h.update(name.encode())
-            h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        h = hashlib.sha256(model_structure(model).encode())
+        if model_id is not None:
+            h.update(f"\0model_id={model_id}".encode())
         parts.append(f"model:{h.hexdigest()[:16]}")
     if data is not None:
         h = hashlib.sha256()
@@ -134,6 +143,44 @@ def fingerprint(model: nn.Module | None, data: Dataset | None) -> str:
     return ",".join(parts)
 
 
+def model_structure(model: nn.Module) -> str:
+    """A model's structure as text, one line per item: each module of its tree (name, class with its module,
+    and the constructor arguments torch prints for it: `extra_repr`, e.g. in_features=5, out_features=16),
+    then each parameter and buffer (name, shape, dtype, trainable or not). No values: models built alike from
+    different random draws have the same structure."""
+    lines = []
+    for name, module in model.named_modules(remove_duplicate=False):
+        # a repr of a function or object held by a module names its address, which changes every process
+        shown = re.sub(r" at 0x[0-9a-fA-F]+", "", module.extra_repr())
+        lines.append(f"module {name or '.'} {class_name(module)}({shown})")
+    tensors = [*model.named_parameters(remove_duplicate=False), *model.named_buffers(remove_duplicate=False)]
+    for name, tensor in tensors:
+        shape = "lazy" if is_lazy(tensor) else tuple(tensor.shape)  # a lazy module's shapes come later
+        trainable = isinstance(tensor, nn.Parameter) and tensor.requires_grad
+        lines.append(f"tensor {name} {shape} {tensor.dtype} {'trainable' if trainable else 'fixed'}")
+    return "\n".join(lines)
+
+
+def class_name(obj: Any) -> str:
+    """An object's class as module.qualname (e.g. mypackage.nets.MyNet)."""
+    return f"{type(obj).__module__}.{type(obj).__qualname__}"
+
+
+def supplied(model: nn.Module | None, data: Dataset | None, model_id: str | None = None) -> dict[str, str]:
+    """What a run's user-supplied model and data are, for config.json (`store.supplied_keys`): the model's
+    class and model_id, the data as its splits' sizes."""
+    out = {}
+    if model is not None:
+        out["model"] = class_name(model)
+        if model_id is not None:
+            out["model_id"] = model_id
+    if data is not None:
+        evals = [f"{len(split)} {name}" for name, split in data.evals.items() if name != "train"]
+        sizes = [f"{len(data.train)} train", *evals]
+        out["data"] = f"tensors ({', '.join(sizes)})"
+    return out
+
+
 @RUN_KINDS.register("train", Config)  # the runner of the `train` kind: (cfg, store, quiet=...)
 def run(
     cfg: Config,
@@ -141,18 +188,33 @@ def run(
     *,
     model: nn.Module | None = None,
     data: Dataset | None = None,
+    model_id: str | None = None,
     quiet: bool = False,
 ) -> RunResult:
     """Run `cfg` (resuming from its checkpoint if one exists) or return its stored result if it is final.
 
     `model` and `data` replace what the config would build (any nn.Module, any Dataset); the run directory
-    is then named by the config and a fingerprint of them. The caller's `model` is copied, not trained in
+    is then named by the config (its seed included) and their identity (`fingerprint`): data by its values,
+    a model by its class and structure (module tree, parameter and buffer shapes and dtypes), not its
+    weights, so a model built afresh in each call, whatever its random init, finds its run again: resumed
+    from the checkpoint, or read back once final (then `computed` is False and `model` None, and a one-line
+    notice says so). The flip side: a model of the same structure with other weights (pre-trained, a
+    fine-tuning start) or another `forward` is the same run. `model_id` (any text, e.g. the name or hash of
+    the weights file) joins the identity to tell such models apart; `runs ls` shows it beside the class.
+    config.json records what was supplied (the model's class, model_id, the data's sizes), which `runs ls`
+    and the trackers show in place of the config's kinds. The caller's `model` is copied, not trained in
     place, so two calls start from the same weights. With `store=None` nothing is written.
 
     Bad data or model input fails before anything is written. Ctrl-C (or SIGTERM through the CLI) leaves the
     run `interrupted`; an error of the operating system (a full disk, a read-only store) is a one-line
     StoreError and leaves the run `failed`; both resume from the last checkpoint when run again.
     """
+    if model_id is not None and (model is None or not isinstance(model_id, str) or not model_id.strip()):
+        raise ConfigError(
+            f"model_id={model_id!r}: must be a non-empty string naming the model passed as model="
+            if model is not None
+            else "model_id needs model=: the config's own model is already known by the config"
+        )
     if model is not None:
         model = copy.deepcopy(model)
     rng = None  # a caller's model: the run's RNG stream starts from the global RNGs as they are
@@ -163,9 +225,14 @@ def run(
             model, rng = init_model(cfg, data)
         return train(cfg, model, data, None, quiet=quiet, rng=rng)
 
-    run_dir = RunDir(store, cfg, fingerprint(model, data))
+    run_dir = RunDir(store, cfg, fingerprint(model, data, model_id), supplied(model, data, model_id))
     done = finished(run_dir)
     if done is not None:
+        if model is not None and model_id is None:  # the case where weights the caller loaded go unseen
+            notice(
+                f"run {run_dir.hash} of {class_name(model)} is {done.status}: read back, not trained (a "
+                "model is known by its class and structure, not its weights: model_id= tells them apart)"
+            )
         return done
     with recording_inputs() as read:  # the files the data was read from, part of what the run is
         data = data if data is not None else build_data(cfg.data)
@@ -187,10 +254,29 @@ def check_data(cfg: Config, data: Dataset) -> None:
         raise ConfigError(
             "train.loss=ce needs class labels; this data's targets are real (a regression): loss=mse"
         )
+    check_step_options(cfg, data)
+
+
+def check_step_options(cfg: Config, data: Dataset) -> None:
+    """A one-line ConfigError for a training-step option (docs/precision.md) that this data or device cannot
+    take. channels_last on inputs that are not images would do nothing while naming another run: refused.
+    The CPU's autocast takes bf16 and fp16 alike (torch 2.13; fp16 is slow there, docs/precision.md); a GPU
+    without bfloat16 arithmetic refuses bf16 rather than emulate it."""
+    tc = cfg.train
+    if tc.channels_last and len(data.input_shape) != 3:
+        raise ConfigError(
+            f"train.channels_last=true needs image inputs (batches N×C×H×W); this data's samples have shape "
+            f"{tuple(data.input_shape)}: leave it out"
+        )
+    on_gpu = tc.precision == "bf16" and resolve_device(cfg.device).type == "cuda"
+    if on_gpu and not torch.cuda.is_bf16_supported(including_emulation=False):
+        raise ConfigError(
+            f"train.precision=bf16: {torch.cuda.get_device_name()} has no bfloat16 arithmetic; use fp16"
+        )
 
 
 def environment(device: torch.device) -> dict[str, Any]:
-    """What decides the numbers of a run beside its config (see the README on reproducibility)."""
+    """What decides the numbers of a run beside its config (docs/store.md, "Reproducibility")."""
     return {
         "torch": str(torch.__version__),
         "numpy": str(np.__version__),
@@ -262,11 +348,7 @@ def drive(
             if first.step >= stop:
                 break
 
-            losses = gradients()
-            for i in live:
-                loops[i].set_lr()
-                loops[i].optimizer.step()
-            window[first.step - last_sync] = losses
+            _update(loops, live, gradients, window[first.step - last_sync])
             for loop in loops:
                 loop.advance()
 
@@ -285,6 +367,16 @@ def drive(
         for i in live:
             results[i] = loops[i].result(time.perf_counter() - started)
     return results
+
+
+def _update(loops: Sequence[RunLoop], live: list[int], gradients: Gradients, row: torch.Tensor) -> None:
+    """One step of `drive`: the gradients on the next batch, each live run's update at its scheduled
+    learning rate, the batch losses into `row` of the device buffer. Nothing here waits for the device
+    (tests/test_gpu.py runs it under CUDA's sync debug mode), except fp16's GradScaler (`RunLoop.update`)."""
+    row.copy_(gradients())
+    for i in live:
+        loops[i].set_lr()
+        loops[i].update()
 
 
 @dataclass
@@ -319,6 +411,12 @@ class RunLoop:
     _rng_in_place: bool = False
     resumed_at: int | None = None
     status: str = "done"
+    # the training step's options (`step_options`): the forward it calls, the autocast dtype (None: fp32),
+    # fp16's GradScaler, whether batches go channels_last
+    forward: Callable[[torch.Tensor], torch.Tensor] | None = None
+    autocast: torch.dtype | None = None
+    scaler: torch.amp.GradScaler | None = None
+    channels_last: bool = False
 
     @classmethod
     def start(
@@ -348,8 +446,11 @@ class RunLoop:
     def _build(cls, cfg, model, data, run_dir, checkpoint, env_extra) -> RunLoop:
         device = resolve_device(cfg.device)
         env = {**environment(device), **(env_extra or {})}
+        check_step_options(cfg, data)
         data = data.to(device)
         model.to(device)
+        if cfg.train.channels_last:  # in place: the optimiser and probes see the same parameters
+            model.to(memory_format=torch.channels_last)
         tc = cfg.train
         batch_size = None if tc.batch_size == "full" else tc.batch_size
         loader = BatchLoader(
@@ -391,6 +492,7 @@ class RunLoop:
             info={"env": env},
             rng={},
         )
+        loop.step_options()
         if checkpoint is not None:
             loop._resume(checkpoint, env)
         if len(loop.envs) > 1:
@@ -418,6 +520,8 @@ class RunLoop:
         self.step = self.resumed_at = checkpoint["step"]
         self.model.load_state_dict(checkpoint["model"])
         self.optimizer.load_state_dict(checkpoint["optimizer"])
+        if self.scaler is not None and "scaler" in checkpoint:  # absent: a fresh scale (its first steps)
+            self.scaler.load_state_dict(checkpoint["scaler"])
         self.loader.load_state_dict(checkpoint["loader"])
         set_rng_state(checkpoint["rng"])
         self.host = dict(checkpoint["host"])
@@ -445,14 +549,47 @@ class RunLoop:
         """One update done: the clock moves on (a diverged run's too; it is not stepped any more)."""
         self.step += 1
 
+    def step_options(self) -> None:
+        """The training step as `train.precision` and `train.compile` say (channels_last's model is set in
+        `_build`). The compiled forward wraps the module and shares its parameters, so probes, checkpoints
+        and an ensemble keep using the module itself. fp16 takes a GradScaler: the loss is scaled before the
+        backward so small gradients do not flush to zero in fp16, and a step whose gradients overflowed is
+        skipped while the scale backs off; bf16 has fp32's exponent range and needs none."""
+        tc = self.cfg.train
+        self.forward = torch.compile(self.model) if tc.compile else self.model
+        self.autocast = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(tc.precision or "fp32")
+        if tc.precision == "fp16":
+            self.scaler = torch.amp.GradScaler(self.device.type)
+        self.channels_last = bool(tc.channels_last)
+
     def backward(self) -> torch.Tensor:
         """The gradient of the loss on the next batch, in the parameters' `.grad`; the loss, on the device
-        (one model's `Gradients` for `drive`)."""
+        (one model's `Gradients` for `drive`). Under autocast only the forward runs in bf16/fp16: the loss
+        is computed in fp32 from its output (as torch's AMP recipe has it), so it and the read-back losses
+        are fp32 whatever the precision."""
         x, y = self.loader.next()
-        loss = self.loss_fn(self.model(x), y)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        if self.autocast is None:
+            loss = self.loss_fn(self.forward(x), y)
+        else:
+            with torch.autocast(self.device.type, dtype=self.autocast):
+                out = self.forward(x)
+            loss = self.loss_fn(out.float(), y)
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        (loss if self.scaler is None else self.scaler.scale(loss)).backward()
         return loss.detach()
+
+    def update(self) -> None:
+        """The optimiser's step on the gradients `backward` left. fp16: through the GradScaler, which
+        unscales them and checks them for inf/nan on the device, then reads that check back (`.item()`,
+        one host sync per step: torch's GradScaler.step does so unless the optimiser takes the scale itself,
+        as fused ones do) to skip the step on overflow; its `update` of the scale stays on the device."""
+        if self.scaler is None:
+            self.optimizer.step()
+        else:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
 
     def probe_and_checkpoint(self) -> dict[str, Any] | None:
         """`at_step` drawing from the run's own RNG stream (`own_rng`)."""
@@ -489,6 +626,7 @@ class RunLoop:
                     "host": self.host,
                     "envs": self.envs,
                     "probes": [_probe_state(probe) for probe in self.probes],
+                    **({} if self.scaler is None else {"scaler": self.scaler.state_dict()}),
                 },
                 self.records,
             )
