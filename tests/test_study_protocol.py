@@ -143,6 +143,18 @@ def test_study_list_names_every_studys_axes_and_options(capsys):
             assert f"study.{option}" in out
 
 
+@pytest.mark.parametrize("name", sorted(STUDIES))
+def test_study_help_shows_the_studys_axes_and_options(name, capsys):
+    code, out, _ = cli("study", name, "--help", capsys=capsys)
+    assert code == 0
+    assert "--axis" in out and f"Study {name}" in out  # the command's options, then the study's own
+    cls = STUDIES[name]
+    for axis in cls.scales["tiny"].axes:
+        assert f"{axis}=" in out
+    for option in cls.Options.model_fields:
+        assert f"study.{option}" in out
+
+
 def test_the_default_plan_reads_axis_values_from_the_configs():
     class Toy(Study):
         name = "toy"

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import click
 import typer
 from rich.table import Table
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup
 
 from .config import parse_value, shown_value
 from .errors import (
@@ -78,6 +78,27 @@ class _SweepGroup(TyperGroup):
             f"learnscope sweep {' '.join(run.collect_usage_pieces(sub))} (the implied `run`):"
         )
         run.format_options(sub, formatter)
+
+
+class _StudyCommand(TyperCommand):
+    """`learnscope study NAME --help` ends with that study's scales, axes and options (as `study list` shows
+    them): --help is eager, so NAME is taken from the arguments as typed."""
+
+    def parse_args(self, ctx, args: list[str]) -> list[str]:
+        ctx.meta["study_args"] = list(args)
+        return super().parse_args(ctx, args)
+
+    def format_help(self, ctx, formatter) -> None:
+        super().format_help(ctx, formatter)
+        from .studies import STUDIES
+
+        named = [a for a in ctx.meta.get("study_args", []) if a in STUDIES]
+        if named:
+            formatter.write_paragraph()
+            formatter.write_text(f"Study {named[0]} (its scales, axes at tiny, and options):")
+            with formatter.indentation():
+                for line in _describe_study(STUDIES[named[0]]).splitlines()[1:]:
+                    formatter.write_text(line.strip())
 
 
 sweep_app = typer.Typer(
@@ -484,7 +505,7 @@ def report(
         print(f"{corrupt} of them corrupt, not drawn: `learnscope runs ls --store {store}` says why")
 
 
-@app.command()
+@app.command(cls=_StudyCommand)
 def study(
     name: Annotated[
         str, typer.Argument(metavar="NAME", help="A study (`learnscope study list` names them), or `list`.")
