@@ -340,8 +340,11 @@ def test_tiny_study_finds_the_three_regimes(tmp_path):
     assert list(conv["regime"]) == ["convergence"] * 3
     assert list(equil["regime"]) == ["equilibrium"] * 3
     assert list(div["regime"]) == ["divergence"] * 3
-    # the shape the classifier reads (measured: trend 33-40 at 1e-3, |trend| ≤ 0.3 at 3e-2 and 1)
-    assert (conv["trend"] > 3 * sr.FALLING).all() and (abs(equil["trend"]) < sr.FLAT / 2).all()
+    # The shape the classifier reads. Converging runs' trend is far above the band (measured 32-40 at 1e-3);
+    # a stationary run's trend is the noise of a slope in units of its own fluctuation, of order 1 whatever
+    # the machine (measured |trend| ≤ 0.3 at 3e-2 on an AVX2-only EPYC, 0.13-1.34 on an AVX-512 Xeon, up to
+    # 1.65 on MNIST-1D), so the equilibria are held to the classifier's own band, FLAT, not to a margin in it.
+    assert (conv["trend"] > 3 * sr.FALLING).all() and (abs(equil["trend"]) <= sr.FLAT).all()
     assert (equil["level"] > 3 * sr.FLOOR).all() and (div["above_chance"] < sr.CHANCE / 2).all()
     # the boundaries, bisected within the grid's intervals (measured: (0.0173, 0.03) and (0.0548, 0.1))
     found = {b["boundary"]: (b["lo"], b["hi"]) for b in sr.boundaries(runs)}
