@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
-import click
 import typer
 from rich.table import Table
 from typer.core import TyperCommand, TyperGroup
@@ -72,7 +71,8 @@ class _SweepGroup(TyperGroup):
         """The group's help, then the arguments and options of the implied `run` (what users type)."""
         super().format_help(ctx, formatter)
         run = self.commands["run"]
-        sub = click.Context(run, info_name="run", parent=ctx)
+        # the Context class typer runs on: click's own, or the copy that typer >= 0.2x vendors
+        sub = type(ctx)(run, info_name="run", parent=ctx)
         formatter.write_paragraph()
         formatter.write_text(
             f"learnscope sweep {' '.join(run.collect_usage_pieces(sub))} (the implied `run`):"
