@@ -20,7 +20,7 @@ import torch
 from learnscope import load_runs, run
 from learnscope.errors import DataError, StoreError
 from learnscope.store import RunDir, encode_record, read_records, run_dirs
-from tests.conftest import cli, tiny
+from tests.conftest import cli, mounted_tmpfs, tiny
 
 TOML = """device = "cpu"
 [model]
@@ -295,18 +295,8 @@ def test_injected_enospc_is_one_line_and_the_run_resumes_identically(
 @pytest.fixture
 def tmpfs(tmp_path):
     """A small tmpfs of our own (needs root and mount(2)); skipped with the reason where there is none."""
-    mount = tmp_path / "tmpfs"
-    mount.mkdir()
-    try:
-        result = subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", "size=320k", "tmpfs", str(mount)], capture_output=True, text=True
-        )
-    except FileNotFoundError:
-        pytest.skip("no mount command: a real full or read-only disk cannot be made here")
-    if result.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here (needs root): {result.stderr.strip()}")
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], check=False)
+    with mounted_tmpfs(tmp_path / "tmpfs", "size=320k") as mount:
+        yield mount
 
 
 def _remount(mount: Path, options: str) -> None:

@@ -13,7 +13,6 @@ import os
 import pickle
 import re
 import struct
-import subprocess
 import tarfile
 import threading
 import urllib.parse
@@ -26,7 +25,7 @@ import pytest
 from learnscope import fetch
 from learnscope.data.files import load_cifar
 from learnscope.fetch import MARKER, PART_SUFFIX, Remote, Source
-from tests.conftest import cli
+from tests.conftest import cli, mounted_tmpfs
 from tests.data.test_files import CIFAR_TEST, CIFAR_TRAIN, cifar_batch
 
 ARCHIVE = "cifar-10-python.tar.gz"
@@ -301,16 +300,8 @@ def read_only_dir(tmp_path):
         yield path
         path.chmod(0o755)
         return
-    try:
-        done = subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(path)], capture_output=True
-        )
-    except FileNotFoundError:
-        pytest.skip("root without a mount command: a read-only directory cannot be made here")
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a read-only tmpfs: {done.stderr.decode().strip()}")
-    yield path
-    subprocess.run(["umount", "-l", str(path)], check=False)
+    with mounted_tmpfs(path, "ro,size=64k"):
+        yield path
 
 
 def test_a_read_only_data_directory_is_one_line_before_any_download(

@@ -1,12 +1,15 @@
-"""Atomic, durable file writes: a reader sees the old file or the new one, never half of one.
+"""Atomic, durable file writes: a reader sees the old file or the new one, never half of one; and the one
+exclusive lock of a directory (a run's, a fetched data set's).
 
 A leaf module (it imports nothing of the package), so the store, the data cache and the report share it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -68,3 +71,28 @@ def fsync_dir(path: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+@contextlib.contextmanager
+def directory_lock(path: Path, fallback: str, *, block: bool = False) -> Iterator[None]:
+    """An exclusive flock of the directory `path` itself while the block runs, so no lock file that a user
+    may delete as stale can let two processes in; where the filesystem cannot lock a directory (NFS emulates
+    flock with byte-range locks, which need a file open for writing), of the file `fallback` in it. Held by
+    another process: BlockingIOError at once, or with `block` the wait until it is free. An OSError where
+    the directory cannot be opened."""
+    mode = fcntl.LOCK_EX if block else fcntl.LOCK_EX | fcntl.LOCK_NB
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        try:
+            fcntl.flock(fd, mode)
+        except BlockingIOError:
+            raise
+        except OSError:  # no directory locks here: the lock file
+            os.close(fd)
+            fd = -1
+            fd = os.open(Path(path) / fallback, os.O_RDWR | os.O_CREAT, 0o644)
+            fcntl.flock(fd, mode)
+        yield
+    finally:
+        if fd >= 0:
+            os.close(fd)  # releases the lock

@@ -186,21 +186,20 @@ def _timed(cfg: Config, data, store: Path | None = None, repeats: int = REPEATS)
 def _time_shape(shape: Shape) -> None:
     """Time the short runs of the module's docstring on the shape's first config."""
     from .data import build_data
-    from .probes import probe_steps
+    from .runs.train import step_schedule
 
     cfg = shape.configs[0]
     start = time.perf_counter()
     data = build_data(cfg.data)
     data_s = time.perf_counter() - start
-    _SPLITS[run_digest(cfg.data.model_dump(mode="json"))] = data.train
-    _timed(
-        _short(cfg, 2, False), data, repeats=1
-    )  # warm-up: first-call costs (allocator, kernels) are not per run
+    _TRAIN_SIZES[run_digest(cfg.data.model_dump(mode="json"))] = len(data.train)
+    # warm-up: the first call's costs (allocator, kernels) are not any run's
+    _timed(_short(cfg, 2, False), data, repeats=1)
     short = 4
     t_short = _timed(_short(cfg, short, False), data)
     # Lengthen the timed run until the steps' time stands out of the noise, but never beyond the longest run
     # of the shape (timing more than the runs themselves would cost more than running them).
-    longest = max(_length(c)[0] for c in shape.configs)
+    longest = max(step_schedule(c, _train_size(c))[0] for c in shape.configs)
     ceiling = max(2 * short, min(MAX_TIMED_STEPS, longest))
     long = min(4 * short, ceiling)
     while True:
@@ -211,7 +210,7 @@ def _time_shape(shape: Shape) -> None:
     shape.step_s = max(t_long - t_short, 0.0) / (long - short)
     shape.setup_s = data_s + max(t_short - short * shape.step_s, 0.0)
     with_probes = _short(cfg, long, True)
-    points = len(probe_steps(with_probes.probes, long, 1))
+    points = len(step_schedule(with_probes, len(data.train))[2])
     shape.probe_s = max(_timed(with_probes, data) - t_long, 0.0) / points
     scratch = Path(tempfile.mkdtemp(prefix="learnscope-estimate-"))
     try:
@@ -226,41 +225,29 @@ def _time_shape(shape: Shape) -> None:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _length(cfg: Config) -> tuple[int, int]:
-    """The run's steps and the steps of an epoch, as the loop counts them."""
-    from .data import BatchLoader
-
-    tc = cfg.train
-    batch = None if tc.batch_size == "full" else tc.batch_size
-    per_epoch = BatchLoader(_train_split(cfg), batch, 0, tc.drop_last).steps_per_epoch
-    return (tc.steps if tc.steps is not None else math.ceil(tc.epochs * per_epoch)), per_epoch
-
-
 def _run_cost(cfg: Config, shape: Shape) -> RunCost:
-    from .probes import Steps, probe_steps
+    from .runs.train import step_schedule
 
-    tc = cfg.train
-    total, per_epoch = _length(cfg)
-    probes = len(probe_steps(cfg.probes, total, per_epoch)) if cfg.probes.use else 0
-    every = tc.checkpoint_every
-    checkpoints = len(Steps(total, {total}, [(every, every)] if every else []))
+    total, _, probe_at, checkpoint_at = step_schedule(cfg, _train_size(cfg))
+    probes = len(probe_at) if cfg.probes.use else 0
+    checkpoints = len(checkpoint_at)
     seconds = shape.setup_s + total * shape.step_s + probes * shape.probe_s + checkpoints * shape.checkpoint_s
     disk = shape.state_bytes + 2 * probes * shape.record_bytes + 4096  # checkpoint + records twice + json
     return RunCost(cfg, total, probes, checkpoints, seconds, int(disk))
 
 
-_SPLITS: dict[str, Any] = {}
+_TRAIN_SIZES: dict[str, int] = {}  # data config's digest -> its training split's size
 
 
-def _train_split(cfg: Config):
-    """The training split of the run's data (its size sets the steps of an epoch), built once per data
-    config."""
+def _train_size(cfg: Config) -> int:
+    """The number of training samples of the run's data (its epochs' steps follow from it), the data built
+    once per data config."""
     from .data import build_data
 
     key = run_digest(cfg.data.model_dump(mode="json"))
-    if key not in _SPLITS:
-        _SPLITS[key] = build_data(cfg.data).train
-    return _SPLITS[key]
+    if key not in _TRAIN_SIZES:
+        _TRAIN_SIZES[key] = len(build_data(cfg.data).train)
+    return _TRAIN_SIZES[key]
 
 
 def _device_name(device) -> str:

@@ -27,7 +27,6 @@ leaves (importing it still runs `learnscope.data`'s `__init__`, which registers 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import http.client
 import json
@@ -45,7 +44,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 
-from .atomic import atomic_text, fsync_dir, fsync_file
+from .atomic import atomic_text, directory_lock, fsync_dir, fsync_file
 from .errors import DataError, describe_os_error
 from .ui import notice, progress_bar
 from .version import __version__
@@ -301,26 +300,15 @@ def _make_writable_folder(folder: Path) -> None:
 
 @contextlib.contextmanager
 def _locked(folder: Path, name: str) -> Iterator[None]:
-    """An exclusive flock held while fetching: on the folder itself (no lock file to go stale), or where the
-    filesystem cannot lock a directory (NFS emulates flock with byte-range locks, which need a file open for
-    writing) on a `.lock` file in it, as the run store does."""
-    fds = [os.open(folder, os.O_RDONLY | os.O_DIRECTORY)]
-    try:
+    """The data set's folder locked while fetching (`atomic.directory_lock`): a second fetch waits for the
+    first, then finds its copy verified."""
+    with contextlib.ExitStack() as held:
         try:
-            try:
-                fcntl.flock(fds[-1], fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise
-            except OSError:  # no directory locks here: the lock file
-                fds.append(os.open(folder / LOCK, os.O_RDWR | os.O_CREAT, 0o644))
-                fcntl.flock(fds[-1], fcntl.LOCK_EX | fcntl.LOCK_NB)
+            held.enter_context(directory_lock(folder, LOCK))
         except BlockingIOError:
             notice(f"another process is fetching {name} into {folder}; waiting for it")
-            fcntl.flock(fds[-1], fcntl.LOCK_EX)
+            held.enter_context(directory_lock(folder, LOCK, block=True))
         yield
-    finally:
-        for fd in fds:
-            os.close(fd)  # releases the lock
 
 
 class _Retry(Exception):

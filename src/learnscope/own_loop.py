@@ -144,6 +144,8 @@ class Run:
     def _start(self, checkpoint: dict[str, Any] | None) -> None:
         """The resume point: the checkpoint's step and records (metrics.jsonl rewritten to exactly them),
         or a fresh start."""
+        from .runs.train import environment_stretches
+
         self._started = time.perf_counter()
         env = _environment()
         if checkpoint is not None:
@@ -153,8 +155,7 @@ class Run:
             self.resume_step = checkpoint["step"]
             self.records = list(checkpoint.get("records", []))
             self._envs = list(checkpoint.get("envs", []))
-        if not self._envs or {k: v for k, v in self._envs[-1].items() if k != "from_step"} != env:
-            self._envs.append({**env, "from_step": self.resume_step})  # resumed elsewhere: numbers may differ
+        self._envs = environment_stretches(self._envs, env, self.resume_step)
         self._dir.restart_metrics(self.records)
 
     @contextlib.contextmanager
@@ -396,13 +397,8 @@ def _check_loadable(value: Any, where: str, seen: set[int]) -> None:
 
 
 def _environment() -> dict[str, Any]:
-    """What decides the numbers of a run beside its config (as a training run's status records it)."""
-    import numpy as np
-    import torch
+    """What decides the numbers of a run beside its config: a training run's (its device is the loop's own,
+    unknown here) and Python's version, whose `random` the loop's RNG state holds."""
+    from .runs.train import environment
 
-    return {
-        "torch": str(torch.__version__),
-        "numpy": str(np.__version__),
-        "python": platform.python_version(),
-        "threads": torch.get_num_threads(),
-    }
+    return {**environment(None), "python": platform.python_version()}

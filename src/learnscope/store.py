@@ -34,7 +34,6 @@ The invariant, kept under every fault (kill -9, Ctrl-C, SIGTERM, a full or read-
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import functools
 import gc
 import hashlib
@@ -58,7 +57,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 import numpy as np
 import orjson
 
-from .atomic import TMP_SUFFIX, atomic_text, atomic_write, temporary_name
+from .atomic import TMP_SUFFIX, atomic_text, atomic_write, directory_lock, temporary_name
 from .errors import RunBusy, StoreError, describe_os_error
 from .inputs import changed, fingerprint
 from .ui import notice
@@ -409,33 +408,22 @@ class RunDir:
         can let two processes write one run; where the filesystem refuses to lock a directory (NFS emulates
         flock with byte-range locks, which need a file open for writing) it falls back to a `lock` file.
         Temporary files left by a killed writer are removed (nobody else writes here while it is held)."""
-        try:
-            self.path.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY)
-        except OSError as exc:
-            raise StoreError(f"cannot write the run store: {describe_os_error(exc)}") from None
-        try:
+        with contextlib.ExitStack() as held:
             try:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    raise
-                except OSError:  # no directory locks here: the lock file
-                    os.close(fd)
-                    fd = -1
-                    fd = os.open(self.path / "lock", os.O_RDWR | os.O_CREAT, 0o644)
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                self.path.mkdir(parents=True, exist_ok=True)
+                held.enter_context(directory_lock(self.path, "lock"))
             except BlockingIOError:
                 raise RunBusy(f"run {self.hash} is being run by another process ({self.path})") from None
-            for stale in self.path.glob(f".*{TMP_SUFFIX}"):
-                stale.unlink(missing_ok=True)
-            self._locked = True
-            yield
-        finally:
-            self._locked = False
-            self._close_metrics()
-            if fd >= 0:
-                os.close(fd)
+            except OSError as exc:
+                raise StoreError(f"cannot write the run store: {describe_os_error(exc)}") from None
+            try:
+                for stale in self.path.glob(f".*{TMP_SUFFIX}"):
+                    stale.unlink(missing_ok=True)
+                self._locked = True
+                yield
+            finally:
+                self._locked = False
+                self._close_metrics()
 
     def write_config(self) -> None:
         """config.json, unless one of this run is there; an unreadable one is rewritten, another run's is a

@@ -14,6 +14,13 @@ import torch
 from .dataset import Augment, Split
 
 
+def steps_per_epoch(n: int, batch_size: int | None, drop_last: bool = False) -> int:
+    """The steps of an epoch over `n` samples: one where the batch is the whole split (None, or >= n)."""
+    if batch_size is None or batch_size >= n:
+        return 1
+    return n // batch_size if drop_last else math.ceil(n / batch_size)
+
+
 class BatchLoader:
     """Shuffled mini-batches (a new permutation each epoch), or the whole split when `batch_size` is None."""
 
@@ -40,9 +47,7 @@ class BatchLoader:
 
     @property
     def steps_per_epoch(self) -> int:
-        if self.full_batch:
-            return 1
-        return self.n // self.batch_size if self.drop_last else math.ceil(self.n / self.batch_size)
+        return steps_per_epoch(self.n, None if self.full_batch else self.batch_size, self.drop_last)
 
     def next(self) -> tuple[torch.Tensor, torch.Tensor]:
         if self.full_batch:

@@ -34,6 +34,7 @@ from torch.nn.parameter import is_lazy
 from ..config import Config
 from ..curvature import hvp_operator, top_eigenvalue
 from ..data import BatchLoader, Dataset, build_data, validate_dataset
+from ..data.loader import steps_per_epoch
 from ..errors import ConfigError, LearnscopeError, out_of_memory
 from ..inputs import recording_inputs
 from ..optim import INVERSE_SHARPNESS, Schedule, build_optimizer, loss_function, set_lr
@@ -275,14 +276,31 @@ def check_step_options(cfg: Config, data: Dataset) -> None:
         )
 
 
-def environment(device: torch.device) -> dict[str, Any]:
-    """What decides the numbers of a run beside its config (docs/store.md, "Reproducibility")."""
-    return {
-        "torch": str(torch.__version__),
-        "numpy": str(np.__version__),
-        "threads": torch.get_num_threads(),
-        "device": device.type,
-    }
+def environment_stretches(envs: list[dict[str, Any]], env: dict[str, Any], step: int) -> list[dict[str, Any]]:
+    """The environment of each stretch of a run (its checkpoints keep the list): `envs`, and `env` from `step`
+    on where it is not the last one's (a run resumed elsewhere: its numbers may differ from there)."""
+    if envs and {k: v for k, v in envs[-1].items() if k != "from_step"} == env:
+        return list(envs)
+    return [*envs, {**env, "from_step": step}]
+
+
+def step_schedule(cfg: Config, train_size: int) -> tuple[int, int, Steps, Steps]:
+    """A run's steps as the loop counts them, from its config and the size of its training split: (its
+    length, the steps of an epoch, the steps its probes run at, the steps a checkpoint is written at). Step
+    sets are progressions (Steps): setting up takes no time or memory that grows with the steps."""
+    tc = cfg.train
+    per_epoch = steps_per_epoch(train_size, None if tc.batch_size == "full" else tc.batch_size, tc.drop_last)
+    total = tc.steps if tc.steps is not None else math.ceil(tc.epochs * per_epoch)
+    probe_at = probe_steps(cfg.probes, total, per_epoch) if cfg.probes.use else Steps(total)
+    every = [(tc.checkpoint_every, tc.checkpoint_every)] if tc.checkpoint_every else []
+    return total, per_epoch, probe_at, Steps(total, {total}, every)
+
+
+def environment(device: torch.device | None) -> dict[str, Any]:
+    """What decides the numbers of a run beside its config (docs/store.md, "Reproducibility"); the device
+    where the run's code chooses it (None: not known here)."""
+    env = {"torch": str(torch.__version__), "numpy": str(np.__version__), "threads": torch.get_num_threads()}
+    return env if device is None else {**env, "device": device.type}
 
 
 def train(
@@ -456,18 +474,13 @@ class RunLoop:
         loader = BatchLoader(
             data.train, batch_size, cfg.seed + LOADER_SEED_OFFSET, tc.drop_last, data.augment
         )
-        per_epoch = loader.steps_per_epoch
-        total = tc.steps if tc.steps is not None else math.ceil(tc.epochs * per_epoch)
+        total, per_epoch, probe_at, checkpoint_at = step_schedule(cfg, loader.n)
 
         optimizer = build_optimizer(_resolved_lr(cfg, model, data), model)
         probes = build_probes(cfg.probes)
         context = ProbeContext(
             model, data, loss_function(tc.loss, "sum"), 0, cfg.probes.batch_size, optimizer=optimizer
         )
-        # Step sets as progressions (Steps): setting up takes no time or memory that grows with the steps.
-        probe_at = probe_steps(cfg.probes, total, per_epoch) if probes else Steps(total)
-        every = [(tc.checkpoint_every, tc.checkpoint_every)] if tc.checkpoint_every else []
-        checkpoint_at = Steps(total, {total}, every)
         loop = cls(
             cfg=cfg,
             model=model,
@@ -532,9 +545,7 @@ class RunLoop:
             self.records = list(checkpoint["records"])
         else:  # a checkpoint of an older learnscope: the records it covers are those in the file
             self.records = [r for r in self.run_dir.records() if r["step"] <= self.step]
-        self.envs = list(checkpoint.get("envs", self.envs))
-        if {k: v for k, v in self.envs[-1].items() if k != "from_step"} != env:
-            self.envs.append({**env, "from_step": self.step})  # resumed elsewhere: the numbers may differ
+        self.envs = environment_stretches(checkpoint.get("envs", self.envs), env, self.step)
 
     def due(self) -> bool:
         """Whether probes or a checkpoint are scheduled at this step."""
