@@ -196,6 +196,49 @@ def test_stopping_a_local_sweep_with_an_idle_worker_prints_no_traceback(tmp_path
     assert states == ["done", "done", "interrupted"]
 
 
+WORKER_UNDER_REPEATED_SIGTERM = """
+import json, os, signal, sys, threading, time
+from pathlib import Path
+from learnscope.config import load_run_config
+from learnscope.executors import local
+from learnscope.store import RunDir
+
+cfg = load_run_config(sys.argv[1], ["train.steps=100000"])
+store = sys.argv[2]
+status = RunDir(store, cfg).status_path
+
+def signal_until_gone():
+    while not status.exists() or json.loads(status.read_text())["state"] != "running":
+        time.sleep(0.01)
+    while True:  # as a stopped sweep's pool does: one SIGTERM, then another once an idle worker ends
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.0005)
+
+local._worker_init(os.getppid())
+threading.Thread(target=signal_until_gone, daemon=True).start()
+local._run_in_worker(cfg, store, 1)
+"""
+
+
+def test_a_worker_signalled_again_while_it_stops_still_leaves_its_run_interrupted(tmp_path, config):
+    """A sweep stopped while one worker is idle: the idle worker ends, the pool sees it broken and SIGTERMs
+    the others again (concurrent.futures' `terminate_broken`), which can land while a worker marks its run
+    `interrupted` (CI saw it left `running`; `lifecycle.interrupts_held`). Here a worker is sent SIGTERM every
+    half millisecond from its run's start to its end."""
+    store = tmp_path / "runs"
+    worker = subprocess.run(
+        [sys.executable, "-c", WORKER_UNDER_REPEATED_SIGTERM, str(config), str(store)],
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert worker.returncode == 143, worker.stderr
+    assert "Traceback" not in worker.stderr, worker.stderr
+    states = [json.loads(p.read_text())["state"] for p in store.glob("*/status.json")]
+    assert states == ["interrupted"]
+
+
 # --- 4. output that cannot be encoded degrades to ASCII ----------------------------------------------------
 
 ASCII_ENV = {**ENV, "LC_ALL": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0"}

@@ -106,4 +106,7 @@ def _stop_workers(pool: ProcessPoolExecutor) -> None:
             process.terminate()
     for process in processes:
         process.join(timeout=30)
+        if process.is_alive():  # stuck in a native call past its grace: its run will be shown interrupted
+            with contextlib.suppress(OSError, ValueError):
+                process.kill()
     pool.shutdown(wait=False, cancel_futures=True)

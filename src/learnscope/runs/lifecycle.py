@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
+import threading
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -172,8 +174,9 @@ def running(todo: Sequence[RunDir], doing: str) -> Iterator[None]:
         yield
     except BaseException as exc:
         error = out_of_memory(exc, doing) if isinstance(exc, Exception) else None
-        for run_dir in todo:
-            mark_stopped(run_dir, error or exc)
+        with interrupts_held():
+            for run_dir in todo:
+                mark_stopped(run_dir, error or exc)
         if error is not None:
             raise error from None
         raise
@@ -195,6 +198,23 @@ def computed_run(root: str | Path, spec: Any, compute: Callable[[], Any]) -> Run
         return [RunResult(spec, "done", records)]
 
     return execute([run_dir], work, doing="computing", recompute_lost=True)[0]
+
+
+@contextlib.contextmanager
+def interrupts_held() -> Iterator[None]:
+    """Ctrl-C and SIGTERM wait while the block runs (in the main thread, where Python runs signal handlers):
+    a run that is stopping already marks itself whole, where a second Ctrl-C would leave it `running`. A
+    signal that came meanwhile is dropped: the run is stopping anyway."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            if handler is not None:  # None: a handler installed outside Python, which it cannot restore
+                signal.signal(sig, handler)
 
 
 def mark_stopped(run_dir: RunDir, exc: BaseException) -> None:
