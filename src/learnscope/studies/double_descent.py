@@ -14,12 +14,16 @@ figures from stored runs:
                         their error curves (Fig. 3)
     gd_vs_theory.png    gradient descent through the train loop over the exact and the approximate curves
                         (κ = 1, 100, 1e4)
+    width1_network.png  a trained ReLU network that descends twice at CPU scale (one hidden unit on the
+                        linear teacher with label noise) beside the closed form of the linear student
+                        trained on the same draws with the same learning rate (`tiny`, `small`, `paper`)
 
 Runs: theory curves are runs of kind `dd_theory` (runs/dd_theory.py); gradient descent is the ordinary train
 loop on the data kind `linear_teacher` (a linear student from w = 0, the summed loss, lr = 1/λ_max(XᵀX));
 the network heatmap is a training sweep over weight decay × seeds (the axes `optim.weight_decay` and `seed`):
-`key=value` overrides set the network runs' config; the theory curves and gradient descent keep the paper's
-settings (other settings: `learnscope theory double-descent`).
+`key=value` overrides set the heatmap's network runs; the theory curves, gradient descent and the width-1
+network keep the settings of the paper and of docs/studies/double_descent.md §6 (other settings: `learnscope
+theory double-descent`, or the width-1 run's config as a file: §6).
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from pydantic import NonNegativeInt, PositiveFloat, PositiveInt
 
 from ..config import Config
 from ..errors import ConfigError, LearnscopeError
-from ..report import PALETTE, colour, new_figure, save_figure
+from ..report import PALETTE, colour, line_style, new_figure, save_figure
 from ..sections import Strict
 from ..sweep import grid
 from ..theory.double_descent import SUMMARY_KEYS, curve_summary, describe_summary, exact_curves
@@ -79,6 +83,30 @@ PAPER_NETWORK = {
     "probes": NETWORK_PROBES,
 }
 
+# A trained network that descends twice at CPU scale (docs/studies/double_descent.md §6): one hidden ReLU
+# unit, f(x) = a·relu(wᵀx + b) + c (103 parameters for n = 150 points), full-batch GD on the MSE, on the
+# linear teacher with κ = 30 and label noise σ = 0.2; its test error is the MSE on the draw's 1,000 noiseless
+# test points. Each draw (`data.seed`) is also the run's seed. Wide MLPs show one descent here (§6).
+WIDTH1 = {"n": 150, "d": 100, "p": 70, "kappa": 30.0, "sigma": 0.2}
+WIDTH1_NETWORK = {
+    "data": {"kind": "linear_teacher", **WIDTH1},
+    "model": {"kind": "mlp", "depth": 1, "width": 1},
+    "optim": {"kind": "sgd", "lr": 0.01, "momentum": 0.0, "weight_decay": 0.0},
+    "train": {"steps": 200_000, "batch_size": "full", "loss": "mse", "checkpoint_every": 50_000,
+              "log_every": 10_000},
+    "probes": {"schedule": ["log"], "points": 60, "use": ["evaluation"]},
+}  # fmt: skip
+# Its double descent: a rise of 0.03 above the first minimum and a fall of 0.05 below the peak, in MSE (§6).
+WIDTH1_RISE, WIDTH1_FALL = 0.03, 0.05
+WIDTH1_THEORY_STEPS = 1e8  # the linear student's second descent comes at 3-6e7 steps of the same lr
+WIDTH1_STEPS = np.unique(np.append(0.0, np.round(np.geomspace(1, WIDTH1_THEORY_STEPS, 200))))  # its curve's
+
+
+def width1_config(draw: int) -> Config:
+    """The width-1 network on data draw `draw` (its seed too)."""
+    cfg = {**WIDTH1_NETWORK, "data": {**WIDTH1_NETWORK["data"], "seed": draw}}
+    return Config.from_dict({"name": f"width-1 network draw={draw}", "seed": draw, **cfg})
+
 
 def weight_decays(x: list[float]) -> list[float]:
     """λ = 10^-x: the heatmap's weight decays from its x axis."""
@@ -92,6 +120,7 @@ class Options(Strict):
     exact_draws: PositiveInt = 32  # data draws averaged by the exact curves
     gd_draws: NonNegativeInt = 2  # draws trained by gradient descent, at each κ of gd_kappas
     gd_kappas: list[PositiveFloat] = list(GD_KAPPAS)
+    width1_draws: list[NonNegativeInt] = []  # data draws trained by the width-1 network (§6), ~40 s each
 
 
 # Per scale: the network runs' config and axes (weight decay, seeds), and the options.
@@ -103,28 +132,31 @@ SCALES: dict[str, Scale] = {
         options=Options(gd_kappas=[100.0]),
     ),
     "tiny": Scale(
-        note="the theory, gradient descent, and the LeNet on MNIST-1D for 20 epochs at three λ",
+        note="the theory, gradient descent, the LeNet on MNIST-1D for 20 epochs at three λ, and the width-1 "
+        "network on one draw",
         base={**MNIST1D_LENET, "train": {**MNIST1D_LENET["train"], "epochs": 20}},
         axes={"optim.weight_decay": weight_decays([1.0, 3.0, 8.0]), "seed": [0]},
-        options=Options(),
+        options=Options(width1_draws=[0]),
     ),
     "small": Scale(
-        note="the heatmap of docs/studies/double_descent.md: LeNet on MNIST-1D, 200 epochs, 12 λ x 3 seeds",
+        note="the heatmap of docs/studies/double_descent.md: LeNet on MNIST-1D, 200 epochs, 12 λ x 3 seeds; "
+        "the width-1 network on 6 draws",
         base=MNIST1D_LENET,
         axes={
             "optim.weight_decay": weight_decays(np.linspace(1, 8, 12).round(3).tolist()),
             "seed": [0, 1, 2],
         },
-        options=Options(heatmap_x=100, exact_draws=200, gd_draws=4),
+        options=Options(heatmap_x=100, exact_draws=200, gd_draws=4, width1_draws=[0, 1, 2, 3, 4, 5]),
     ),
     "paper": Scale(
-        note="ResNet-18 on CIFAR-10 with 20% permuted labels, 1001 epochs, 100 λ x 5 seeds",
+        note="ResNet-18 on CIFAR-10 with 20% permuted labels, 1001 epochs, 100 λ x 5 seeds; the width-1 "
+        "network on 10 draws",
         base=PAPER_NETWORK,
         axes={
             "optim.weight_decay": weight_decays(np.linspace(0.1, 8, 100).round(4).tolist()),
             "seed": [0, 1, 2, 3, 4],
         },
-        options=Options(heatmap_x=100, exact_draws=1000, gd_draws=8),
+        options=Options(heatmap_x=100, exact_draws=1000, gd_draws=8, width1_draws=list(range(10))),
     ),
 }
 
@@ -165,8 +197,8 @@ class DoubleDescent(Study):
     Options = Options
 
     def plan(self) -> list[tuple]:
-        """The theory curves of the paper's figures and gradient descent (shown by name), then the network
-        runs over the axes (weight decay x seeds)."""
+        """The theory curves of the paper's figures, gradient descent and the width-1 network (shown by
+        name), then the heatmap's network runs over the axes (weight decay x seeds)."""
         opts = self.options
         runs: list = [theory(f"fig1 {f}", FIG1, features=f) for f in ("fast", "slow", "both")]
         for x in np.linspace(0.1, 8, opts.heatmap_x):
@@ -177,6 +209,7 @@ class DoubleDescent(Study):
             runs.append(theory(f"exact kappa={k:g}", FIG1, kappa=k, form="exact", draws=opts.exact_draws))
             if k in opts.gd_kappas:
                 runs += [gd_config(k, seed) for seed in range(opts.gd_draws)]
+        runs += [width1_config(draw) for draw in opts.width1_draws]
         networks = self.points()
         if self.config_overrides and not networks:
             raise ConfigError(
@@ -243,6 +276,7 @@ class DoubleDescent(Study):
                     **found,
                 }
             )
+        rows += width1_summary(table)
         return pd.DataFrame(rows)
 
     def headlines(self, summary: pd.DataFrame) -> list[Headline]:
@@ -306,6 +340,7 @@ class DoubleDescent(Study):
                     "here a LeNet on MNIST-1D with 20 % permuted labels (docs §6)",
                 )
             )
+        out += width1_headlines(summary)
         return out
 
     def format_summary(self, summary: pd.DataFrame) -> str:
@@ -315,8 +350,9 @@ class DoubleDescent(Study):
         if "shape" in summary:
             text += (
                 "\n\nerror: the curve summarised, eg (the paper's Eq. 6), eg_draw (the exact curves: each"
-                " draw's error, own ‖w‖²/d, averaged) or the network's test error; times are t + 1"
-                " (approximate form), t (exact) or epochs, up to the window. shape: monotone (no peak),"
+                " draw's error, own ‖w‖²/d, averaged), the network's test error, the width-1 network's test"
+                " MSE or the linear student's beside it (2·eg_draw); times are t + 1 (approximate form), t"
+                " (exact), epochs or steps, up to the window. shape: monotone (no peak),"
                 " single descent (a minimum, then up to the window's end: no peak) or peak. second_min is"
                 " blank where no minimum after the peak lies inside the window: the curve is still falling"
                 " (or flat) at the window's end (at_window_end), at final (final_t)."
@@ -327,12 +363,13 @@ class DoubleDescent(Study):
         return {"network_curves": network_curves(table)}
 
     def figures(self, table: pd.DataFrame, summary: pd.DataFrame, out: Path) -> list[Path]:
-        theory_runs = _theory(table)
+        theory_runs, runs = _theory(table), _width1_runs(table)
         return [  # the key figure first: gradient descent on the closed forms (what learnscope demo shows)
             gd_figure(table, out / "gd_vs_theory.png", self.command),
             fast_slow_figure(theory_runs, out / "fast_slow.png", self.command),
             heatmap_figure(theory_runs, network_curves(table), out / "heatmap.png", self.command),
             phase_figure(theory_runs, out / "phase_diagram.png", self.command),
+            *([width1_figure(runs, out / "width1_network.png", self.command)] if len(runs) else []),
         ]
 
 
@@ -357,25 +394,75 @@ def _found(row: pd.Series) -> dict:
     return {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in row.items()}
 
 
-def _gd_runs(table: pd.DataFrame) -> pd.DataFrame:
-    if "data.kind" not in table:
+def _teacher_runs(table: pd.DataFrame, model: str) -> pd.DataFrame:
+    """The training runs on the linear teacher's data with this model kind."""
+    if "data.kind" not in table or "model.kind" not in table:
         return table.iloc[:0]
-    return table[table["data.kind"] == "linear_teacher"]
+    return table[(table["data.kind"] == "linear_teacher") & (table["model.kind"] == model)]
+
+
+def _gd_runs(table: pd.DataFrame) -> pd.DataFrame:
+    return _teacher_runs(table, "linear")
+
+
+def _width1_runs(table: pd.DataFrame) -> pd.DataFrame:
+    return _teacher_runs(table, "mlp")
+
+
+def _linear_student(run: pd.Series, steps: np.ndarray, eta: float) -> np.ndarray:
+    """The exact discrete-GD curve of the linear student from w = 0 on this run's data draw at rate `eta` (on
+    the summed loss ½‖Xw − y‖²): `eg_draw`, the draw's noiseless-label error with its own teacher norm."""
+    from ..data.teachers import sample_teachers, singular_values
+
+    s = singular_values(int(run["data.d"]), int(run["data.p"]), float(run["data.kappa"]))
+    draw = sample_teachers(int(run["data.n"]), s, float(run["data.sigma"]), [int(run["data.seed"])])
+    return exact_curves(draw, steps, 0.0, "gd", eta=eta).eg_draw[0]
 
 
 def _exact_of_runs(runs: pd.DataFrame, steps: np.ndarray) -> np.ndarray:
     """The exact discrete-GD curve averaged over the data draws of these gradient-descent runs (one κ; each
-    draw at its own rate 1/λ_max): `eg_draw`, each draw's noiseless-label error with its own teacher norm, the
-    quantity the runs' `teacher/eg` measures."""
-    curves = []
-    for _, run in runs.groupby("run"):
-        first = run.iloc[0]
-        from ..data.teachers import sample_teachers, singular_values
+    draw at its own rate 1/λ_max): `eg_draw`, the quantity the runs' `teacher/eg` measures."""
+    firsts = [run.iloc[0] for _, run in runs.groupby("run")]
+    return np.mean([_linear_student(first, steps, float(first["lr"])) for first in firsts], axis=0)
 
-        s = singular_values(int(first["data.d"]), int(first["data.p"]), float(first["data.kappa"]))
-        draw = sample_teachers(int(first["data.n"]), s, float(first["data.sigma"]), [int(first["data.seed"])])
-        curves.append(exact_curves(draw, steps, 0.0, "gd", eta=float(first["lr"])).eg_draw[0])
-    return np.mean(curves, axis=0)
+
+def width1_curves(runs: pd.DataFrame, steps: np.ndarray | None = None) -> dict[int, pd.DataFrame]:
+    """Per data draw of the width-1 network: its test MSE (`network`) at its logged steps, and the linear
+    student's closed form on the same draw with the same learning rate (`linear`, the MSE 2·eg_draw) at those
+    steps, or at `steps`. The network's loss is the mean (f − y)² (`train.loss = "mse"`): its lr η is the
+    rate 2η/n on the summed loss ½‖Xw − y‖² of the closed form."""
+    out = {}
+    for _, run in runs.groupby("run"):
+        run = run[run["test/loss"].notna()].sort_values("step")
+        first = run.iloc[0]
+        eta = 2 * float(first["lr"]) / int(first["data.n"])
+        at = run["step"].to_numpy(float) if steps is None else np.asarray(steps, float)
+        curve = pd.DataFrame({"step": at, "linear": 2 * _linear_student(first, at, eta)})
+        if steps is None:
+            curve["network"] = run["test/loss"].to_numpy()
+            curve["train"] = run["train/loss"].to_numpy()
+        out[int(first["data.seed"])] = curve
+    return out
+
+
+def width1_summary(table: pd.DataFrame) -> list[dict]:
+    """Summary rows of the width-1 network: per draw, its test MSE over its steps, from where it has fitted
+    half its initial training loss (before, it leaves the saddle of its initialisation: its test error
+    wiggles by up to 0.08 while it has learned nothing), and the linear student's closed form on the same
+    draw, from step 1 to WIDTH1_THEORY_STEPS."""
+    rows = []
+    runs = _width1_runs(table)
+    theory_steps = WIDTH1_STEPS
+    long = width1_curves(runs, theory_steps)
+    for draw, curve in sorted(width1_curves(runs).items()):
+        fitted = curve[curve["train"] <= 0.5 * curve["train"].iloc[0]]
+        found = curve_summary(fitted["step"], fitted["network"], rise=WIDTH1_RISE, fall=WIDTH1_FALL)
+        rows.append({"part": "width-1 network", "setting": f"network draw={draw}", "error": "test MSE",
+                     "window": float(curve["step"].max()), **found})  # fmt: skip
+        found = curve_summary(theory_steps, long[draw]["linear"], rise=WIDTH1_RISE, fall=WIDTH1_FALL)
+        rows.append({"part": "width-1 network", "setting": f"linear student draw={draw}",
+                     "error": "2·eg_draw", "window": WIDTH1_THEORY_STEPS, **found})  # fmt: skip
+    return rows
 
 
 def gd_gaps(table: pd.DataFrame) -> list[tuple[float, float, float]]:
@@ -532,4 +619,90 @@ def gd_figure(table: pd.DataFrame, path: Path, title: str = "") -> Path:
     axes[0].set_ylabel("$E_G$, noiseless labels")
     fullest = max(axes, key=lambda a: len(a.get_legend_handles_labels()[0]))  # the panel with the train loop
     fullest.legend(frameon=False, fontsize=8, loc="upper right")  # the curves stay below 0.35 there
+    return save_figure(fig, path, title)
+
+
+def width1_headlines(summary: pd.DataFrame) -> list[Headline]:
+    """How many draws of the width-1 network descend twice, and how close its first minimum and peak come to
+    those of the linear student's closed form on the same draws."""
+    part = summary[summary["part"] == "width-1 network"] if "part" in summary else summary.iloc[:0]
+    if not len(part):
+        return []
+    part = part.set_index(part["setting"].str.rsplit("=", n=1).str[1].rename("draw"))
+    net = part[part["setting"].str.startswith("network")]
+    linear = part[part["setting"].str.startswith("linear")]
+    twice = net[net["double_descent"].astype(bool)]
+
+    def spread(values: pd.Series) -> str:
+        values = values.dropna()
+        return f"{values.min():.2f}–{values.max():.2f}" if len(values) else "none"
+
+    steps = f"{net['window'].max():.0e}".replace("e+0", "e")
+    out = [
+        Headline(
+            f"width-1 ReLU network on the linear teacher (κ = 30, σ = 0.2), test MSE, {steps} GD steps: "
+            "double descent (rise ≥ 0.03, fall ≥ 0.05)",
+            f"{len(twice)} of {len(net)} draws; rise {spread(twice['rise'])}, fall {spread(twice['fall'])}",
+            "6 of 6 draws, rise 0.05–0.20, fall 0.35–0.75 (the search of docs §6)",
+            "a trained network at CPU scale; the paper's is a ResNet-18 on CIFAR-10",
+        )
+    ]
+    first = (net["first_min"] - linear["first_min"]).abs()
+    peak = (net["peak"] - linear["peak"]).abs()
+    sooner = (linear["first_min_t"] / net["first_min_t"], linear["peak_t"] / net["peak_t"])
+    second = linear["second_min_t"].dropna()
+    later = f"at steps {second.min():.1e}–{second.max():.1e}" if len(second) else "none in the window"
+    out.append(
+        Headline(
+            "width-1 network vs the linear student's closed form (same draws, same lr): first minimum and "
+            "peak, |Δ| in MSE and how many times sooner the network gets there; the linear student's second "
+            "minimum",
+            f"|Δ| {spread(first)} and {spread(peak)}, {spread(sooner[0])}x and {spread(sooner[1])}x sooner; "
+            f"{later}",
+            None,
+            f"the linear student's closed form to {WIDTH1_THEORY_STEPS:.0e} steps (docs §6)",
+        )
+    )
+    return out
+
+
+def width1_figure(runs: pd.DataFrame, path: Path, title: str = "") -> Path:
+    """Left: each draw's width-1 network (solid) and the linear student's closed form on the same draw with
+    the same lr (dashed, the same colour), in MSE on noiseless test points, to the linear student's second
+    descent. Right, with more than one draw: their means over the draws (the network's ± std)."""
+    nets, linears = width1_curves(runs), width1_curves(runs, WIDTH1_STEPS)
+    several = len(nets) > 1
+    fig, axes = new_figure(ncols=2 if several else 1, figsize=(12, 4) if several else (6.5, 4), sharey=True,
+                           squeeze=False)  # fmt: skip
+    axes = axes[0]
+    dashed = (0, (2, 2))
+    for i, (draw, net) in enumerate(sorted(nets.items())):
+        shade, style = line_style(i)
+        axes[0].plot(net["step"] + 1, net["network"], color=shade, ls=style, label=f"draw {draw}")
+        axes[0].plot(WIDTH1_STEPS + 1, linears[draw]["linear"], color=shade, ls=dashed, lw=0.9)
+    axes[0].plot([], [], color="grey", label="width-1 network (solid)")
+    axes[0].plot([], [], color="grey", ls=dashed, lw=0.9, label="linear student, closed form")
+    axes[0].set(ylabel="test MSE, noiseless labels", title="each draw (dotted: the network's last step)")
+    axes[0].legend(frameon=False, fontsize=7, loc="lower left", ncol=2)
+    if several:
+        net_mean = pd.concat([n.set_index("step")["network"] for n in nets.values()], axis=1)
+        mean, std = net_mean.mean(axis=1), net_mean.std(axis=1, ddof=0)
+        linear_mean = np.mean([c["linear"] for c in linears.values()], axis=0)
+        axes[1].plot(
+            mean.index + 1, mean, color=PALETTE[0], label=f"width-1 network, mean of {len(nets)} draws"
+        )
+        axes[1].fill_between(mean.index + 1, mean - std, mean + std, color=PALETTE[0], alpha=0.2, lw=0)
+        axes[1].plot(WIDTH1_STEPS + 1, linear_mean, color=PALETTE[-1], ls=dashed,
+                     label="linear student (closed form), same draws and lr")  # fmt: skip
+        axes[1].set(title="mean over draws")
+        axes[1].legend(frameon=False, fontsize=8, loc="lower left")
+    last = max(float(net["step"].max()) for net in nets.values())
+    lr = ", ".join(f"{v:g}" for v in sorted(runs["lr"].dropna().unique()))
+    for ax in axes:
+        ax.axvline(last + 1, color="grey", lw=0.6, ls=":")
+        ax.set(
+            xscale="log",
+            xlim=(1, WIDTH1_THEORY_STEPS),
+            xlabel=f"step + 1 (full-batch GD, lr {lr} on the MSE)",
+        )
     return save_figure(fig, path, title)
