@@ -640,8 +640,9 @@ def width1_headlines(summary: pd.DataFrame) -> list[Headline]:
     steps = f"{net['window'].max():.0e}".replace("e+0", "e")
     out = [
         Headline(
-            f"width-1 ReLU network on the linear teacher (κ = 30, σ = 0.2), test MSE, {steps} GD steps: "
-            "double descent (rise ≥ 0.03, fall ≥ 0.05)",
+            f"width-1 ReLU network on the linear teacher (n = {WIDTH1['n']}, p = {WIDTH1['p']}, "
+            f"κ = {WIDTH1['kappa']:g}, σ = {WIDTH1['sigma']:g}), test MSE, {steps} GD steps: double descent "
+            f"(rise ≥ {WIDTH1_RISE:g}, fall ≥ {WIDTH1_FALL:g})",
             f"{len(twice)} of {len(net)} draws; rise {spread(twice['rise'])}, fall {spread(twice['fall'])}",
             "6 of 6 draws, rise 0.05–0.20, fall 0.35–0.75 (the search of docs §6)",
             "a trained network at CPU scale; the paper's is a ResNet-18 on CIFAR-10",
