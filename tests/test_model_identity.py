@@ -108,7 +108,17 @@ def test_runs_ls_shows_the_class_and_data_of_a_supplied_run_and_reads_old_ones(t
     assert rows[old.name].count("supplied") == 2 and "mlp" not in rows[old.name]
     code, out, _ = cli("runs", "ls", "-s", store, "--where", f"model.kind={NET}", capsys=capsys)
     assert code == 0 and supplied.path.name in out and own.path.name not in out
-    assert set(load_runs(store)["run"]) == set(rows)  # the table reads the old run too
+    table = load_runs(store).groupby("run").first()
+    assert set(table.index) == set(rows)  # the table reads the old run too
+    # and shows what ran, as `runs ls` does: the model's class and the data, not the config's unused kinds
+    assert (
+        table.loc[own.path.name, "model.kind"] == "mlp" and table.loc[own.path.name, "data.kind"] == "digits"
+    )
+    for name in (supplied.path.name, warm.path.name):
+        assert table.loc[name, "model.kind"] == NET
+        assert table.loc[name, "data.kind"] == "tensors (150 train, 50 test)"
+    assert table.loc[warm.path.name, "model.id"] == "warm"
+    assert table.loc[old.name, "model.kind"] == table.loc[old.name, "data.kind"] == "supplied"
 
 
 def test_model_id_without_a_model_or_empty_is_a_one_line_error(tmp_path, cfg, data):

@@ -978,6 +978,7 @@ def _table_part(path: Path) -> _TablePart:
         body, status = _read_config_and_status(path)
         rows, columns = _run_columns(path, status)
         meta = {k: tuple(v) if isinstance(v, list) else v for k, v in flatten_config(body["config"]).items()}
+        meta.update(supplied_keys(body))  # a model or data passed in Python: what ran, not the config's kinds
     except (StoreError, OSError, RecursionError) as exc:
         reason = "config.json nests too deeply" if isinstance(exc, RecursionError) else _reason(exc)
         constants = {"run": _dir_name(path), "status": "corrupt", "error": reason}
