@@ -128,6 +128,38 @@ def test_ctrl_c_and_sigterm_exit_with_their_codes_and_leave_the_run_resumable(
     assert metrics.read_bytes() == expected
 
 
+@pytest.mark.parametrize("when", ["config", "status"])
+def test_a_stop_while_the_run_starts_leaves_it_resumable_not_running(
+    tmp_path, tiny_config, monkeypatch, when
+):
+    """Ctrl-C landing while the lifecycle writes config.json or the `running` status (in the status file's
+    rename or the directory's fsync after it): the run is `interrupted` where it has a status, never left
+    `running` (CI saw that once, from a SIGTERM in a sweep's worker), and the next call finishes it."""
+    write_config, set_status = RunDir.write_config, RunDir.set_status
+
+    def stopped_config(self):
+        write_config(self)
+        raise KeyboardInterrupt
+
+    def stopped_status(self, state, **info):
+        set_status(self, state, **info)
+        if state == "running":
+            raise KeyboardInterrupt
+
+    if when == "config":
+        monkeypatch.setattr(RunDir, "write_config", stopped_config)
+    else:
+        monkeypatch.setattr(RunDir, "set_status", stopped_status)
+    with pytest.raises(KeyboardInterrupt):
+        run(tiny_config, tmp_path, quiet=True)
+    monkeypatch.undo()
+    run_dir = RunDir(tmp_path, tiny_config)
+    assert (
+        not run_dir.status_path.exists() if when == "config" else run_dir.status()["state"] == "interrupted"
+    )
+    assert run(tiny_config, tmp_path, quiet=True).status == "done"
+
+
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
 def test_a_local_sweeps_workers_end_with_their_parent(tmp_path, sig):
     config = tmp_path / "long.toml"

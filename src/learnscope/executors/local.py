@@ -82,6 +82,10 @@ def _worker_sigterm(signum, frame) -> None:
     or, idle, end at once and quietly (raised in the pool's wait for work, `Terminated` would end the worker
     with a traceback on stderr)."""
     if _running:
+        # Once: the run is stopping. A second SIGTERM comes when a sweep is stopped with a worker idle (that
+        # worker ends, and the pool, broken, terminates the others again: concurrent.futures'
+        # `terminate_broken`); raised while the run marks itself `interrupted`, it would leave it `running`.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         raise Terminated()
     os._exit(143)
 

@@ -166,17 +166,18 @@ def running(todo: Sequence[RunDir], doing: str) -> Iterator[None]:
     """The block is the computation of `todo` (claimed runs): config.json and status `running` first; a
     block that raises leaves each run `failed` or `interrupted` (`mark_stopped`; an allocation that failed
     becomes the one-line out-of-memory error, naming `doing`). Marking a run final is the caller's, after
-    the block."""
-    for run_dir in todo:
-        run_dir.write_config()
-        run_dir.set_status("running", pid=os.getpid())
+    the block. A stop while the status is being written counts too: the status may say `running` already."""
     try:
+        for run_dir in todo:
+            run_dir.write_config()
+            run_dir.set_status("running", pid=os.getpid())
         yield
     except BaseException as exc:
-        error = out_of_memory(exc, doing) if isinstance(exc, Exception) else None
         with interrupts_held():
+            error = out_of_memory(exc, doing) if isinstance(exc, Exception) else None
             for run_dir in todo:
-                mark_stopped(run_dir, error or exc)
+                if run_dir.status_path.exists():  # not one that stopped before it had any status
+                    mark_stopped(run_dir, error or exc)
         if error is not None:
             raise error from None
         raise
