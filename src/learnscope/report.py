@@ -10,17 +10,16 @@ import json
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
-import matplotlib
 import numpy as np
 import pandas as pd
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-from matplotlib.lines import Line2D
 
 from .atomic import atomic_write
 from .errors import ConfigError, DataError
+
+if TYPE_CHECKING:  # matplotlib is imported where a figure is drawn: `learnscope study list` draws none
+    from matplotlib.figure import Figure
 
 # Okabe & Ito's colour-blind-safe palette (blue, orange, green, vermillion, purple, sky blue, yellow, black):
 # every categorical colour of the library's figures comes from it, in this order.
@@ -37,6 +36,9 @@ def new_figure(nrows: int = 1, ncols: int = 1, *, figsize: tuple[float, float] |
     the library is made. Neither `matplotlib.use` nor pyplot is involved, so the user's backend (a notebook's
     inline one, say) is left as it is and no figure is registered with pyplot's figure manager; the figure is
     freed with its last reference."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=figsize)
     FigureCanvasAgg(fig)
     return fig, fig.subplots(nrows, ncols, **subplots)
@@ -169,6 +171,8 @@ def curves_figure(
     names = [h.get_label() for h in handles]
     if len(handles) > LEGEND_ENTRIES:
         more = len(handles) - (LEGEND_ENTRIES - 1)
+        from matplotlib.lines import Line2D
+
         handles = [*handles[: LEGEND_ENTRIES - 1], Line2D([], [], linestyle="none")]
         names = [*names[: LEGEND_ENTRIES - 1], f"+{more} more"]
     # Outside the data: beside the last panel (save_figure's tight layout makes room for it).
@@ -345,6 +349,8 @@ def plot_sample_grid(
         if rgb:
             ax.imshow(np.where(np.isnan(mosaic), 1.0, np.clip(mosaic, 0, 1)), interpolation="nearest")
         else:
+            import matplotlib
+
             cmap = matplotlib.colormaps["gray"].with_extremes(bad="white")
             ax.imshow(mosaic[:, :, 0], cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
         ax.set_xticks([])

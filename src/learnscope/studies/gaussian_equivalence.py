@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-from matplotlib.ticker import FuncFormatter
 from pydantic import PositiveFloat
 
 from ..config import apply_overrides
@@ -302,6 +301,8 @@ def headlines(summary: pd.DataFrame, comparable: list[bool], control_delta: floa
 def figures(table: pd.DataFrame, out: Path) -> list[Path]:
     """Per setting: test error vs t (simulation mean and replica range as points and band, ODE mean as a line,
     the control dashed) and the order parameters Q, R (simulation points over ODE lines)."""
+    from matplotlib.ticker import FuncFormatter
+
     out.mkdir(parents=True, exist_ok=True)
     c = curves(table)
     paths = []

@@ -16,13 +16,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
 import numpy as np
 import pandas as pd
-from matplotlib.cm import ScalarMappable
-from matplotlib.colors import BoundaryNorm, ListedColormap
-from matplotlib.lines import Line2D
-from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter
 
 from ..config import Config
 from ..report import colour, new_figure, save_figure
@@ -211,6 +206,8 @@ class _Styles:
 
 def _plain_ticks(axis) -> None:
     """Tick labels as plain numbers (0, 1, 10, 100), not powers of ten, and no labels on minor ticks."""
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
     axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     axis.set_minor_formatter(NullFormatter())
 
@@ -231,6 +228,11 @@ def _ncc_figure(table: pd.DataFrame, summary: pd.DataFrame):
     """NCC train accuracy of every layer against epochs, a panel per depth L, of the clean-label runs (of the
     least noisy ones where no run is clean: the panels say so), one seed each. Each panel has its own colour
     bar of layers 1..L; the effective-depth layer is drawn bold and marked on it."""
+    import matplotlib
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import BoundaryNorm, ListedColormap
+    from matplotlib.lines import Line2D
+
     noise = float(summary["noise"].min())
     chosen = summary[summary["noise"] == noise].sort_values(["L", "seed"]).drop_duplicates("L")
     fig, axes = _grid(len(chosen), 5.0, 3.8)
@@ -287,6 +289,8 @@ def _ncc_figure(table: pd.DataFrame, summary: pd.DataFrame):
 def _cdnv_figure(summary: pd.DataFrame, styles: _Styles):
     """CDNV of each layer on the training set at the last probe, a line per (L, noise): its mean over seeds
     (geometric), their range as a band. Colour: L; line style: noise."""
+    from matplotlib.ticker import MaxNLocator
+
     fig, ax = new_figure(figsize=(5.6, 3.8))
     for (depth, noise), rows in summary.groupby(["L", "noise"], sort=True):
         values = np.array(rows["cdnv_train"].tolist(), dtype=float)  # (seeds, layers)
@@ -306,9 +310,11 @@ def _cdnv_figure(summary: pd.DataFrame, styles: _Styles):
     return fig
 
 
-def _key(styles: _Styles) -> tuple[list[Line2D], str | None]:
+def _key(styles: _Styles) -> tuple[list, str | None]:
     """Legend entries and title: a coloured line per depth and a black one per noise level's style; with one
     depth, a line per noise level in its colour; a level that does not vary is the title."""
+    from matplotlib.lines import Line2D
+
     depths, noises = styles.depths, styles.noises
     if len(depths) == 1:
         depth = depths[0]
@@ -330,6 +336,8 @@ def _depth_figure(summary: pd.DataFrame, styles: _Styles):
     only where there is more than one L, or more than one noise level, to compare. A network whose top layer
     misses eps is drawn at L + 1 with an open marker (the bootstrap's convention), so "not reached" stays
     on the figure instead of vanishing as NaN."""
+    from matplotlib.ticker import MaxNLocator
+
     shown = summary.assign(
         reached=summary["effective_depth"].notna(),
         effective_depth=summary["effective_depth"].fillna(summary["L"] + 1).astype(float),

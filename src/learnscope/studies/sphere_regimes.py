@@ -27,8 +27,6 @@ from typing import Annotated, Any
 
 import numpy as np
 import pandas as pd
-from matplotlib.colors import to_rgb
-from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 from pydantic import Field, PositiveFloat, PositiveInt
 
 from ..config import Config
@@ -658,6 +656,8 @@ def elr_styles(regimes: dict[float, str]) -> dict[float, dict]:
     """Each ELR's style in the figures: its regime's colour and line style (COLOURS, REGIME_LINES), and
     within the regime a marker of its own and a lighter shade the higher the ELR, so that the legend's entry
     for each ELR matches its line."""
+    from matplotlib.colors import to_rgb
+
     out = {}
     for regime in (*REGIMES, *UNSETTLED):
         elrs = sorted(e for e, r in regimes.items() if (r if r in COLOURS else "unclear") == regime)
@@ -676,6 +676,8 @@ def _readable_log_ticks(axis) -> None:
     """Plain tick labels on a log axis (0.001, 0.1, 10), at least 3 where the view allows: at each decade,
     else at 1, 2 and 5 times each, else at 1, 1.5, 2, 3, 5 and 7 times each (where matplotlib would label
     the crowded minor ticks, or none)."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
     axis.axes.autoscale_view()  # the limits of the data drawn (matplotlib computes them lazily)
     lo, hi = axis.get_view_interval()
     choices = ((1.0,), (1.0, 2.0, 5.0), (1.0, 1.5, 2.0, 3.0, 5.0, 7.0))
