@@ -642,7 +642,7 @@ def runs_ls(
     cannot be read is listed as corrupt, with the reason in place of its name."""
     from rich.markup import escape
 
-    from .store import flatten_config, supplied_keys
+    from .store import config_columns
 
     rows = []
     for path in run_dirs(store):
@@ -655,8 +655,7 @@ def runs_ls(
             started = float("inf")
         acc = last.get("test/acc")
         keys = {
-            **flatten_config(cfg),
-            **supplied_keys(body),  # a model passed in Python: its class, not the config's unused kind
+            **config_columns(body),  # a model passed in Python: its class, not the config's unused kind
             "status": shown_state(status),
             "name": cfg.get("name", ""),
             "step": last.get("step"),

@@ -544,13 +544,18 @@ class RunDir:
                 f"{self.path} to run it on the new one"
             )
 
-    def _rewrite_config(self) -> None:
+    def config_body(self) -> dict[str, Any]:
+        """What config.json holds: the config, its hash, and for a model or data passed in Python its
+        identity and what was supplied."""
         body = {"config": self.config.to_dict(), "hash": self.hash}
         if self.identity:
             body["identity"] = self.identity
         if self.supplied:
             body["supplied"] = self.supplied
-        atomic_text(self.path / "config.json", json.dumps(body, indent=2, sort_keys=True))
+        return body
+
+    def _rewrite_config(self) -> None:
+        atomic_text(self.path / "config.json", json.dumps(self.config_body(), indent=2, sort_keys=True))
 
     def _checkpoint_records(self) -> list[dict[str, Any]] | None:
         """The records the checkpoint carries, or None (no checkpoint, or one that cannot be read)."""
@@ -977,8 +982,7 @@ def _table_part(path: Path) -> _TablePart:
     try:
         body, status = _read_config_and_status(path)
         rows, columns = _run_columns(path, status)
-        meta = {k: tuple(v) if isinstance(v, list) else v for k, v in flatten_config(body["config"]).items()}
-        meta.update(supplied_keys(body))  # a model or data passed in Python: what ran, not the config's kinds
+        meta = {k: tuple(v) if isinstance(v, list) else v for k, v in config_columns(body).items()}
     except (StoreError, OSError, RecursionError) as exc:
         reason = "config.json nests too deeply" if isinstance(exc, RecursionError) else _reason(exc)
         constants = {"run": _dir_name(path), "status": "corrupt", "error": reason}
@@ -1006,6 +1010,14 @@ def flatten_config(config: dict[str, Any]) -> dict[str, Any]:
         if isinstance(value, dict):
             leaves(value, key)
     return {**flat, **nested}
+
+
+def config_columns(body: dict[str, Any]) -> dict[str, Any]:
+    """A run's config as every reader shows it (`runs ls`, `load_runs`, the trackers), from its config.json
+    `body`: the config's dotted keys, with what a model or data passed in Python was in place of the config's
+    unused kinds (`supplied_keys`)."""
+    config = body.get("config")
+    return {**flatten_config(config if isinstance(config, dict) else {}), **supplied_keys(body)}
 
 
 def supplied_keys(body: dict[str, Any]) -> dict[str, str]:

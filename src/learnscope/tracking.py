@@ -40,7 +40,7 @@ import time
 from typing import Any, Protocol
 
 from .errors import ConfigError, StoreError
-from .store import FINAL, RECORD_SINKS, RunDir, flatten_config, supplied_keys
+from .store import FINAL, RECORD_SINKS, RunDir, config_columns
 
 ENVIRONMENT = "LEARNSCOPE_TRACK"
 TRACKERS = ("tensorboard", "mlflow")
@@ -209,10 +209,9 @@ class MLflowTracker:
 
 
 def shown_config(run: RunDir) -> dict[str, Any]:
-    """The run's config as the trackers show it (parameters, hparams): its dotted keys, with what a model or
-    data passed in Python is in place of the config's kinds (`store.supplied_keys`)."""
-    flat = flatten_config(run.config.to_dict())
-    return {**flat, **supplied_keys({"supplied": run.supplied, "identity": run.identity})}
+    """The run's config as the trackers show it (parameters, hparams), as every reader does
+    (`store.config_columns`)."""
+    return config_columns(run.config_body())
 
 
 def run_title(digest: str, config: dict[str, Any]) -> str:
