@@ -426,22 +426,28 @@ def _exact_of_runs(runs: pd.DataFrame, steps: np.ndarray) -> np.ndarray:
     return np.mean([_linear_student(first, steps, float(first["lr"])) for first in firsts], axis=0)
 
 
-def width1_curves(runs: pd.DataFrame, steps: np.ndarray | None = None) -> dict[int, pd.DataFrame]:
-    """Per data draw of the width-1 network: its test MSE (`network`) at its logged steps, and the linear
-    student's closed form on the same draw with the same learning rate (`linear`, the MSE 2·eg_draw) at those
-    steps, or at `steps`. The network's loss is the mean (f − y)² (`train.loss = "mse"`): its lr η is the
-    rate 2η/n on the summed loss ½‖Xw − y‖² of the closed form."""
+def width1_networks(runs: pd.DataFrame) -> dict[int, pd.DataFrame]:
+    """Per data draw of the width-1 network, at its logged steps: the test MSE (`network`) and the training
+    loss (`train`)."""
     out = {}
     for _, run in runs.groupby("run"):
         run = run[run["test/loss"].notna()].sort_values("step")
+        out[int(run["data.seed"].iloc[0])] = pd.DataFrame(
+            {"step": run["step"].to_numpy(float), "network": run["test/loss"].to_numpy(),
+             "train": run["train/loss"].to_numpy()}
+        )  # fmt: skip
+    return out
+
+
+def width1_linear(runs: pd.DataFrame, steps: np.ndarray = WIDTH1_STEPS) -> dict[int, np.ndarray]:
+    """Per data draw of the width-1 network, the linear student's closed form on the same draw with the same
+    learning rate at `steps`, as an MSE (2·eg_draw). The network's loss is the mean (f − y)²
+    (`train.loss = "mse"`): its lr η is the rate 2η/n on the summed loss ½‖Xw − y‖² of the closed form."""
+    out = {}
+    for _, run in runs.groupby("run"):
         first = run.iloc[0]
         eta = 2 * float(first["lr"]) / int(first["data.n"])
-        at = run["step"].to_numpy(float) if steps is None else np.asarray(steps, float)
-        curve = pd.DataFrame({"step": at, "linear": 2 * _linear_student(first, at, eta)})
-        if steps is None:
-            curve["network"] = run["test/loss"].to_numpy()
-            curve["train"] = run["train/loss"].to_numpy()
-        out[int(first["data.seed"])] = curve
+        out[int(first["data.seed"])] = 2 * _linear_student(first, np.asarray(steps, float), eta)
     return out
 
 
@@ -449,17 +455,16 @@ def width1_summary(table: pd.DataFrame) -> list[dict]:
     """Summary rows of the width-1 network: per draw, its test MSE over its steps, from where it has fitted
     half its initial training loss (before, it leaves the saddle of its initialisation: its test error
     wiggles by up to 0.08 while it has learned nothing), and the linear student's closed form on the same
-    draw, from step 1 to WIDTH1_THEORY_STEPS."""
+    draw, from step 0 to WIDTH1_THEORY_STEPS."""
     rows = []
     runs = _width1_runs(table)
-    theory_steps = WIDTH1_STEPS
-    long = width1_curves(runs, theory_steps)
-    for draw, curve in sorted(width1_curves(runs).items()):
+    linear = width1_linear(runs)
+    for draw, curve in sorted(width1_networks(runs).items()):
         fitted = curve[curve["train"] <= 0.5 * curve["train"].iloc[0]]
         found = curve_summary(fitted["step"], fitted["network"], rise=WIDTH1_RISE, fall=WIDTH1_FALL)
         rows.append({"part": "width-1 network", "setting": f"network draw={draw}", "error": "test MSE",
                      "window": float(curve["step"].max()), **found})  # fmt: skip
-        found = curve_summary(theory_steps, long[draw]["linear"], rise=WIDTH1_RISE, fall=WIDTH1_FALL)
+        found = curve_summary(WIDTH1_STEPS, linear[draw], rise=WIDTH1_RISE, fall=WIDTH1_FALL)
         rows.append({"part": "width-1 network", "setting": f"linear student draw={draw}",
                      "error": "2·eg_draw", "window": WIDTH1_THEORY_STEPS, **found})  # fmt: skip
     return rows
@@ -671,7 +676,7 @@ def width1_figure(runs: pd.DataFrame, path: Path, title: str = "") -> Path:
     """Left: each draw's width-1 network (solid) and the linear student's closed form on the same draw with
     the same lr (dashed, the same colour), in MSE on noiseless test points, to the linear student's second
     descent. Right, with more than one draw: their means over the draws (the network's ± std)."""
-    nets, linears = width1_curves(runs), width1_curves(runs, WIDTH1_STEPS)
+    nets, linears = width1_networks(runs), width1_linear(runs)
     several = len(nets) > 1
     fig, axes = new_figure(ncols=2 if several else 1, figsize=(12, 4) if several else (6.5, 4), sharey=True,
                            squeeze=False)  # fmt: skip
@@ -680,7 +685,7 @@ def width1_figure(runs: pd.DataFrame, path: Path, title: str = "") -> Path:
     for i, (draw, net) in enumerate(sorted(nets.items())):
         shade, style = line_style(i)
         axes[0].plot(net["step"] + 1, net["network"], color=shade, ls=style, label=f"draw {draw}")
-        axes[0].plot(WIDTH1_STEPS + 1, linears[draw]["linear"], color=shade, ls=dashed, lw=0.9)
+        axes[0].plot(WIDTH1_STEPS + 1, linears[draw], color=shade, ls=dashed, lw=0.9)
     axes[0].plot([], [], color="grey", label="width-1 network (solid)")
     axes[0].plot([], [], color="grey", ls=dashed, lw=0.9, label="linear student, closed form")
     axes[0].set(ylabel="test MSE, noiseless labels", title="each draw (dotted: the network's last step)")
@@ -688,7 +693,7 @@ def width1_figure(runs: pd.DataFrame, path: Path, title: str = "") -> Path:
     if several:
         net_mean = pd.concat([n.set_index("step")["network"] for n in nets.values()], axis=1)
         mean, std = net_mean.mean(axis=1), net_mean.std(axis=1, ddof=0)
-        linear_mean = np.mean([c["linear"] for c in linears.values()], axis=0)
+        linear_mean = np.mean(list(linears.values()), axis=0)
         axes[1].plot(
             mean.index + 1, mean, color=PALETTE[0], label=f"width-1 network, mean of {len(nets)} draws"
         )
